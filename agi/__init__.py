@@ -1,0 +1,26 @@
+"""FastAGI for asyncio: a sans-IO codec, a channel adapter and a server.
+
+Imports neither ``ivr`` nor ``rating``.
+"""
+
+from ._channel import AgiChannel, GetDataResult
+from ._codec import MAX_LINE, AgiConnection, State, encode_command, quote
+from ._errors import (
+    AgiError,
+    ChannelHungUp,
+    CommandFailed,
+    CommandTimeout,
+    ConnectionLost,
+    LocalProtocolError,
+    ProtocolError,
+    RemoteProtocolError,
+)
+from ._events import NEED_DATA, ConnectionClosed, Environment, HangupNotice, Reply
+from ._server import AgiServer, Handler, ServerHooks
+
+__all__ = [
+    "AgiChannel", "GetDataResult", "MAX_LINE", "AgiConnection", "State", "encode_command", "quote",
+    "AgiError", "ChannelHungUp", "CommandFailed", "CommandTimeout", "ConnectionLost",
+    "LocalProtocolError", "ProtocolError", "RemoteProtocolError", "NEED_DATA", "ConnectionClosed",
+    "Environment", "HangupNotice", "Reply", "AgiServer", "Handler", "ServerHooks",
+]
