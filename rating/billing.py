@@ -1,0 +1,95 @@
+"""Pure rating arithmetic: integers only (seconds of card time, cents of money).
+
+A project's billing rule turns a call's talk seconds into the seconds debited
+from a card:
+
+    debit(0)  = 0                                    (not answered, nothing billed)
+    debit(t)  = connect + max(minimum, rounded(t))   for t >= 1
+    rounded(t) = initial                             if t <= initial
+               = initial + ceil((t - initial) / increment) * increment   otherwise
+
+``max_talk(b)`` is the longest talk whose debit fits in ``b`` seconds, so
+``debit(max_talk(b)) <= b < debit(max_talk(b) + increment)`` (property-tested).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import ROUND_CEILING, Decimal
+
+__all__ = ["BillingRule", "PER_SECOND", "talk_seconds_from_ms", "price_cents", "parse_money"]
+
+
+@dataclass(frozen=True)
+class BillingRule:
+    connect_s: int = 0      # charged once per answered call
+    minimum_s: int = 0      # an answered call costs at least this (before connect)
+    initial_s: int = 1      # the first block
+    increment_s: int = 1    # every further block
+
+    def __post_init__(self) -> None:
+        if self.connect_s < 0 or self.minimum_s < 0:
+            raise ValueError("connect charge and minimum must be >= 0 seconds")
+        if self.initial_s < 1 or self.increment_s < 1:
+            raise ValueError("initial block and increment must be >= 1 second")
+
+    def debit(self, talk_s: int) -> int:
+        """Seconds to debit for ``talk_s`` seconds of talk (0 for an unanswered call)."""
+        if talk_s < 0:
+            raise ValueError("talk time cannot be negative")
+        if talk_s == 0:
+            return 0
+        if talk_s <= self.initial_s:
+            rounded = self.initial_s
+        else:
+            blocks = -(-(talk_s - self.initial_s) // self.increment_s)
+            rounded = self.initial_s + blocks * self.increment_s
+        return self.connect_s + max(self.minimum_s, rounded)
+
+    def max_talk(self, available_s: int) -> int:
+        """The longest talk time whose debit fits in ``available_s`` (0 if not even 1 s)."""
+        if available_s < self.debit(1):
+            return 0
+        room = available_s - self.connect_s
+        return self.initial_s + ((room - self.initial_s) // self.increment_s) * self.increment_s
+
+
+PER_SECOND = BillingRule()
+
+
+def talk_seconds_from_ms(talk_ms: int, limit_s: int) -> int:
+    """Billable whole seconds: every started second counts, but never beyond the limit
+    Asterisk enforced (``L()`` cuts at ``limit_s``; its own jitter of a few ms is not
+    the caller's talk)."""
+    if talk_ms <= 0:
+        return 0
+    return min(-(-talk_ms // 1000), limit_s)
+
+
+def price_cents(seconds: int, cents_per_minute: int) -> int:
+    """Price of ``seconds`` of card time, rounded up to the cent."""
+    return -(-seconds * cents_per_minute // 60)
+
+
+def parse_money(text: str) -> int:
+    """``"0.50"`` -> 50 cents, exactly (Decimal, never float).
+
+    Raises:
+        ValueError: not a non-negative amount with at most two decimals.
+    """
+    try:
+        amount = Decimal(text.strip())
+    except ArithmeticError:
+        raise ValueError(f"not an amount: {text!r}") from None
+    if not amount.is_finite() or amount < 0:
+        raise ValueError(f"amount must be a non-negative number: {text!r}")
+    cents = amount * 100
+    if cents != cents.to_integral_value():
+        raise ValueError(f"amount has more than two decimals: {text!r}")
+    return int(cents.to_integral_value(rounding=ROUND_CEILING))
+
+
+def format_money(cents: int, currency: str) -> str:
+    sign = "-" if cents < 0 else ""
+    cents = abs(cents)
+    return f"{sign}{cents // 100}.{cents % 100:02d} {currency}"

@@ -1,0 +1,122 @@
+"""Plain records the store hands out. Times are integer milliseconds since the epoch (UTC)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from .billing import BillingRule
+
+
+class CardStatus(enum.StrEnum):
+    NEW = "new"            # bought, never used
+    ACTIVE = "active"      # activated by a first PIN call or an operator binding
+    EXHAUSTED = "exhausted"
+    BLOCKED = "blocked"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True)
+class Project:
+    id: int
+    name: str
+    numbers: tuple[str, ...]          # E.164 access numbers
+    service: str                      # Asterisk dial string of the operator's service
+    fallback: str | None
+    ring_timeout_s: int
+    language: str
+    region: str                       # ISO country for national number forms
+    price_per_minute_cents: int
+    currency: str
+    rule: BillingRule
+    warning_s: int
+    pin_length: int
+    max_bound_numbers: int
+    max_simultaneous_calls: int
+    card_validity_days: int | None
+
+
+@dataclass(frozen=True)
+class Card:
+    id: int
+    project_id: int
+    note: str
+    blocked: bool
+    balance_s: int           # settled seconds left (sum of the ledger)
+    reserved_s: int          # held by calls in progress
+    active_calls: int
+    price_cents: int
+    created_ms: int
+    activated_ms: int | None
+    expires_ms: int | None
+
+    @property
+    def available_s(self) -> int:
+        return self.balance_s - self.reserved_s
+
+    def status(self, now_ms: int) -> CardStatus:
+        if self.blocked:
+            return CardStatus.BLOCKED
+        if self.expires_ms is not None and now_ms >= self.expires_ms:
+            return CardStatus.EXPIRED
+        if self.balance_s <= 0:
+            return CardStatus.EXHAUSTED
+        return CardStatus.ACTIVE if self.activated_ms is not None else CardStatus.NEW
+
+
+@dataclass(frozen=True)
+class Binding:
+    caller: str
+    card_id: int
+    bound_ms: int
+    source: str   # "ivr" | "operator"
+
+
+@dataclass(frozen=True)
+class Grant:
+    """Card time held for one call: at most ``max_talk_s`` of talk, debiting at most ``reserved_s``."""
+
+    reservation_id: int
+    card_id: int
+    reserved_s: int
+    max_talk_s: int
+    available_before_s: int
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    id: int
+    card_id: int
+    at_ms: int
+    kind: str          # purchase | recharge | debit | adjustment
+    seconds: int       # signed
+    amount_cents: int
+    reference: str
+
+
+@dataclass(frozen=True)
+class BlacklistEntry:
+    id: int
+    project_id: int | None     # None = global
+    pattern: str
+    direction: str             # inbound | outbound
+    reason: str
+    created_ms: int
+
+
+@dataclass
+class Cdr:
+    uniqueid: str
+    project_id: int | None
+    card_id: int | None
+    caller_raw: str
+    caller_e164: str | None
+    dialled: str
+    destination: str | None
+    start_ms: int
+    answer_ms: int | None
+    end_ms: int
+    talk_s: int
+    debited_s: int
+    outcome: str
+    hangup_side: str

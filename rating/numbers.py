@@ -1,0 +1,89 @@
+"""Caller numbers and blocked-number patterns (telco notation of the seeds).
+
+A number is compared in every form an operator may write it: E.164 (``+41441234567``),
+international with ``00``, and national with the trunk prefix (``0441234567``).
+A pattern is digits, ``x`` for any one digit (``04412345x``), an optional leading
+``+``, and an optional trailing ``.`` for "anything more".
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+import phonenumbers
+
+from .errors import InvalidInput
+
+__all__ = ["CallerNumber", "parse_caller", "normalise_number", "compile_pattern", "matches"]
+
+# What Asterisk puts in agi_callerid when there is no usable number (transcripts a2–a4).
+_WITHHELD = {"", "unknown", "anonymous", "restricted", "private", "unavailable"}
+_PATTERN_RE = re.compile(r"^\+?[0-9x]+\.?$")
+
+
+@dataclass(frozen=True)
+class CallerNumber:
+    raw: str
+    e164: str | None        # None when withheld or not a number
+    national: str | None    # national form with trunk prefix, digits only
+
+    @property
+    def anonymous(self) -> bool:
+        return self.e164 is None
+
+    def forms(self) -> tuple[str, ...]:
+        """Every written form to match patterns against."""
+        out = [self.raw]
+        if self.e164:
+            out += [self.e164, "00" + self.e164[1:], self.e164[1:]]
+        if self.national:
+            out.append(self.national)
+        return tuple(dict.fromkeys(out))
+
+
+def _digits_only(text: str) -> bool:
+    body = text[1:] if text.startswith("+") else text
+    return bool(body) and body.isascii() and body.isdigit()
+
+
+@lru_cache(maxsize=4096)
+def parse_caller(raw: str, region: str) -> CallerNumber:
+    """Normalise what the network delivered; withheld and junk give ``e164=None``."""
+    text = raw.strip()
+    if text.lower() in _WITHHELD or not _digits_only(text):
+        return CallerNumber(raw=raw, e164=None, national=None)
+    candidate = "+" + text[2:] if text.startswith("00") else text
+    try:
+        parsed = phonenumbers.parse(candidate, region)
+    except phonenumbers.NumberParseException:
+        return CallerNumber(raw=raw, e164=None, national=None)
+    if not phonenumbers.is_possible_number(parsed):
+        # Short or odd numbers (test lines, NANP-like test ranges) still deserve a stable key.
+        return CallerNumber(raw=raw, e164=candidate, national=None)
+    e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    national = re.sub(r"\D", "", phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.NATIONAL))
+    return CallerNumber(raw=raw, e164=e164, national=national)
+
+
+def normalise_number(text: str, region: str) -> str:
+    """An operator-typed number in E.164. Raises InvalidInput for anything else."""
+    number = parse_caller(text, region)
+    if number.e164 is None or not number.e164.startswith("+"):
+        raise InvalidInput(f"not a phone number: {text!r} (E.164 like +41441234567, or national like 0441234567)")
+    return number.e164
+
+
+def compile_pattern(pattern: str) -> re.Pattern[str]:
+    """Raises InvalidInput for anything but digits, ``x``, a leading ``+``, a trailing ``.``."""
+    if not _PATTERN_RE.match(pattern):
+        raise InvalidInput(f"not a number pattern: {pattern!r} (digits, x for any digit, optional trailing .)")
+    body = pattern[:-1] if pattern.endswith(".") else pattern
+    regex = re.escape(body).replace("x", "[0-9]")
+    return re.compile(regex + ("[0-9]*" if pattern.endswith(".") else "") + r"\Z")
+
+
+def matches(pattern: str, number: CallerNumber) -> bool:
+    compiled = compile_pattern(pattern)
+    return any(compiled.match(form) for form in number.forms())

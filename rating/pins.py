@@ -1,0 +1,49 @@
+"""PINs: generated with ``secrets``, stored only as a keyed hash, never logged.
+
+The hash is HMAC-SHA256 under a server secret, over project id and PIN: a stolen
+database alone does not give the PINs (8 digits are only 10^8 guesses for a plain
+hash), and the same PIN in two projects hashes differently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+__all__ = ["generate_pin", "pin_hash", "load_or_create_secret", "is_pin_shaped"]
+
+
+def generate_pin(length: int = 8) -> str:
+    if not 4 <= length <= 16:
+        raise ValueError("PIN length must be between 4 and 16 digits")
+    return "".join(secrets.choice("0123456789") for _ in range(length))
+
+
+def pin_hash(secret: bytes, project_id: int, pin: str) -> str:
+    return hmac.new(secret, f"{project_id}:{pin}".encode(), hashlib.sha256).hexdigest()
+
+
+def is_pin_shaped(text: str, length: int) -> bool:
+    return len(text) == length and text.isascii() and text.isdigit()
+
+
+def load_or_create_secret(path: Path) -> bytes:
+    """The server secret: read it, or create 32 random bytes (mode 0600) on first use."""
+    try:
+        data = path.read_bytes().strip()
+        if len(data) >= 32:
+            return data
+        raise ValueError(f"secret file {path} is too short (need at least 32 bytes)")
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = secrets.token_hex(32).encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, data + b"\n")
+    finally:
+        os.close(fd)
+    return data

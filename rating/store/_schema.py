@@ -1,0 +1,110 @@
+"""Versioned migrations, applied in order; ``PRAGMA user_version`` records the last one."""
+
+MIGRATIONS: list[str] = [
+    # 1: the core engine
+    """
+    CREATE TABLE projects (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        service TEXT NOT NULL,
+        fallback TEXT,
+        ring_timeout_s INTEGER NOT NULL CHECK (ring_timeout_s > 0),
+        language TEXT NOT NULL,
+        region TEXT NOT NULL,
+        price_per_minute_cents INTEGER NOT NULL CHECK (price_per_minute_cents >= 0),
+        currency TEXT NOT NULL,
+        connect_s INTEGER NOT NULL DEFAULT 0,
+        minimum_s INTEGER NOT NULL DEFAULT 0,
+        initial_s INTEGER NOT NULL DEFAULT 1,
+        increment_s INTEGER NOT NULL DEFAULT 1,
+        warning_s INTEGER NOT NULL DEFAULT 60,
+        pin_length INTEGER NOT NULL DEFAULT 8,
+        max_bound_numbers INTEGER NOT NULL DEFAULT 3,
+        max_simultaneous_calls INTEGER NOT NULL DEFAULT 1,
+        card_validity_days INTEGER,
+        created_ms INTEGER NOT NULL
+    );
+    CREATE TABLE access_numbers (
+        number TEXT PRIMARY KEY,               -- E.164
+        project_id INTEGER NOT NULL REFERENCES projects(id)
+    );
+    CREATE TABLE cards (
+        id INTEGER PRIMARY KEY,
+        project_id INTEGER NOT NULL REFERENCES projects(id),
+        note TEXT NOT NULL,
+        pin_hash TEXT NOT NULL,
+        blocked INTEGER NOT NULL DEFAULT 0,
+        balance_s INTEGER NOT NULL CHECK (balance_s >= 0),
+        reserved_s INTEGER NOT NULL DEFAULT 0 CHECK (reserved_s >= 0 AND reserved_s <= balance_s),
+        active_calls INTEGER NOT NULL DEFAULT 0 CHECK (active_calls >= 0),
+        price_cents INTEGER NOT NULL,
+        created_ms INTEGER NOT NULL,
+        activated_ms INTEGER,
+        expires_ms INTEGER,
+        UNIQUE (project_id, pin_hash)
+    );
+    CREATE TABLE bindings (
+        project_id INTEGER NOT NULL REFERENCES projects(id),
+        caller TEXT NOT NULL,                  -- E.164
+        card_id INTEGER NOT NULL REFERENCES cards(id),
+        bound_ms INTEGER NOT NULL,
+        source TEXT NOT NULL,
+        PRIMARY KEY (project_id, caller)
+    );
+    CREATE INDEX bindings_card ON bindings(card_id);
+    CREATE TABLE ledger (
+        id INTEGER PRIMARY KEY,
+        card_id INTEGER NOT NULL REFERENCES cards(id),
+        at_ms INTEGER NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('purchase','recharge','debit','adjustment')),
+        seconds INTEGER NOT NULL,
+        amount_cents INTEGER NOT NULL DEFAULT 0,
+        reference TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX ledger_card ON ledger(card_id);
+    CREATE TABLE reservations (
+        id INTEGER PRIMARY KEY,
+        card_id INTEGER NOT NULL REFERENCES cards(id),
+        uniqueid TEXT NOT NULL,
+        seconds INTEGER NOT NULL CHECK (seconds >= 0),
+        created_ms INTEGER NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        state TEXT NOT NULL DEFAULT 'open' CHECK (state IN ('open','settled','released'))
+    );
+    CREATE INDEX reservations_open ON reservations(card_id) WHERE state = 'open';
+    CREATE TABLE cdrs (
+        id INTEGER PRIMARY KEY,
+        uniqueid TEXT NOT NULL,
+        project_id INTEGER,
+        card_id INTEGER,
+        caller_raw TEXT NOT NULL,
+        caller_e164 TEXT,
+        dialled TEXT NOT NULL,
+        destination TEXT,
+        start_ms INTEGER NOT NULL,
+        answer_ms INTEGER,
+        end_ms INTEGER NOT NULL,
+        talk_s INTEGER NOT NULL,
+        debited_s INTEGER NOT NULL,
+        outcome TEXT NOT NULL,
+        hangup_side TEXT NOT NULL
+    );
+    CREATE INDEX cdrs_start ON cdrs(start_ms);
+    CREATE INDEX cdrs_card ON cdrs(card_id);
+    CREATE TABLE blacklist (
+        id INTEGER PRIMARY KEY,
+        project_id INTEGER REFERENCES projects(id),
+        pattern TEXT NOT NULL,
+        direction TEXT NOT NULL CHECK (direction IN ('inbound','outbound')),
+        reason TEXT NOT NULL DEFAULT '',
+        created_ms INTEGER NOT NULL
+    );
+    CREATE UNIQUE INDEX blacklist_unique ON blacklist(IFNULL(project_id, 0), pattern, direction);
+    CREATE TABLE pin_failures (
+        project_id INTEGER NOT NULL,
+        caller_key TEXT NOT NULL,
+        at_ms INTEGER NOT NULL
+    );
+    CREATE INDEX pin_failures_key ON pin_failures(project_id, caller_key, at_ms);
+    """,
+]

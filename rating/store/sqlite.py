@@ -1,0 +1,437 @@
+"""The embedded store: one aiosqlite connection, one writer at a time.
+
+aiosqlite runs the connection on one thread and a transaction belongs to it, so
+every write goes through ``_write()``: an asyncio lock, ``BEGIN IMMEDIATE`` (takes
+SQLite's write lock at once, so another process — the operator CLI — waits in
+``busy_timeout`` instead of failing halfway), commit or roll back. Transactions
+are short and never span a prompt or a Dial.
+
+No overdraft: a reservation is one conditional UPDATE (``balance_s - reserved_s``
+must cover it), the schema's CHECKs forbid a negative balance as a backstop, and
+settling debits at most what was reserved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from ..billing import BillingRule
+from ..errors import AlreadyExists, CardBlocked, CardExpired, CardInUse, InsufficientBalance, InvalidInput, NotFound, StoreUnavailable
+from ..models import BlacklistEntry, Binding, Card, Cdr, Grant, LedgerEntry, Project
+from ._schema import MIGRATIONS
+
+__all__ = ["SqliteStore", "StoreObserver"]
+
+StoreObserver = Callable[[str, float], None]  # (operation, seconds)
+
+_CARD_COLS = ("id, project_id, note, blocked, balance_s, reserved_s, active_calls, price_cents, "
+              "created_ms, activated_ms, expires_ms")
+# An open reservation older than this (past its call's longest possible end) is
+# released by the next reservation on the card: it belongs to a crashed engine.
+RESERVATION_GRACE_MS = 300_000
+
+
+def _card(row: Sequence[Any]) -> Card:
+    return Card(id=row[0], project_id=row[1], note=row[2], blocked=bool(row[3]), balance_s=row[4],
+                reserved_s=row[5], active_calls=row[6], price_cents=row[7], created_ms=row[8],
+                activated_ms=row[9], expires_ms=row[10])
+
+
+class SqliteStore:
+    def __init__(self, path: str | Path, *, observer: StoreObserver | None = None) -> None:
+        self.path = str(path)
+        self._db: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+        self._observer = observer
+
+    # --- lifecycle ---------------------------------------------------------
+    async def open(self) -> None:
+        try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._db = await aiosqlite.connect(self.path, isolation_level=None)
+            await self._db.execute("PRAGMA journal_mode=WAL")
+            await self._db.execute("PRAGMA busy_timeout=5000")
+            await self._db.execute("PRAGMA foreign_keys=ON")
+            await self._db.execute("PRAGMA synchronous=NORMAL")
+            await self._migrate()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open database {self.path}: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    async def __aenter__(self) -> "SqliteStore":
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _migrate(self) -> None:
+        db = self._conn
+        async with self._write("migrate"):
+            row = await (await db.execute("PRAGMA user_version")).fetchone()
+            version = row[0] if row else 0
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in script.split(";"):
+                    if statement.strip():
+                        await db.execute(statement)
+                await db.execute(f"PRAGMA user_version={number}")
+
+    @property
+    def _conn(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise StoreUnavailable("store is not open")
+        return self._db
+
+    @asynccontextmanager
+    async def _write(self, operation: str) -> AsyncIterator[aiosqlite.Connection]:
+        db = self._conn
+        started = time.perf_counter()
+        async with self._lock:
+            try:
+                await db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"{operation}: {exc}") from exc
+            committed = False
+            try:
+                yield db
+                try:
+                    await db.execute("COMMIT")
+                    committed = True
+                except sqlite3.Error as exc:
+                    raise StoreUnavailable(f"{operation}: {exc}") from exc
+            finally:
+                if not committed:
+                    try:
+                        await db.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass  # nothing was left open
+        if self._observer is not None:
+            self._observer(operation, time.perf_counter() - started)
+
+    async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        try:
+            async with self._conn.execute(sql, params) as cur:
+                return list(await cur.fetchall())
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    # --- projects ----------------------------------------------------------
+    async def create_project(self, *, name: str, numbers: Sequence[str], service: str,
+                             fallback: str | None, ring_timeout_s: int, language: str, region: str,
+                             price_per_minute_cents: int, currency: str, rule: BillingRule,
+                             warning_s: int, pin_length: int, max_bound_numbers: int,
+                             max_simultaneous_calls: int, card_validity_days: int | None,
+                             now_ms: int) -> Project:
+        try:
+            async with self._write("create_project") as db:
+                cur = await db.execute(
+                    "INSERT INTO projects (name, service, fallback, ring_timeout_s, language, region,"
+                    " price_per_minute_cents, currency, connect_s, minimum_s, initial_s, increment_s,"
+                    " warning_s, pin_length, max_bound_numbers, max_simultaneous_calls,"
+                    " card_validity_days, created_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (name, service, fallback, ring_timeout_s, language, region, price_per_minute_cents,
+                     currency, rule.connect_s, rule.minimum_s, rule.initial_s, rule.increment_s,
+                     warning_s, pin_length, max_bound_numbers, max_simultaneous_calls,
+                     card_validity_days, now_ms))
+                project_id = cur.lastrowid
+                for number in numbers:
+                    await db.execute("INSERT INTO access_numbers (number, project_id) VALUES (?, ?)",
+                                     (number, project_id))
+        except sqlite3.IntegrityError as exc:
+            raise AlreadyExists(f"project name or access number already in use ({exc})") from exc
+        project = await self.project_by_name(name)
+        assert project is not None
+        return project
+
+    async def _project(self, where: str, params: Sequence[Any]) -> Project | None:
+        rows = await self._read(
+            "SELECT id, name, service, fallback, ring_timeout_s, language, region, price_per_minute_cents,"
+            " currency, connect_s, minimum_s, initial_s, increment_s, warning_s, pin_length,"
+            f" max_bound_numbers, max_simultaneous_calls, card_validity_days FROM projects WHERE {where}",
+            params)
+        if not rows:
+            return None
+        r = rows[0]
+        numbers = await self._read("SELECT number FROM access_numbers WHERE project_id = ? ORDER BY number",
+                                   (r[0],))
+        return Project(id=r[0], name=r[1], numbers=tuple(n[0] for n in numbers), service=r[2],
+                       fallback=r[3], ring_timeout_s=r[4], language=r[5], region=r[6],
+                       price_per_minute_cents=r[7], currency=r[8],
+                       rule=BillingRule(connect_s=r[9], minimum_s=r[10], initial_s=r[11], increment_s=r[12]),
+                       warning_s=r[13], pin_length=r[14], max_bound_numbers=r[15],
+                       max_simultaneous_calls=r[16], card_validity_days=r[17])
+
+    async def project_by_name(self, name: str) -> Project | None:
+        return await self._project("name = ?", (name,))
+
+    async def project_by_id(self, project_id: int) -> Project | None:
+        return await self._project("id = ?", (project_id,))
+
+    async def project_for_number(self, number: str) -> Project | None:
+        return await self._project(
+            "id = (SELECT project_id FROM access_numbers WHERE number = ?)", (number,))
+
+    async def projects(self) -> list[Project]:
+        rows = await self._read("SELECT name FROM projects ORDER BY name")
+        out = [await self.project_by_name(r[0]) for r in rows]
+        return [p for p in out if p is not None]
+
+    # --- cards -------------------------------------------------------------
+    async def create_card(self, *, project_id: int, note: str, pin_hash: str, seconds: int,
+                          price_cents: int, now_ms: int, expires_ms: int | None) -> Card:
+        """Raises AlreadyExists when the PIN hash is taken in the project (caller retries)."""
+        if seconds <= 0:
+            raise InvalidInput("a card needs a positive number of seconds")
+        try:
+            async with self._write("create_card") as db:
+                cur = await db.execute(
+                    "INSERT INTO cards (project_id, note, pin_hash, balance_s, price_cents, created_ms,"
+                    " expires_ms) VALUES (?,?,?,?,?,?,?)",
+                    (project_id, note, pin_hash, seconds, price_cents, now_ms, expires_ms))
+                card_id = cur.lastrowid
+                await db.execute(
+                    "INSERT INTO ledger (card_id, at_ms, kind, seconds, amount_cents, reference)"
+                    " VALUES (?, ?, 'purchase', ?, ?, '')", (card_id, now_ms, seconds, price_cents))
+        except sqlite3.IntegrityError as exc:
+            raise AlreadyExists("PIN already used in this project") from exc
+        card = await self.card(card_id)  # type: ignore[arg-type]
+        return card
+
+    async def card(self, card_id: int) -> Card:
+        rows = await self._read(f"SELECT {_CARD_COLS} FROM cards WHERE id = ?", (card_id,))
+        if not rows:
+            raise NotFound(f"no card {card_id}")
+        return _card(rows[0])
+
+    async def card_by_pin_hash(self, project_id: int, pin_hash: str) -> Card | None:
+        rows = await self._read(f"SELECT {_CARD_COLS} FROM cards WHERE project_id = ? AND pin_hash = ?",
+                                (project_id, pin_hash))
+        return _card(rows[0]) if rows else None
+
+    async def card_for_caller(self, project_id: int, caller: str) -> Card | None:
+        rows = await self._read(
+            f"SELECT {_CARD_COLS} FROM cards WHERE id ="
+            " (SELECT card_id FROM bindings WHERE project_id = ? AND caller = ?)", (project_id, caller))
+        return _card(rows[0]) if rows else None
+
+    async def cards(self, project_id: int | None = None) -> list[Card]:
+        if project_id is None:
+            rows = await self._read(f"SELECT {_CARD_COLS} FROM cards ORDER BY id")
+        else:
+            rows = await self._read(f"SELECT {_CARD_COLS} FROM cards WHERE project_id = ? ORDER BY id",
+                                    (project_id,))
+        return [_card(r) for r in rows]
+
+    async def set_pin_hash(self, card_id: int, pin_hash: str) -> None:
+        try:
+            async with self._write("set_pin") as db:
+                cur = await db.execute("UPDATE cards SET pin_hash = ? WHERE id = ?", (pin_hash, card_id))
+                if cur.rowcount == 0:
+                    raise NotFound(f"no card {card_id}")
+        except sqlite3.IntegrityError as exc:
+            raise AlreadyExists("PIN already used in this project") from exc
+
+    async def set_blocked(self, card_id: int, blocked: bool) -> None:
+        async with self._write("set_blocked") as db:
+            cur = await db.execute("UPDATE cards SET blocked = ? WHERE id = ?", (int(blocked), card_id))
+            if cur.rowcount == 0:
+                raise NotFound(f"no card {card_id}")
+
+    async def recharge(self, card_id: int, seconds: int, price_cents: int, now_ms: int) -> Card:
+        if seconds <= 0:
+            raise InvalidInput("recharge needs a positive number of seconds")
+        async with self._write("recharge") as db:
+            cur = await db.execute("UPDATE cards SET balance_s = balance_s + ? WHERE id = ?",
+                                   (seconds, card_id))
+            if cur.rowcount == 0:
+                raise NotFound(f"no card {card_id}")
+            await db.execute("INSERT INTO ledger (card_id, at_ms, kind, seconds, amount_cents)"
+                             " VALUES (?, ?, 'recharge', ?, ?)", (card_id, now_ms, seconds, price_cents))
+        return await self.card(card_id)
+
+    async def activate(self, card_id: int, now_ms: int) -> None:
+        async with self._write("activate") as db:
+            await db.execute("UPDATE cards SET activated_ms = ? WHERE id = ? AND activated_ms IS NULL",
+                             (now_ms, card_id))
+
+    # --- bindings ----------------------------------------------------------
+    async def bind(self, *, project_id: int, caller: str, card_id: int, now_ms: int, source: str,
+                   max_bound: int) -> None:
+        """Bind ``caller`` to the card (moving it from any older card of the project); above
+        ``max_bound`` numbers on the card the oldest binding goes. An operator binding
+        counts as activation."""
+        async with self._write("bind") as db:
+            await db.execute(
+                "INSERT INTO bindings (project_id, caller, card_id, bound_ms, source) VALUES (?,?,?,?,?)"
+                " ON CONFLICT (project_id, caller) DO UPDATE SET card_id = excluded.card_id,"
+                " bound_ms = excluded.bound_ms, source = excluded.source",
+                (project_id, caller, card_id, now_ms, source))
+            await db.execute(
+                "DELETE FROM bindings WHERE card_id = ? AND caller NOT IN (SELECT caller FROM bindings"
+                " WHERE card_id = ? ORDER BY bound_ms DESC, rowid DESC LIMIT ?)", (card_id, card_id, max_bound))
+            await db.execute("UPDATE cards SET activated_ms = ? WHERE id = ? AND activated_ms IS NULL",
+                             (now_ms, card_id))
+
+    async def unbind(self, project_id: int, caller: str) -> None:
+        async with self._write("unbind") as db:
+            cur = await db.execute("DELETE FROM bindings WHERE project_id = ? AND caller = ?",
+                                   (project_id, caller))
+            if cur.rowcount == 0:
+                raise NotFound(f"{caller} is not bound in this project")
+
+    async def bindings(self, card_id: int) -> list[Binding]:
+        rows = await self._read("SELECT caller, card_id, bound_ms, source FROM bindings WHERE card_id = ?"
+                                " ORDER BY bound_ms, rowid", (card_id,))
+        return [Binding(*r) for r in rows]
+
+    # --- reserve and settle -----------------------------------------------
+    async def reserve(self, *, card_id: int, uniqueid: str, rule: BillingRule, max_calls: int,
+                      hold_s: int, now_ms: int) -> Grant:
+        """Hold card time for one call, atomically.
+
+        The free time (balance minus other calls' holds) is shared among the call
+        slots still free, so a second simultaneous call cannot spend the first's.
+        ``hold_s`` is how long the hold may live beyond its talk time (ring, prompts).
+
+        Raises:
+            NotFound, CardBlocked, CardExpired, CardInUse, InsufficientBalance.
+        """
+        async with self._write("reserve") as db:
+            # Holds of crashed engines expire, so a card is never locked forever.
+            stale = await (await db.execute(
+                "SELECT id, seconds FROM reservations WHERE card_id = ? AND state = 'open'"
+                " AND expires_ms < ?", (card_id, now_ms))).fetchall()
+            for res_id, seconds in stale:
+                await db.execute("UPDATE reservations SET state = 'released' WHERE id = ?", (res_id,))
+                await db.execute("UPDATE cards SET reserved_s = reserved_s - ?,"
+                                 " active_calls = MAX(active_calls - 1, 0) WHERE id = ?", (seconds, card_id))
+            row = await (await db.execute(f"SELECT {_CARD_COLS} FROM cards WHERE id = ?",
+                                          (card_id,))).fetchone()
+            if row is None:
+                raise NotFound(f"no card {card_id}")
+            card = _card(row)
+            if card.blocked:
+                raise CardBlocked(f"card {card_id} is blocked")
+            if card.expires_ms is not None and now_ms >= card.expires_ms:
+                raise CardExpired(f"card {card_id} has expired")
+            if card.active_calls >= max_calls:
+                raise CardInUse(f"card {card_id} is in {card.active_calls} call(s)")
+            share = card.available_s // (max_calls - card.active_calls)
+            max_talk = rule.max_talk(share)
+            if max_talk <= 0:
+                raise InsufficientBalance(f"card {card_id} has {card.available_s} s left")
+            seconds = rule.debit(max_talk)
+            # The conditional UPDATE is the guard; the checks above only pick the error.
+            cur = await db.execute(
+                "UPDATE cards SET reserved_s = reserved_s + ?, active_calls = active_calls + 1"
+                " WHERE id = ? AND balance_s - reserved_s >= ? AND active_calls < ?",
+                (seconds, card_id, seconds, max_calls))
+            if cur.rowcount != 1:  # pragma: no cover - the write lock makes this unreachable
+                raise InsufficientBalance(f"card {card_id} changed under the reservation")
+            cur = await db.execute(
+                "INSERT INTO reservations (card_id, uniqueid, seconds, created_ms, expires_ms)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (card_id, uniqueid, seconds, now_ms, now_ms + (max_talk + hold_s) * 1000 + RESERVATION_GRACE_MS))
+            return Grant(reservation_id=cur.lastrowid or 0, card_id=card_id, reserved_s=seconds,
+                         max_talk_s=max_talk, available_before_s=card.available_s)
+
+    async def settle(self, grant: Grant, *, debit_s: int, uniqueid: str, now_ms: int) -> int:
+        """Debit the real cost (capped at the hold) and release the rest. Idempotent:
+        a reservation already settled or released debits nothing. Returns seconds debited."""
+        debit_s = max(0, min(debit_s, grant.reserved_s))
+        async with self._write("settle") as db:
+            cur = await db.execute(
+                "UPDATE reservations SET state = 'settled' WHERE id = ? AND state = 'open'",
+                (grant.reservation_id,))
+            if cur.rowcount != 1:
+                return 0
+            await db.execute(
+                "UPDATE cards SET balance_s = balance_s - ?, reserved_s = reserved_s - ?,"
+                " active_calls = active_calls - 1 WHERE id = ?", (debit_s, grant.reserved_s, grant.card_id))
+            if debit_s:
+                await db.execute(
+                    "INSERT INTO ledger (card_id, at_ms, kind, seconds, reference)"
+                    " VALUES (?, ?, 'debit', ?, ?)", (grant.card_id, now_ms, -debit_s, uniqueid))
+        return debit_s
+
+    # --- ledger, CDRs ------------------------------------------------------
+    async def ledger(self, card_id: int) -> list[LedgerEntry]:
+        rows = await self._read("SELECT id, card_id, at_ms, kind, seconds, amount_cents, reference"
+                                " FROM ledger WHERE card_id = ? ORDER BY id", (card_id,))
+        return [LedgerEntry(*r) for r in rows]
+
+    async def write_cdr(self, cdr: Cdr) -> None:
+        async with self._write("write_cdr") as db:
+            await db.execute(
+                "INSERT INTO cdrs (uniqueid, project_id, card_id, caller_raw, caller_e164, dialled,"
+                " destination, start_ms, answer_ms, end_ms, talk_s, debited_s, outcome, hangup_side)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (cdr.uniqueid, cdr.project_id, cdr.card_id, cdr.caller_raw, cdr.caller_e164, cdr.dialled,
+                 cdr.destination, cdr.start_ms, cdr.answer_ms, cdr.end_ms, cdr.talk_s, cdr.debited_s,
+                 cdr.outcome, cdr.hangup_side))
+
+    async def cdrs(self, *, card_id: int | None = None, limit: int = 1000) -> list[Cdr]:
+        where, params = ("WHERE card_id = ?", [card_id]) if card_id is not None else ("", [])
+        rows = await self._read(
+            "SELECT uniqueid, project_id, card_id, caller_raw, caller_e164, dialled, destination, start_ms,"
+            f" answer_ms, end_ms, talk_s, debited_s, outcome, hangup_side FROM cdrs {where}"
+            " ORDER BY id DESC LIMIT ?", (*params, limit))
+        return [Cdr(*r) for r in rows]
+
+    # --- blacklist ---------------------------------------------------------
+    async def blacklist_add(self, *, project_id: int | None, pattern: str, direction: str, reason: str,
+                            now_ms: int) -> BlacklistEntry:
+        try:
+            async with self._write("blacklist_add") as db:
+                cur = await db.execute(
+                    "INSERT INTO blacklist (project_id, pattern, direction, reason, created_ms)"
+                    " VALUES (?,?,?,?,?)", (project_id, pattern, direction, reason, now_ms))
+                entry_id = cur.lastrowid or 0
+        except sqlite3.IntegrityError as exc:
+            raise AlreadyExists(f"{pattern} is already blocked there") from exc
+        return BlacklistEntry(entry_id, project_id, pattern, direction, reason, now_ms)
+
+    async def blacklist_remove(self, *, project_id: int | None, pattern: str, direction: str) -> None:
+        async with self._write("blacklist_remove") as db:
+            cur = await db.execute("DELETE FROM blacklist WHERE IFNULL(project_id, 0) = ? AND pattern = ?"
+                                   " AND direction = ?", (project_id or 0, pattern, direction))
+            if cur.rowcount == 0:
+                raise NotFound(f"{pattern} is not blocked there")
+
+    async def blacklist(self, *, project_id: int | None = None, include_global: bool = True,
+                        direction: str | None = None) -> list[BlacklistEntry]:
+        clauses, params = [], []  # type: ignore[var-annotated]
+        if project_id is not None:
+            clauses.append("(project_id = ?" + (" OR project_id IS NULL)" if include_global else ")"))
+            params.append(project_id)
+        if direction is not None:
+            clauses.append("direction = ?")
+            params.append(direction)
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        rows = await self._read("SELECT id, project_id, pattern, direction, reason, created_ms FROM blacklist"
+                                f" {where} ORDER BY id", params)
+        return [BlacklistEntry(*r) for r in rows]
+
+    # --- PIN brute-force throttle -----------------------------------------
+    async def record_pin_failure(self, project_id: int, caller_key: str, now_ms: int) -> None:
+        async with self._write("pin_failure") as db:
+            await db.execute("INSERT INTO pin_failures (project_id, caller_key, at_ms) VALUES (?,?,?)",
+                             (project_id, caller_key, now_ms))
+
+    async def pin_failures_since(self, project_id: int, caller_key: str, since_ms: int) -> int:
+        rows = await self._read("SELECT COUNT(*) FROM pin_failures WHERE project_id = ? AND caller_key = ?"
+                                " AND at_ms >= ?", (project_id, caller_key, since_ms))
+        return int(rows[0][0])
