@@ -1,0 +1,115 @@
+"""One call's context: the channel, the store, the clock and what the CDR will say.
+
+Flows talk to a ``Call`` in the words of the call (``play``, ``ask_digits``,
+``finish``); the AGI and SQL underneath stay out of sight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agi import AgiChannel, Environment
+from prompts import Prompt, custom_sound, sound
+from rating.models import Card, Grant, Project
+from rating.numbers import CallerNumber
+from rating.store.sqlite import SqliteStore
+
+from .clock import Clock
+from .metrics import Metrics
+from .outcome import HangupSide, Outcome
+from .settings import Settings
+
+
+class CallFinished(Exception):
+    """Raised by ``Call.finish`` to leave the flow once the outcome is set (not a fault)."""
+
+
+@dataclass
+class Call:
+    channel: AgiChannel
+    env: Environment
+    store: SqliteStore
+    clock: Clock
+    settings: Settings
+    metrics: Metrics
+    secret: bytes
+    log: Any
+    flow: str = "prepaid"
+    # What the CDR will say; filled in as the call goes.
+    start_ms: int = 0
+    project: Project | None = None
+    caller: CallerNumber | None = None
+    card: Card | None = None
+    grant: Grant | None = None
+    destination: str | None = None
+    answer_ms: int | None = None
+    talk_s: int = 0
+    debited_s: int = 0
+    outcome: Outcome | None = None
+    hangup_side: HangupSide = HangupSide.UNKNOWN
+    answered: bool = False
+    _pending: list[str] = field(default_factory=list)
+
+    @property
+    def uniqueid(self) -> str:
+        return self.env.get("uniqueid")
+
+    @property
+    def dialled(self) -> str:
+        """The access number: ``agi_arg_1`` when the dialplan passes it, else the extension."""
+        args = self.env.args
+        return args[0] if args and args[0] else self.env.get("extension")
+
+    @property
+    def language(self) -> str:
+        return self.project.language if self.project else "en"
+
+    def sound(self, prompt: Prompt) -> str:
+        """The project's own recording when the operator imported one, else the standard one."""
+        if self.project is not None:
+            custom = custom_sound(self.project.name, prompt.value, self.language, Path(self.sounds_dir))
+            if custom:
+                return custom
+        return sound(prompt)
+
+    @property
+    def sounds_dir(self) -> str:
+        from prompts import SOUNDS_DIR
+
+        return self.settings.sounds_dir or str(SOUNDS_DIR)
+
+    async def answer(self) -> None:
+        if self.answered:
+            return
+        await self.channel.answer()
+        self.answered = True
+        if self.project and self.env.get("language") != self.project.language:
+            await self.channel.set_variable("CHANNEL(language)", self.project.language)
+
+    def queue(self, *sounds: str) -> None:
+        """Say these before the next thing the caller hears (saves a round trip)."""
+        self._pending.extend(sounds)
+
+    async def play(self, *sounds: str) -> None:
+        await self.answer()
+        batch, self._pending = [*self._pending, *sounds], []
+        await self.channel.playback(batch)
+
+    async def ask_digits(self, prompt: Prompt, *, max_digits: int) -> str:
+        if self._pending:
+            await self.play()
+        await self.answer()
+        result = await self.channel.get_data(self.sound(prompt), timeout_ms=self.settings.pin_timeout_ms,
+                                             max_digits=max_digits)
+        return result.digits
+
+    async def finish(self, outcome: Outcome, *prompts: Prompt) -> None:
+        """End the call with ``outcome`` after saying ``prompts`` and goodbye."""
+        self.outcome = outcome
+        self.hangup_side = HangupSide.ENGINE
+        sounds = [self.sound(p) for p in prompts]
+        if sounds:
+            await self.play(*sounds, self.sound(Prompt.GOODBYE))
+        raise CallFinished(outcome)

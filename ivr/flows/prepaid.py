@@ -1,0 +1,199 @@
+"""The prepaid call: find the project, check the caller, identify the card
+(binding or PIN), reserve its time, announce it, connect, settle.
+
+Reads like the call; the AGI and SQL live in ``Call``, ``agi`` and ``rating``.
+"""
+
+from __future__ import annotations
+
+from agi import ChannelHungUp, dial
+from prompts import Prompt, remaining_time
+from rating import errors
+from rating.billing import talk_seconds_from_ms
+from rating.models import Card, CardStatus, Grant
+from rating.numbers import matches, parse_caller
+from rating.pins import is_pin_shaped, pin_hash
+
+from ..call import Call
+from ..outcome import HangupSide, Outcome
+
+__all__ = ["prepaid"]
+
+_CONNECT_STATUS = {
+    "ANSWER": Outcome.ANSWERED,
+    "BUSY": Outcome.BUSY,
+    "NOANSWER": Outcome.NO_ANSWER,
+}
+_FALLBACK_ON = {"BUSY", "NOANSWER"}
+
+
+async def prepaid(call: Call) -> None:
+    await find_project(call)
+    await refuse_blocked_caller(call)
+    card = await identify_caller(call)
+    grant = await reserve(call, card)
+    call.queue(*remaining_time(grant.available_before_s, call.language))
+    await connect(call, grant)
+
+
+async def find_project(call: Call) -> None:
+    project = await call.store.project_for_number(_as_e164(call.dialled))
+    if project is None:
+        project = await call.store.project_for_number(call.dialled)
+    if project is None:
+        call.log.warning("unknown_access_number", dialled=call.dialled)
+        await call.finish(Outcome.UNKNOWN_NUMBER, Prompt.NOT_IN_SERVICE)
+    call.project = project
+    call.caller = parse_caller(call.env.get("callerid"), project.region)
+    call.log = call.log.bind(project=project.name)
+
+
+def _as_e164(number: str) -> str:
+    return number if number.startswith("+") else "+" + number.removeprefix("00")
+
+
+async def refuse_blocked_caller(call: Call) -> None:
+    assert call.project and call.caller
+    entries = await call.store.blacklist(project_id=call.project.id, direction="inbound")
+    for entry in entries:
+        if matches(entry.pattern, call.caller):
+            call.log.info("caller_blocked", pattern=entry.pattern)
+            await call.finish(Outcome.BLOCKED_CALLER, Prompt.NUMBER_BLOCKED)
+
+
+async def identify_caller(call: Call) -> Card:
+    """The card bound to the caller's line, or the card whose PIN the caller enters."""
+    assert call.project and call.caller
+    if not call.caller.anonymous:
+        card = await call.store.card_for_caller(call.project.id, call.caller.e164 or "")
+        if card is not None:
+            status = card.status(call.clock.now_ms())
+            if status in (CardStatus.NEW, CardStatus.ACTIVE):
+                call.card = card
+                return card
+            if status is CardStatus.BLOCKED:
+                call.card = card
+                await call.finish(Outcome.CARD_BLOCKED, Prompt.CARD_BLOCKED)
+            # Exhausted or expired: say so, then let the caller enter a new card's PIN.
+            call.queue(call.sound(_STATUS_PROMPT[status]))
+    card = await enter_pin(call)
+    call.card = card
+    return card
+
+
+_STATUS_PROMPT = {
+    CardStatus.EXHAUSTED: Prompt.NO_CREDIT,
+    CardStatus.EXPIRED: Prompt.CARD_EXPIRED,
+    CardStatus.BLOCKED: Prompt.CARD_BLOCKED,
+}
+_STATUS_OUTCOME = {
+    CardStatus.EXHAUSTED: Outcome.NO_CREDIT,
+    CardStatus.EXPIRED: Outcome.CARD_EXPIRED,
+    CardStatus.BLOCKED: Outcome.CARD_BLOCKED,
+}
+
+
+async def enter_pin(call: Call) -> Card:
+    assert call.project and call.caller
+    project, settings = call.project, call.settings
+    caller_key = call.caller.e164 or "anonymous"
+    window_start = call.clock.now_ms() - settings.pin_throttle_window_s * 1000
+    if await call.store.pin_failures_since(project.id, caller_key, window_start) >= settings.pin_throttle_failures:
+        call.log.warning("pin_entry_throttled")
+        await call.finish(Outcome.PIN_FAILED, Prompt.PIN_TOO_MANY)
+    for attempt in range(1, settings.pin_tries + 1):
+        digits = await call.ask_digits(Prompt.ENTER_PIN, max_digits=project.pin_length)
+        card = None
+        if is_pin_shaped(digits, project.pin_length):
+            card = await call.store.card_by_pin_hash(project.id, pin_hash(call.secret, project.id, digits))
+        if card is not None:
+            return await accept_card(call, card)
+        call.metrics.pin_failures.inc()
+        await call.store.record_pin_failure(project.id, caller_key, call.clock.now_ms())
+        call.log.info("pin_rejected", attempt=attempt, entered_digits=len(digits))  # never the PIN
+        if attempt < settings.pin_tries:
+            call.queue(call.sound(Prompt.PIN_WRONG))
+    await call.finish(Outcome.PIN_FAILED, Prompt.PIN_TOO_MANY)
+    raise AssertionError("unreachable")  # finish() always raises
+
+
+async def accept_card(call: Call, card: Card) -> Card:
+    assert call.project and call.caller
+    call.card = card
+    status = card.status(call.clock.now_ms())
+    if status in _STATUS_OUTCOME:
+        await call.finish(_STATUS_OUTCOME[status], _STATUS_PROMPT[status])
+    now = call.clock.now_ms()
+    if call.caller.anonymous:
+        await call.store.activate(card.id, now)  # withheld numbers are never bound
+    else:
+        await call.store.bind(project_id=call.project.id, caller=call.caller.e164 or "", card_id=card.id,
+                              now_ms=now, source="ivr", max_bound=call.project.max_bound_numbers)
+    call.log.info("pin_accepted", card=str(card.id), bound=not call.caller.anonymous)
+    call.queue(call.sound(Prompt.PIN_ACCEPTED))
+    return card
+
+
+async def reserve(call: Call, card: Card) -> Grant:
+    assert call.project
+    project = call.project
+    try:
+        grant = await call.store.reserve(
+            card_id=card.id, uniqueid=call.uniqueid, rule=project.rule,
+            max_calls=project.max_simultaneous_calls,
+            hold_s=project.ring_timeout_s * 2 + 600, now_ms=call.clock.now_ms())
+    except errors.CardInUse:
+        await call.finish(Outcome.CARD_IN_USE, Prompt.CARD_IN_USE)
+        raise
+    except errors.CardBlocked:
+        await call.finish(Outcome.CARD_BLOCKED, Prompt.CARD_BLOCKED)
+        raise
+    except errors.CardExpired:
+        await call.finish(Outcome.CARD_EXPIRED, Prompt.CARD_EXPIRED)
+        raise
+    except errors.InsufficientBalance:
+        await call.finish(Outcome.NO_CREDIT, Prompt.NO_CREDIT)
+        raise
+    call.grant = grant
+    call.log.info("time_reserved", reserved_s=grant.reserved_s, max_talk_s=grant.max_talk_s)
+    return grant
+
+
+async def connect(call: Call, grant: Grant) -> None:
+    """Dial the service (then the fallback on busy / no answer) within the grant."""
+    assert call.project
+    project = call.project
+    await call.play()  # PIN accepted, remaining time: one round trip
+    destinations = [project.service] + ([project.fallback] if project.fallback else [])
+    for destination in destinations:
+        call.destination = destination
+        warning_ms = project.warning_s * 1000 if project.warning_s else 0
+        result = await dial(call.channel, destination, timeout_s=project.ring_timeout_s,
+                            limit_ms=grant.max_talk_s * 1000, warning_ms=warning_ms,
+                            warning_sound=call.sound(Prompt.ONE_MINUTE_WARNING))
+        if result.stamp_missing:
+            call.log.warning("talk_stamp_missing", hint="load the [ivr-stamp] context from asterisk-conf/")
+        call.log.info("dial_finished", destination=destination, status=result.status,
+                      talk_ms=result.talk_ms, caller_hung_up=result.caller_hung_up)
+        if result.status == "ANSWER":
+            call.talk_s = talk_seconds_from_ms(result.talk_ms, grant.max_talk_s)
+            if result.answered_epoch is not None:
+                call.answer_ms = int(result.answered_epoch * 1000)
+            call.outcome = Outcome.ANSWERED
+            if result.caller_hung_up:
+                call.hangup_side = HangupSide.CALLER
+            elif call.talk_s >= grant.max_talk_s:
+                call.hangup_side = HangupSide.LIMIT
+            else:
+                call.hangup_side = HangupSide.CALLEE
+            return
+        if result.caller_hung_up:
+            call.hangup_side = HangupSide.CALLER
+            call.outcome = Outcome.ABANDONED
+            raise ChannelHungUp("caller left while the service was ringing")
+        call.outcome = _CONNECT_STATUS.get(result.status, Outcome.FAILED)
+        if result.status not in _FALLBACK_ON:
+            break
+    prompt = {Outcome.BUSY: Prompt.BUSY, Outcome.NO_ANSWER: Prompt.NO_ANSWER}.get(
+        call.outcome or Outcome.FAILED, Prompt.SERVICE_UNAVAILABLE)
+    await call.finish(call.outcome or Outcome.FAILED, prompt)

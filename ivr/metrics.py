@@ -1,0 +1,35 @@
+"""Prometheus metrics (STYLE §7): prefix ``ivr_``, base units, ``_total`` counters,
+no per-call labels. Built on an injected registry; no module-level singletons."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None, *, version: str = "0") -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.connections_active = Gauge("ivr_agi_connections_active", "FastAGI connections open now", registry=r)
+        self.connections = Counter("ivr_agi_connections_total", "FastAGI connections accepted", registry=r)
+        self.command_duration = Histogram("ivr_agi_command_duration_seconds",
+                                          "Round trip of one AGI command", ["command"],
+                                          buckets=_LATENCY_BUCKETS, registry=r)
+        self.protocol_errors = Counter("ivr_agi_protocol_errors_total", "AGI protocol errors", ["side"],
+                                       registry=r)
+        self.calls = Counter("ivr_calls_total", "Calls finished", ["flow", "outcome"], registry=r)
+        self.debited_seconds = Counter("ivr_debited_seconds_total", "Card seconds debited", registry=r)
+        self.pin_failures = Counter("ivr_pin_failures_total", "Wrong or missing PIN entries", registry=r)
+        self.store_duration = Histogram("ivr_store_operation_duration_seconds", "Store write transactions",
+                                        ["operation"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.call_faults = Counter("ivr_call_faults_total", "Calls ended by an engine fault", registry=r)
+        Info("ivr_build", "Engine build", registry=r).info({"version": version})
+
+    def observe_command(self, keyword: str, seconds: float, reply: object) -> None:
+        name = keyword if keyword != "EXEC" else "EXEC"
+        self.command_duration.labels(name).observe(seconds)
+
+    def observe_store(self, operation: str, seconds: float) -> None:
+        self.store_duration.labels(operation).observe(seconds)

@@ -1,0 +1,28 @@
+import enum
+
+
+class Outcome(enum.StrEnum):
+    """How a call ended, as written in its CDR."""
+
+    ANSWERED = "ANSWERED"
+    BUSY = "BUSY"
+    NO_ANSWER = "NO_ANSWER"
+    FAILED = "FAILED"              # congestion, channel unavailable, bad destination
+    NO_CREDIT = "NO_CREDIT"
+    CARD_IN_USE = "CARD_IN_USE"
+    CARD_BLOCKED = "CARD_BLOCKED"
+    CARD_EXPIRED = "CARD_EXPIRED"
+    PIN_FAILED = "PIN_FAILED"
+    BLOCKED_CALLER = "BLOCKED_CALLER"
+    UNKNOWN_NUMBER = "UNKNOWN_NUMBER"
+    ABANDONED = "ABANDONED"        # the caller hung up before being connected
+    ERROR = "ERROR"                # an engine fault (logged with the uniqueid)
+
+
+class HangupSide(enum.StrEnum):
+    CALLER = "caller"
+    CALLEE = "callee"
+    LIMIT = "limit"        # the card's time ran out: Asterisk's L() cut the call
+    ENGINE = "engine"      # the flow ended the call (refusal, goodbye)
+    NETWORK = "network"    # the AGI connection was lost
+    UNKNOWN = "unknown"
