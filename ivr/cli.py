@@ -476,3 +476,69 @@ async def demo(store: SqliteStore, settings: Settings, *, as_json: bool) -> None
 
 def main_entry() -> None:  # pragma: no cover - console script alias
     main()
+
+
+@main.command("call")
+@click.option("--from", "caller", required=True, help="Caller ID as the network delivers it (or 'anonymous').")
+@click.option("--to", "dialled", required=True, help="The access number dialled.")
+@click.option("--digits", multiple=True, help="What the caller types at each PIN prompt, e.g. 12345678#.")
+@click.option("--answer-after", type=float, default=2.0, show_default=True, help="Seconds the service rings.")
+@click.option("--talk", type=float, default=30.0, show_default=True, help="Seconds the service talks.")
+@click.option("--busy", is_flag=True, help="The service is busy.")
+@click.option("--no-answer", is_flag=True, help="The service does not answer.")
+@click.option("--hangup-after", type=float, help="The caller hangs up after this many seconds.")
+@click.option("--host", default=None, help="Engine address (default: the serve settings).")
+@click.option("--port", type=int, default=None)
+@click.option("--realtime", is_flag=True, help="Wait as long as a real call would.")
+@json_option
+@click.pass_context
+def call_command(ctx: click.Context, caller: str, dialled: str, digits: tuple[str, ...], answer_after: float,
+                 talk: float, busy: bool, no_answer: bool, hangup_after: float | None, host: str | None,
+                 port: int | None, realtime: bool, as_json: bool) -> None:
+    """Play one simulated call against a running engine, through the fake Asterisk."""
+    from agi.fake_asterisk import CallScript, DialScript, place_call
+
+    if busy and no_answer:
+        raise click.UsageError("--busy and --no-answer exclude each other")
+    for d in digits:
+        if not all(ch in "0123456789*#" for ch in d):
+            raise click.UsageError(f"--digits {d!r}: only 0-9, * and #")
+    settings = _settings(ctx)
+    outcome = "busy" if busy else "noanswer" if no_answer else "answer"
+    script = CallScript(caller_id=caller, extension=dialled, digits=list(digits),
+                        dials=[DialScript(outcome=outcome, ring_ms=int(answer_after * 1000),
+                                          talk_ms=int(talk * 1000))] * 2,
+                        hangup_at_ms=int(hangup_after * 1000) if hangup_after is not None else None,
+                        time_scale=1.0 if realtime else 0.0)
+
+    async def go() -> dict[str, Any]:
+        try:
+            record = await place_call(host or settings.host, port or settings.port, script)
+        except OSError as exc:
+            raise CliError(f"cannot reach the engine at {host or settings.host}:{port or settings.port}"
+                           f" ({exc.strerror or exc}); is `ivr serve` running?") from None
+        store = await _open(settings)
+        try:
+            uniqueid = record.uniqueid if hasattr(record, "uniqueid") else script.uniqueid
+            cdr = next((c for c in await store.cdrs(limit=50) if c.uniqueid == uniqueid), None)
+            remaining = (await store.card(cdr.card_id)).balance_s if cdr and cdr.card_id else None
+        finally:
+            await store.close()
+        return {
+            "uniqueid": uniqueid, "transcript": [f"{d} +{ms}ms {text}" for d, ms, text in record.lines],
+            "prompts_played": record.prompts_played, "digits_sent": record.digits_sent,
+            "dials": [{k: v for k, v in d.items()} for d in record.dials],
+            "outcome": cdr.outcome if cdr else None, "card": str(cdr.card_id) if cdr and cdr.card_id else None,
+            "talk_s": cdr.talk_s if cdr else None, "debited_s": cdr.debited_s if cdr else None,
+            "remaining_s": remaining, "violations": record.violations,
+        }
+
+    data = run(go())
+    lines = [*data["transcript"], "",
+             f"prompts:   {', '.join(data['prompts_played']) or '-'}",
+             f"digits:    {', '.join(data['digits_sent']) or '-'}",
+             *[f"dial:      {d.get('dial_string')} -> {d.get('status')} (talk {d.get('talk_ms')} ms)"
+               for d in data["dials"]],
+             f"outcome:   {data['outcome']}", f"debited:   {data['debited_s']} s",
+             f"remaining: {hms(data['remaining_s']) if data['remaining_s'] is not None else '-'}"]
+    emit(as_json, data, lines)

@@ -37,9 +37,11 @@ async def prepaid(call: Call) -> None:
 
 
 async def find_project(call: Call) -> None:
-    project = await call.store.project_for_number(_as_e164(call.dialled))
-    if project is None:
-        project = await call.store.project_for_number(call.dialled)
+    project = None
+    for number in await _access_number_forms(call):
+        project = await call.store.project_for_number(number)
+        if project is not None:
+            break
     if project is None:
         call.log.warning("unknown_access_number", dialled=call.dialled)
         await call.finish(Outcome.UNKNOWN_NUMBER, Prompt.NOT_IN_SERVICE)
@@ -48,8 +50,20 @@ async def find_project(call: Call) -> None:
     call.log = call.log.bind(project=project.name)
 
 
-def _as_e164(number: str) -> str:
-    return number if number.startswith("+") else "+" + number.removeprefix("00")
+async def _access_number_forms(call: Call) -> list[str]:
+    """The dialled number as the trunk delivered it (+41…, 0041…, 41…, 044…) in E.164,
+    trying each region the projects use for the national form."""
+    dialled = call.dialled
+    forms = [dialled]
+    if dialled.startswith("00"):
+        forms.append("+" + dialled[2:])
+    elif dialled.isdigit() and not dialled.startswith("0"):
+        forms.append("+" + dialled)
+    for region in await call.store.project_regions():
+        number = parse_caller(dialled, region)
+        if number.e164:
+            forms.append(number.e164)
+    return list(dict.fromkeys(forms))
 
 
 async def refuse_blocked_caller(call: Call) -> None:

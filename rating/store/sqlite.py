@@ -184,6 +184,9 @@ class SqliteStore:
         return await self._project(
             "id = (SELECT project_id FROM access_numbers WHERE number = ?)", (number,))
 
+    async def project_regions(self) -> list[str]:
+        return [r[0] for r in await self._read("SELECT DISTINCT region FROM projects ORDER BY region")]
+
     async def projects(self) -> list[Project]:
         rows = await self._read("SELECT name FROM projects ORDER BY name")
         out = [await self.project_by_name(r[0]) for r in rows]

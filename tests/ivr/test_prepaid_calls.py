@@ -1,0 +1,286 @@
+"""Calls driven over TCP loopback by the fake Asterisk against the real engine."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from agi.fake_asterisk import parse_args
+from ivr.clock import SystemClock
+from prompts import Prompt, remaining_time, sound
+
+from .conftest import ACCESS, CALLER, Harness
+
+OTHER = "+41797654321"
+
+
+def words(command: str) -> list[str]:
+    return parse_args(command)
+
+
+def dial_commands(rec) -> list[str]:  # type: ignore[no-untyped-def]
+    return [c for c in rec.commands if words(c)[:2] == ["EXEC", "Dial"]]
+
+
+async def test_first_call_pin_bind_announce_dial_debit_cdr(h: Harness) -> None:
+    card, pin = await h.card(minutes=10)
+    rec = await h.call(digits=[pin + "#"], dials=[dict(ring_ms=2000, talk_ms=65_000)])
+
+    assert [words(c)[:2] for c in rec.commands] == [
+        ["ANSWER"], ["SET", "VARIABLE"], ["GET", "DATA"], ["EXEC", "Playback"], ["SET", "VARIABLE"],
+        ["EXEC", "Dial"], ["GET", "FULL"], ["SET", "VARIABLE"], ["HANGUP"]]
+    assert words(rec.commands[1]) == ["SET", "VARIABLE", "CHANNEL(language)", "de"]
+    assert words(rec.commands[2]) == ["GET", "DATA", sound(Prompt.ENTER_PIN), "7000", "8"]
+    played = words(rec.commands[3])[2].split("&")
+    assert played == [sound(Prompt.PIN_ACCEPTED), *remaining_time(600, "de")]
+    dial = words(dial_commands(rec)[0])[2]
+    assert dial.startswith("Local/100@prepaid-service/n,30,gU(ivr-stamp^")
+    assert dial.endswith("L(600000:60000)")
+    assert rec.hung_up_by == "server" and rec.closed_by == "server"
+    assert not rec.violations
+
+    assert await h.balance(card) == 600 - 65
+    [cdr] = await h.cdrs()
+    assert (cdr.outcome, cdr.talk_s, cdr.debited_s, cdr.hangup_side) == ("ANSWERED", 65, 65, "callee")
+    assert (cdr.caller_e164, cdr.card_id, cdr.dialled) == (CALLER, card.id, ACCESS)
+    assert cdr.answer_ms is not None and cdr.start_ms <= cdr.end_ms
+    bindings = await h.store.bindings(card.id)
+    assert [(b.caller, b.source) for b in bindings] == [(CALLER, "ivr")]
+    assert (await h.store.card(card.id)).activated_ms is not None
+    ledger = await h.store.ledger(card.id)
+    assert [(e.kind, e.seconds) for e in ledger] == [("purchase", 600), ("debit", -65)]
+    assert rec.variables.get("IVR_RESULT") == "ok"
+
+
+async def test_second_call_from_the_same_line_needs_no_pin(h: Harness) -> None:
+    card, pin = await h.card(minutes=10)
+    await h.call(digits=[pin + "#"], dials=[dict(talk_ms=30_000)])
+    rec = await h.call(dials=[dict(talk_ms=10_000)])
+    assert not any(words(c)[:2] == ["GET", "DATA"] for c in rec.commands)
+    assert words(rec.commands[2])[2].split("&") == remaining_time(570, "de")
+    assert await h.balance(card) == 600 - 30 - 10
+
+
+async def test_another_line_is_asked_for_the_pin_again(h: Harness) -> None:
+    card, pin = await h.card(minutes=10)
+    await h.call(digits=[pin + "#"], dials=[dict(talk_ms=5_000)])
+    rec = await h.call(caller_id=OTHER, digits=[""] * 3)
+    assert sum(words(c)[:2] == ["GET", "DATA"] for c in rec.commands) == 3
+    assert not dial_commands(rec)
+    cdrs = await h.cdrs()
+    assert cdrs[-1].outcome == "PIN_FAILED"
+
+
+async def test_three_wrong_pins_end_the_call(h: Harness) -> None:
+    card, pin = await h.card()
+    wrong = "1" * 8 if pin != "1" * 8 else "2" * 8
+    rec = await h.call(digits=[wrong + "#", "12#", wrong])
+    assert sum(words(c)[:2] == ["GET", "DATA"] for c in rec.commands) == 3
+    assert rec.prompts_played[-2:] == [sound(Prompt.PIN_TOO_MANY), sound(Prompt.GOODBYE)]
+    assert sound(Prompt.PIN_WRONG) in rec.prompts_played
+    assert not dial_commands(rec)
+    [cdr] = await h.cdrs()
+    assert (cdr.outcome, cdr.debited_s, cdr.card_id) == ("PIN_FAILED", 0, None)
+    assert await h.store.bindings(card.id) == []
+    assert h.engine.metrics.registry.get_sample_value("ivr_pin_failures_total") == 3
+
+
+@pytest.mark.parametrize("callerid", ["unknown", "anonymous"])
+async def test_withheld_caller_gives_the_pin_every_time_and_is_never_bound(h: Harness, callerid: str) -> None:
+    card, pin = await h.card()
+    for _ in range(2):
+        rec = await h.call(caller_id=callerid, callingpres=35, digits=[pin + "#"], dials=[dict(talk_ms=3_000)])
+        assert any(words(c)[:2] == ["GET", "DATA"] for c in rec.commands)
+    assert await h.store.bindings(card.id) == []
+    assert (await h.store.card(card.id)).activated_ms is not None
+    assert await h.balance(card) == 600 - 6
+
+
+async def test_exhausted_card_hears_why_and_is_not_connected(h: Harness) -> None:
+    card, pin = await h.card(minutes=1)
+    await h.call(digits=[pin + "#"], dials=[dict(talk_ms=120_000)])
+    assert await h.balance(card) == 0
+    rec = await h.call(digits=[pin + "#"])
+    assert not dial_commands(rec)
+    assert sound(Prompt.NO_CREDIT) in rec.prompts_played
+    assert (await h.cdrs())[-1].outcome == "NO_CREDIT"
+
+
+async def test_card_running_out_mid_call_is_cut_by_the_limit(h: Harness) -> None:
+    card, pin = await h.card(seconds=100)
+    rec = await h.call(digits=[pin + "#"], dials=[dict(talk_ms=500_000)])
+    assert words(dial_commands(rec)[0])[2].endswith("L(100000:60000)")
+    assert rec.dials[0]["talk_ms"] <= 100_000
+    assert await h.balance(card) == 0
+    [cdr] = await h.cdrs()
+    assert (cdr.talk_s, cdr.debited_s, cdr.hangup_side) == (100, 100, "limit")
+
+
+@pytest.mark.parametrize("outcome,expected", [("busy", "BUSY"), ("noanswer", "NO_ANSWER"),
+                                              ("congestion", "FAILED"), ("chanunavail", "FAILED")])
+async def test_unanswered_dial_debits_nothing(h: Harness, outcome: str, expected: str) -> None:
+    card, pin = await h.card()
+    rec = await h.call(digits=[pin + "#"], dials=[dict(outcome=outcome, ring_ms=40_000)])
+    assert len(dial_commands(rec)) == 1
+    assert await h.balance(card) == 600
+    [cdr] = await h.cdrs()
+    assert (cdr.outcome, cdr.debited_s, cdr.talk_s) == (expected, 0, 0)
+    assert (await h.store.card(card.id)).reserved_s == 0
+
+
+async def test_busy_goes_to_the_fallback_and_is_debited_there(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from .conftest import make_harness
+
+    h = await make_harness(tmp_path, fallback="Local/200@prepaid-service/n")
+    try:
+        card, pin = await h.card()
+        rec = await h.call(digits=[pin + "#"], dials=[dict(outcome="busy"), dict(talk_ms=42_000)])
+        assert [words(d)[2].split(",")[0] for d in dial_commands(rec)] == [
+            "Local/100@prepaid-service/n", "Local/200@prepaid-service/n"]
+        assert await h.balance(card) == 600 - 42
+        [cdr] = await h.cdrs()
+        assert (cdr.outcome, cdr.destination, cdr.debited_s) == ("ANSWERED", "Local/200@prepaid-service/n", 42)
+    finally:
+        await h.engine.stop(grace_s=1)
+
+
+@pytest.mark.parametrize("pattern", [CALLER, "0791234567", "079123456x", "+4179.", "0041791234567"])
+async def test_blocked_caller_hears_a_message(h: Harness, pattern: str) -> None:
+    card, pin = await h.card()
+    await h.store.blacklist_add(project_id=h.project.id, pattern=pattern, direction="inbound", reason="",
+                                now_ms=SystemClock().now_ms())
+    rec = await h.call(digits=[pin + "#"])
+    assert not any(words(c)[:2] == ["GET", "DATA"] for c in rec.commands)
+    assert rec.prompts_played == [sound(Prompt.NUMBER_BLOCKED), sound(Prompt.GOODBYE)]
+    assert (await h.cdrs())[-1].outcome == "BLOCKED_CALLER"
+    # national caller-ID form is blocked as well
+    rec = await h.call(caller_id="0791234567")
+    assert (await h.cdrs())[-1].outcome == "BLOCKED_CALLER"
+
+
+async def test_global_block_and_other_numbers_pass(h: Harness) -> None:
+    card, pin = await h.card()
+    await h.store.blacklist_add(project_id=None, pattern="0900.", direction="inbound", reason="premium",
+                                now_ms=SystemClock().now_ms())
+    await h.call(caller_id="+41900123456")
+    assert (await h.cdrs())[-1].outcome == "BLOCKED_CALLER"
+    await h.call(digits=[pin + "#"], dials=[dict(talk_ms=1000)])
+    assert (await h.cdrs())[-1].outcome == "ANSWERED"
+
+
+async def test_unknown_access_number(h: Harness) -> None:
+    rec = await h.call(extension="+41449999999")
+    assert rec.prompts_played == [sound(Prompt.NOT_IN_SERVICE), sound(Prompt.GOODBYE)]
+    [cdr] = await h.cdrs()
+    assert (cdr.outcome, cdr.project_id) == ("UNKNOWN_NUMBER", None)
+
+
+async def test_access_number_in_national_form_and_as_argument(h: Harness) -> None:
+    card, pin = await h.card()
+    await h.call(extension="0441234567", digits=[pin + "#"], dials=[dict(talk_ms=1000)])
+    await h.call(extension="s", args=("0041441234567",), dials=[dict(talk_ms=1000)])
+    assert [c.outcome for c in await h.cdrs()] == ["ANSWERED", "ANSWERED"]
+
+
+async def test_blocked_card(h: Harness) -> None:
+    card, pin = await h.card()
+    await h.call(digits=[pin + "#"], dials=[dict(talk_ms=1000)])
+    await h.store.set_blocked(card.id, True)
+    rec = await h.call()
+    assert sound(Prompt.CARD_BLOCKED) in rec.prompts_played
+    assert (await h.cdrs())[-1].outcome == "CARD_BLOCKED"
+
+
+async def test_expired_card(h: Harness) -> None:
+    card, pin = await h.card()
+    await h.store._conn.execute("UPDATE cards SET expires_ms = 1 WHERE id = ?", (card.id,))
+    rec = await h.call(digits=[pin + "#"])
+    assert sound(Prompt.CARD_EXPIRED) in rec.prompts_played
+    assert (await h.cdrs())[-1].outcome == "CARD_EXPIRED"
+
+
+async def test_caller_hangs_up_during_pin_entry(h: Harness) -> None:
+    card, pin = await h.card()
+    rec = await h.call(digits=[pin + "#"], hangup_at_ms=800)
+    assert rec.hung_up_by == "caller" and rec.closed_by == "server"
+    [cdr] = await h.cdrs()
+    assert (cdr.outcome, cdr.hangup_side, cdr.debited_s) == ("ABANDONED", "caller", 0)
+    assert await h.store.bindings(card.id) == []
+
+
+async def test_caller_hangs_up_during_the_announcement(h: Harness) -> None:
+    card, pin = await h.card()
+    await h.call(digits=[pin + "#"], dials=[dict(talk_ms=1000)])
+    rec = await h.call(hangup_at_ms=1000)  # during Playback of the remaining time
+    assert not dial_commands(rec)
+    c = await h.store.card(card.id)
+    assert (c.balance_s, c.reserved_s, c.active_calls) == (599, 0, 0)
+    assert (await h.cdrs())[-1].outcome == "ABANDONED"
+
+
+async def test_caller_hangs_up_during_the_dial(h: Harness) -> None:
+    card, pin = await h.card()
+    await h.call(digits=[pin + "#"], dials=[dict(talk_ms=1000)])
+    # connect 0, ANSWER .5 s, playback of the announcement, ring 2 s, talk …
+    rec = await h.call(dials=[dict(ring_ms=2000, talk_ms=300_000)], hangup_at_ms=60_000)
+    talk = rec.dials[0]["talk_ms"]
+    assert 0 < talk < 60_000
+    cdr = (await h.cdrs())[-1]
+    assert (cdr.outcome, cdr.hangup_side) == ("ANSWERED", "caller")
+    assert cdr.debited_s == -(-talk // 1000)
+    assert await h.balance(card) == 599 - cdr.debited_s
+    assert rec.closed_by == "server"
+
+
+async def test_card_in_use(h: Harness) -> None:
+    card, pin = await h.card()
+    await h.call(digits=[pin + "#"], dials=[dict(talk_ms=1000)])
+    first = asyncio.create_task(h.call(dials=[dict(talk_ms=2000)], time_scale=0.2))
+    await asyncio.sleep(0.3)
+    second = await h.call(time_scale=0.0)
+    await first
+    assert sound(Prompt.CARD_IN_USE) in second.prompts_played
+    outcomes = sorted(c.outcome for c in (await h.cdrs())[1:])
+    assert outcomes == ["ANSWERED", "CARD_IN_USE"]
+
+
+async def test_exhausted_bound_line_enters_a_new_pin_and_is_rebound(h: Harness) -> None:
+    old, old_pin = await h.card(minutes=1, note="old")
+    new, new_pin = await h.card(minutes=5, note="new")
+    await h.call(digits=[old_pin + "#"], dials=[dict(talk_ms=90_000)])
+    assert await h.balance(old) == 0
+    rec = await h.call(digits=[new_pin + "#"], dials=[dict(talk_ms=1000)])
+    assert rec.prompts_played[0] == sound(Prompt.NO_CREDIT)  # why, then the PIN question
+    assert [b.caller for b in await h.store.bindings(new.id)] == [CALLER]
+    assert await h.store.bindings(old.id) == []
+    assert await h.balance(new) == 299
+
+
+async def test_binding_limit_drops_the_oldest_number(h: Harness) -> None:
+    card, pin = await h.card()
+    numbers = ["+41790000001", "+41790000002", "+41790000003", "+41790000004"]
+    for number in numbers:
+        await h.call(caller_id=number, digits=[pin + "#"], dials=[dict(talk_ms=1000)])
+    assert [b.caller for b in await h.store.bindings(card.id)] == numbers[1:]
+    rec = await h.call(caller_id=numbers[0], digits=[""] * 3)
+    assert any(words(c)[:2] == ["GET", "DATA"] for c in rec.commands)
+
+
+async def test_pin_brute_force_is_throttled(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from .conftest import make_harness
+
+    h = await make_harness(tmp_path)
+    try:
+        card, pin = await h.card()
+        for _ in range(4):
+            await h.call(digits=["00000000#"] * 3 if pin != "00000000" else ["11111111#"] * 3)
+        # 12 failures >= 10 in the window: even the right PIN is not asked for any more
+        rec = await h.call(digits=[pin + "#"])
+        assert not any(words(c)[:2] == ["GET", "DATA"] for c in rec.commands)
+        assert (await h.cdrs())[-1].outcome == "PIN_FAILED"
+        # another line is not affected
+        await h.call(caller_id=OTHER, digits=[pin + "#"], dials=[dict(talk_ms=1000)])
+        assert (await h.cdrs())[-1].outcome == "ANSWERED"
+    finally:
+        await h.engine.stop(grace_s=1)
