@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from agi.fake_asterisk import CallRecord, CallScript, DialScript, place_call
 from ivr import operations as ops
 from ivr.app import Engine
 from ivr.clock import SystemClock
@@ -41,7 +40,9 @@ class Harness:
             card = await self.store.card(card.id)
         return card, new.pin
 
-    async def call(self, **script: Any) -> CallRecord:
+    async def call(self, **script: Any) -> Any:
+        from agi.fake_asterisk import CallScript, DialScript, place_call
+
         assert self.engine.server is not None
         script.setdefault("caller_id", CALLER)
         script.setdefault("extension", ACCESS)
