@@ -120,3 +120,38 @@ class Cdr:
     debited_s: int
     outcome: str
     hangup_side: str
+
+
+# --- added for the operator's CLI ------------------------------------------
+@dataclass(frozen=True)
+class BlockedNumber(BlacklistEntry):
+    """A blacklist entry with who added it (``--by``, default the OS user)."""
+
+    added_by: str = ""
+
+
+@dataclass(frozen=True)
+class AccountSettings:
+    """The operator's account: one per database, in one currency (None until the first project)."""
+
+    currency: str | None
+    info_limit_cents: int      # owing more than this: every CLI command warns
+    lock_limit_cents: int      # owing more than this: no new cards or recharges
+    suspend_calls: bool        # when locked, new calls hear "service suspended"
+
+
+@dataclass(frozen=True)
+class AccountLine:
+    """One line of the operator's account: a charge (card purchase, recharge) or a payment.
+
+    ``amount_cents`` is signed from the operator's side: charges are positive (owed),
+    payments negative."""
+
+    at_ms: int
+    kind: str                  # purchase | recharge | payment
+    amount_cents: int
+    card_id: int | None
+    project_id: int | None
+    seconds: int
+    reference: str
+    entered_by: str = ""

@@ -107,4 +107,28 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX pin_failures_key ON pin_failures(project_id, caller_key, at_ms);
     """,
+    # 2: the operator's CLI — who blocked a number, the operator's account (its
+    # charges are the ledger's purchase and recharge rows; payments are their own
+    # table), indexes for CDR reports and account statements.
+    """
+    ALTER TABLE blacklist ADD COLUMN added_by TEXT NOT NULL DEFAULT '';
+    CREATE TABLE account (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        currency TEXT,
+        info_limit_cents INTEGER NOT NULL DEFAULT 15000 CHECK (info_limit_cents >= 0),
+        lock_limit_cents INTEGER NOT NULL DEFAULT 25000 CHECK (lock_limit_cents >= 0),
+        suspend_calls INTEGER NOT NULL DEFAULT 0 CHECK (suspend_calls IN (0, 1))
+    );
+    INSERT INTO account (id, currency) VALUES (1, (SELECT currency FROM projects ORDER BY id LIMIT 1));
+    CREATE TABLE payments (
+        id INTEGER PRIMARY KEY,
+        at_ms INTEGER NOT NULL,
+        amount_cents INTEGER NOT NULL CHECK (amount_cents > 0),
+        currency TEXT NOT NULL,
+        reference TEXT NOT NULL DEFAULT '',
+        entered_by TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX ledger_charges ON ledger(at_ms) WHERE kind IN ('purchase', 'recharge');
+    CREATE INDEX cdrs_project_start ON cdrs(project_id, start_ms);
+    """,
 ]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,8 @@ import aiosqlite
 
 from ..billing import BillingRule
 from ..errors import AlreadyExists, CardBlocked, CardExpired, CardInUse, InsufficientBalance, InvalidInput, NotFound, StoreUnavailable
-from ..models import BlacklistEntry, Binding, Card, Cdr, Grant, LedgerEntry, Project
+from ..models import (AccountLine, AccountSettings, BlacklistEntry, Binding, BlockedNumber, Card, Cdr,
+                      Grant, LedgerEntry, Project)
 from ._schema import MIGRATIONS
 
 __all__ = ["SqliteStore", "StoreObserver"]
@@ -37,6 +38,15 @@ _CARD_COLS = ("id, project_id, note, blocked, balance_s, reserved_s, active_call
 # An open reservation older than this (past its call's longest possible end) is
 # released by the next reservation on the card: it belongs to a crashed engine.
 RESERVATION_GRACE_MS = 300_000
+# Project columns ``update_project`` may change (the name and id never change).
+_PROJECT_UPDATABLE = frozenset({
+    "service", "fallback", "ring_timeout_s", "language", "region", "price_per_minute_cents", "currency",
+    "connect_s", "minimum_s", "initial_s", "increment_s", "warning_s", "pin_length", "max_bound_numbers",
+    "max_simultaneous_calls", "card_validity_days"})
+_ACCOUNT_UPDATABLE = frozenset({"currency", "info_limit_cents", "lock_limit_cents", "suspend_calls"})
+_BLOCKED_COLS = "id, project_id, pattern, direction, reason, created_ms, added_by"
+_CDR_COLS = ("uniqueid, project_id, card_id, caller_raw, caller_e164, dialled, destination, start_ms,"
+             " answer_ms, end_ms, talk_s, debited_s, outcome, hangup_side")
 
 
 def _card(row: Sequence[Any]) -> Card:
@@ -265,6 +275,23 @@ class SqliteStore:
                              " VALUES (?, ?, 'recharge', ?, ?)", (card_id, now_ms, seconds, price_cents))
         return await self.card(card_id)
 
+    async def adjust(self, card_id: int, seconds: int, reason: str, now_ms: int) -> Card:
+        """Correct a card's balance by ``seconds`` (signed), as a ledger row of its own.
+
+        Raises:
+            NotFound; InsufficientBalance when it would take time that is not free.
+        """
+        async with self._write("adjust") as db:
+            cur = await db.execute(
+                "UPDATE cards SET balance_s = balance_s + ? WHERE id = ? AND balance_s - reserved_s + ? >= 0",
+                (seconds, card_id, seconds))
+            if cur.rowcount == 0:
+                await self.card(card_id)  # NotFound if there is no such card
+                raise InsufficientBalance(f"card {card_id} has not {-seconds} s free to take")
+            await db.execute("INSERT INTO ledger (card_id, at_ms, kind, seconds, reference)"
+                             " VALUES (?, ?, 'adjustment', ?, ?)", (card_id, now_ms, seconds, reason))
+        return await self.card(card_id)
+
     async def activate(self, card_id: int, now_ms: int) -> None:
         async with self._write("activate") as db:
             await db.execute("UPDATE cards SET activated_ms = ? WHERE id = ? AND activated_ms IS NULL",
@@ -438,3 +465,208 @@ class SqliteStore:
         rows = await self._read("SELECT COUNT(*) FROM pin_failures WHERE project_id = ? AND caller_key = ?"
                                 " AND at_ms >= ?", (project_id, caller_key, since_ms))
         return int(rows[0][0])
+
+    # --- operator's CLI: projects -----------------------------------------
+    async def update_project(self, project_id: int, *, changes: Mapping[str, Any],
+                             add_numbers: Sequence[str] = (), remove_numbers: Sequence[str] = ()) -> Project:
+        """Change only the given columns and access numbers, in one transaction.
+
+        Raises:
+            NotFound: no such project, or a number to remove is not one of its access numbers.
+            AlreadyExists: a number to add belongs to a project already.
+            InvalidInput: an unknown column, or no access number would be left.
+        """
+        unknown = set(changes) - _PROJECT_UPDATABLE
+        if unknown:
+            raise InvalidInput(f"project settings cannot change: {', '.join(sorted(unknown))}")
+        async with self._write("update_project") as db:
+            if not await (await db.execute("SELECT 1 FROM projects WHERE id = ?", (project_id,))).fetchone():
+                raise NotFound(f"no project with id {project_id}")
+            if changes:
+                assignments = ", ".join(f"{column} = ?" for column in changes)
+                await db.execute(f"UPDATE projects SET {assignments} WHERE id = ?",
+                                 (*changes.values(), project_id))
+            for number in remove_numbers:
+                cur = await db.execute("DELETE FROM access_numbers WHERE number = ? AND project_id = ?",
+                                       (number, project_id))
+                if cur.rowcount == 0:
+                    raise NotFound(f"{number} is not an access number of this project")
+            for number in add_numbers:
+                owner = await (await db.execute(
+                    "SELECT p.name FROM access_numbers a JOIN projects p ON p.id = a.project_id"
+                    " WHERE a.number = ?", (number,))).fetchone()
+                if owner is not None:
+                    raise AlreadyExists(f"{number} is already an access number of project {owner[0]}")
+                await db.execute("INSERT INTO access_numbers (number, project_id) VALUES (?, ?)",
+                                 (number, project_id))
+            left = await (await db.execute("SELECT COUNT(*) FROM access_numbers WHERE project_id = ?",
+                                           (project_id,))).fetchone()
+            if not left or left[0] == 0:
+                raise InvalidInput("a project needs at least one access number")
+        project = await self.project_by_id(project_id)
+        assert project is not None
+        return project
+
+    async def access_number_owner(self, number: str) -> str | None:
+        """The name of the project whose access number this is, if any."""
+        rows = await self._read("SELECT p.name FROM access_numbers a JOIN projects p ON p.id = a.project_id"
+                                " WHERE a.number = ?", (number,))
+        return str(rows[0][0]) if rows else None
+
+    # --- operator's CLI: cards --------------------------------------------
+    async def set_expiry(self, card_id: int, expires_ms: int | None) -> Card:
+        """Set (or, with None, remove) the moment the card expires. Raises NotFound."""
+        async with self._write("set_expiry") as db:
+            cur = await db.execute("UPDATE cards SET expires_ms = ? WHERE id = ?", (expires_ms, card_id))
+            if cur.rowcount == 0:
+                raise NotFound(f"no card {card_id}")
+        return await self.card(card_id)
+
+    # --- operator's CLI: blocked numbers ----------------------------------
+    async def add_blocked(self, *, project_id: int | None, pattern: str, direction: str, reason: str,
+                          added_by: str, now_ms: int) -> BlockedNumber:
+        """Like ``blacklist_add``, recording who added the entry. Raises AlreadyExists."""
+        try:
+            async with self._write("blacklist_add") as db:
+                cur = await db.execute(
+                    "INSERT INTO blacklist (project_id, pattern, direction, reason, created_ms, added_by)"
+                    " VALUES (?,?,?,?,?,?)", (project_id, pattern, direction, reason, now_ms, added_by))
+                entry_id = cur.lastrowid or 0
+        except sqlite3.IntegrityError as exc:
+            raise AlreadyExists(f"{pattern} ({direction}) is already blocked there") from exc
+        return BlockedNumber(entry_id, project_id, pattern, direction, reason, now_ms, added_by)
+
+    async def blocked(self, *, project_id: int | None = None, include_global: bool = True,
+                      only_global: bool = False, direction: str | None = None) -> list[BlockedNumber]:
+        """Entries with who added them: every entry by default; a project's own (and the
+        global ones unless ``include_global=False``); or only the global ones."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        if only_global:
+            clauses.append("project_id IS NULL")
+        elif project_id is not None:
+            clauses.append("(project_id = ?" + (" OR project_id IS NULL)" if include_global else ")"))
+            params.append(project_id)
+        if direction is not None:
+            clauses.append("direction = ?")
+            params.append(direction)
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        rows = await self._read(f"SELECT {_BLOCKED_COLS} FROM blacklist {where}"
+                                " ORDER BY project_id IS NOT NULL, project_id, direction, pattern", params)
+        return [BlockedNumber(*r) for r in rows]
+
+    async def import_blocked(self, *, project_id: int | None, entries: Sequence[tuple[str, str, str, str]],
+                             replace: bool, now_ms: int) -> tuple[int, int, int]:
+        """Add ``(pattern, direction, reason, added_by)`` entries to one scope (a project, or
+        global for None) in one transaction; with ``replace`` the scope's old entries go first.
+        Entries already there are kept as they are. Returns (added, already there, removed)."""
+        added = removed = 0
+        async with self._write("blacklist_import") as db:
+            if replace:
+                cur = await db.execute("DELETE FROM blacklist WHERE IFNULL(project_id, 0) = ?",
+                                       (project_id or 0,))
+                removed = cur.rowcount
+            for pattern, direction, reason, added_by in entries:
+                cur = await db.execute(
+                    "INSERT INTO blacklist (project_id, pattern, direction, reason, created_ms, added_by)"
+                    " VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                    (project_id, pattern, direction, reason, now_ms, added_by))
+                added += cur.rowcount
+        return added, len(entries) - added, removed
+
+    # --- operator's CLI: CDR queries --------------------------------------
+    async def find_cdrs(self, *, since_ms: int | None = None, until_ms: int | None = None,
+                        project_id: int | None = None, card_id: int | None = None,
+                        outcomes: Sequence[str] = (), last: int | None = None) -> list[Cdr]:
+        """CDRs in start order, filtered; with ``last`` only the latest that many."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        for clause, value in (("start_ms >= ?", since_ms), ("start_ms < ?", until_ms),
+                              ("project_id = ?", project_id), ("card_id = ?", card_id)):
+            if value is not None:
+                clauses.append(clause)
+                params.append(value)
+        if outcomes:
+            clauses.append(f"outcome IN ({', '.join('?' for _ in outcomes)})")
+            params.extend(outcomes)
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        limit = ""
+        if last is not None:
+            limit = " LIMIT ?"
+            params.append(last)
+        rows = await self._read(f"SELECT {_CDR_COLS} FROM cdrs {where} ORDER BY start_ms DESC, id DESC{limit}",
+                                params)
+        return [Cdr(*r) for r in reversed(rows)]
+
+    # --- operator's CLI: the operator's account ---------------------------
+    async def account_settings(self) -> AccountSettings:
+        rows = await self._read("SELECT currency, info_limit_cents, lock_limit_cents, suspend_calls"
+                                " FROM account WHERE id = 1")
+        if not rows:  # pragma: no cover - migration 2 inserts the row
+            raise StoreUnavailable("the account row is missing")
+        r = rows[0]
+        return AccountSettings(currency=r[0], info_limit_cents=r[1], lock_limit_cents=r[2],
+                               suspend_calls=bool(r[3]))
+
+    async def update_account_settings(self, changes: Mapping[str, Any]) -> AccountSettings:
+        """Change only the given settings. Raises InvalidInput for an unknown one."""
+        unknown = set(changes) - _ACCOUNT_UPDATABLE
+        if unknown:
+            raise InvalidInput(f"account settings cannot change: {', '.join(sorted(unknown))}")
+        if changes:
+            values = [int(v) if isinstance(v, bool) else v for v in changes.values()]
+            async with self._write("account_settings") as db:
+                assignments = ", ".join(f"{column} = ?" for column in changes)
+                await db.execute(f"UPDATE account SET {assignments} WHERE id = 1", values)
+        return await self.account_settings()
+
+    async def claim_account_currency(self, currency: str) -> str:
+        """Fix the account's currency if it has none yet; returns the account's currency."""
+        async with self._write("account_currency") as db:
+            await db.execute("UPDATE account SET currency = ? WHERE id = 1 AND currency IS NULL", (currency,))
+        return (await self.account_settings()).currency or currency
+
+    async def account_owed_cents(self, *, before_ms: int | None = None) -> int:
+        """Charges (card purchases and recharges) minus payments, optionally up to a moment."""
+        until = " AND l.at_ms < ?" if before_ms is not None else ""
+        paid_until = " WHERE at_ms < ?" if before_ms is not None else ""
+        params = (before_ms,) if before_ms is not None else ()
+        charged = await self._read("SELECT IFNULL(SUM(l.amount_cents), 0) FROM ledger l"
+                                   f" WHERE l.kind IN ('purchase', 'recharge'){until}", params)
+        paid = await self._read(f"SELECT IFNULL(SUM(amount_cents), 0) FROM payments{paid_until}", params)
+        return int(charged[0][0]) - int(paid[0][0])
+
+    async def account_lines(self, *, since_ms: int | None = None, until_ms: int | None = None) -> list[AccountLine]:
+        """Charges and payments in time order, optionally within ``[since_ms, until_ms)``."""
+        window, params = "", []  # type: ignore[var-annotated]
+        if since_ms is not None:
+            window += " AND at_ms >= ?"
+            params.append(since_ms)
+        if until_ms is not None:
+            window += " AND at_ms < ?"
+            params.append(until_ms)
+        rows = await self._read(
+            "SELECT at_ms, kind, amount_cents, card_id, project_id, seconds, reference, entered_by FROM ("
+            " SELECT l.at_ms AS at_ms, l.kind AS kind, l.amount_cents AS amount_cents, l.card_id AS card_id,"
+            "  c.project_id AS project_id, l.seconds AS seconds, l.reference AS reference, '' AS entered_by,"
+            "  0 AS source, l.id AS id"
+            "  FROM ledger l JOIN cards c ON c.id = l.card_id WHERE l.kind IN ('purchase', 'recharge')"
+            " UNION ALL"
+            " SELECT at_ms, 'payment', -amount_cents, NULL, NULL, 0, reference, entered_by, 1, id FROM payments"
+            f") WHERE 1 = 1{window} ORDER BY at_ms, source, id", params)
+        return [AccountLine(*r) for r in rows]
+
+    async def add_payment(self, *, amount_cents: int, currency: str, reference: str, entered_by: str,
+                          now_ms: int) -> None:
+        if amount_cents <= 0:
+            raise InvalidInput("a payment must be a positive amount")
+        async with self._write("add_payment") as db:
+            await db.execute("INSERT INTO payments (at_ms, amount_cents, currency, reference, entered_by)"
+                             " VALUES (?,?,?,?,?)", (now_ms, amount_cents, currency, reference, entered_by))
+
+    async def project_currencies(self) -> dict[str, list[str]]:
+        """Currency -> the names of the projects priced in it."""
+        out: dict[str, list[str]] = {}
+        for currency, name in await self._read("SELECT currency, name FROM projects ORDER BY id"):
+            out.setdefault(currency, []).append(name)
+        return out

@@ -36,8 +36,8 @@ class Harness:
                                     minutes=minutes, note=note, now_ms=SystemClock().now_ms())
         card = new.card
         if seconds is not None:  # an exact balance for the arithmetic tests
-            await self.store._conn.execute("UPDATE cards SET balance_s = ? WHERE id = ?", (seconds, card.id))
-            card = await self.store.card(card.id)
+            card = await self.store.adjust(card.id, seconds - card.balance_s, "test balance",
+                                           SystemClock().now_ms())
         return card, new.pin
 
     async def call(self, **script: Any) -> Any:
