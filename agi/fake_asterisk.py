@@ -48,12 +48,15 @@ The fake mirrors ``res_agi.c``'s ``run_agi()`` loop, not an idealised protocol:
   return of Dial (b4f), ``U(ivr-stamp^<channel>)`` stamps
   ``SHARED(IVR_ANSWERED)`` at the callee's answer (b4k).
 
-Not modelled (replies that would differ from Asterisk): DTMF that interrupts
-STREAM FILE or a prompt, CONTROL STREAM FILE, RECORD FILE, SEND TEXT/IMAGE,
-RECEIVE TEXT, SET AUTOHANGUP, TDD MODE, GOSUB, ASYNCAGI BREAK, SPEECH *,
-``$[...]`` expressions.  They are answered ``510`` and recorded as violations
-("not modelled ...") so a test cannot pass on a guess.  SAY commands are
-played with approximate lengths.
+Not modelled: DTMF typed during a prompt (keys are read after it; STREAM
+FILE is never interrupted by a key), ``$[...]`` expressions (left as text),
+dialplan functions other than CALLERID, CDR, SHARED, STRFTIME, CHANNEL and
+HANGUPCAUSE_KEYS.  CONTROL STREAM FILE, RECORD FILE, SEND TEXT/IMAGE, RECEIVE
+TEXT, SET AUTOHANGUP, TDD MODE, GOSUB, ASYNCAGI BREAK and SPEECH * get ``510``
+and a violation ("not modelled ..."), so that no test passes on a guess.  SAY
+commands play for approximate lengths; EXEC knows Playback, Dial, Set, Wait,
+NoOp, Verbose, Answer and Hangup (any other application: ``-2``, as if it did
+not exist).
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_FLOOR, Decimal
-from typing import Any, Literal
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 __all__ = [
@@ -87,15 +90,11 @@ MAX_ARGS = 128
 AGI_BUF_LEN = 2048
 #: µs per 8 kHz sample (STREAM FILE's endpos counts samples).
 _US_PER_SAMPLE = 125
-#: Waits of this length (GET DATA timeout < 0 = 10^9 ms in app.c) count as forever.
-_FOREVER_MS = 1_000_000_000
-
 REPLY_UNKNOWN = "510 Invalid or unknown command"
 REPLY_DEAD = "511 Command Not Permitted on a dead channel or intercept routine"
 USAGE_FIRST = "520-Invalid command syntax.  Proper usage follows:"
 USAGE_LAST = "520 End of proper usage."
 
-DialOutcome = Literal["answer", "busy", "noanswer", "congestion", "chanunavail"]
 _DIAL_OUTCOMES = ("answer", "busy", "noanswer", "congestion", "chanunavail")
 
 # Asterisk numbers channels and unique ids with global counters; so does the fake,
@@ -159,18 +158,23 @@ def _atoi(text: str) -> int:
 
 @dataclass
 class DialScript:
-    """How the callee side behaves for one ``EXEC Dial``."""
+    """How the callee side behaves for one ``EXEC Dial``.
 
-    outcome: str = "answer"  # "answer" | "busy" | "noanswer" | "congestion" | "chanunavail"
-    ring_ms: int = (
-        2000  # ringing before answer / busy / congestion (noanswer rings until the timeout)
-    )
-    talk_ms: int = 5000  # how long the callee holds if nobody cuts (answer only)
+    ``outcome`` is "answer", "busy", "noanswer", "congestion" or "chanunavail".
+    ``ring_ms`` is the ringing before the callee answers (or signals busy or
+    congestion; a "noanswer" callee rings until the Dial timeout, "chanunavail"
+    fails at once).  ``talk_ms`` is how long an answering callee holds if
+    neither the caller nor ``L()`` cuts the call.
+    """
+
+    outcome: str = "answer"
+    ring_ms: int = 2000
+    talk_ms: int = 5000
 
     def __post_init__(self) -> None:
         if self.outcome not in _DIAL_OUTCOMES:
             raise ValueError(
-                f"DialScript.outcome must be one of {_DIAL_OUTCOMES}, not {self.outcome!r}"
+                f"DialScript.outcome must be one of {_DIAL_OUTCOMES}: {self.outcome!r}"
             )
         if self.ring_ms < 0 or self.talk_ms < 0:
             raise ValueError("DialScript.ring_ms and talk_ms must be >= 0")
@@ -178,41 +182,56 @@ class DialScript:
 
 @dataclass
 class CallScript:
-    """One simulated call: who calls, what the caller does, how Asterisk is set up."""
+    """One simulated call: who calls, what the caller does, how Asterisk is set up.
 
-    caller_id: str = "15551230000"  # agi_callerid as sent ("unknown" = no number)
-    caller_name: str = "unknown"  # agi_calleridname as sent ("unknown" = no name)
-    callingpres: int = 0  # 35 = withheld (a2, a3)
+    ``caller_id`` / ``caller_name`` are ``agi_callerid`` / ``agi_calleridname``
+    as Asterisk sends them ("unknown" = none, a2; "anonymous" as is, a3).
+    ``digits`` has one entry per GET DATA, WAIT FOR DIGIT or GET OPTION that
+    reads keys: "12345678#" = the caller types 12345678 then '#' after the
+    prompt, "" = nothing (timeout).  ``dials`` has one entry per EXEC Dial
+    (missing entries: ``DialScript()``).  ``hangup_at_ms`` is the virtual ms
+    since connect at which the caller hangs up.  ``time_scale`` is the real
+    seconds slept per virtual second (0: never sleep); ``idle_timeout_s`` the
+    real seconds the fake waits for the server before giving up.
+
+    Additions to the agreed API: ``chunked`` (write in pieces of 3 bytes,
+    INDEX fact 2), ``sounds`` (sound name -> length in 8 kHz samples; others
+    last ``prompt_ms``), ``missing_sounds`` (files that do not exist),
+    ``dtmf_ms`` (one key: 100 ms tone + 150 ms gap, as the harness),
+    ``setup_ms`` (the channel's age at connect: DIALEDTIME and CDR(duration)
+    count from its creation) and the rest of the ``agi_*`` block: ``context``,
+    ``priority``, ``request`` (default ``agi://host:port/network_script``),
+    ``threadid``, ``agi_version``.
+    """
+
+    caller_id: str = "15551230000"
+    caller_name: str = "unknown"
+    callingpres: int = 0
     extension: str = "8005550100"
     network_script: str = "prepaid"
     args: tuple[str, ...] = ()
     language: str = "en"
     channel: str | None = None  # default f"Local/{extension}@{context}-{seq:08x};2"
     uniqueid: str | None = None  # default f"{int(start_epoch)}.{seq}"
-    start_epoch: Decimal = Decimal("1795438347.000")  # virtual wall clock at connect
-    digits: list[str] = field(
-        default_factory=list
-    )  # one entry per GET DATA / WAIT FOR DIGIT / GET OPTION
-    dials: list[DialScript] = field(
-        default_factory=list
-    )  # one entry per EXEC Dial (default DialScript())
-    hangup_at_ms: int | None = None  # caller hangs up at this virtual ms since connect
-    answer_ms: int = 500  # ANSWER waits for media (INDEX fact 7)
-    prompt_ms: int = 1500  # length of a sound file not listed in `sounds`
+    start_epoch: Decimal = Decimal("1795438347.000")
+    digits: list[str] = field(default_factory=list)
+    dials: list[DialScript] = field(default_factory=list)
+    hangup_at_ms: int | None = None
+    answer_ms: int = 500
+    prompt_ms: int = 1500
     agisighup: bool = True
     agiexitonhangup: bool = False
-    stamp_context: bool = True  # the dialplan has [ivr-stamp] (b4k)
-    time_scale: float = 0.0  # real seconds slept per virtual second (0: never sleep)
-    idle_timeout_s: float = 30.0  # real seconds to wait for the server before giving up
-    # --- additions to the agreed API (see the module docstring) ---
-    chunked: bool = False  # write everything in pieces of a few bytes (INDEX fact 2)
-    sounds: Mapping[str, int] = field(default_factory=dict)  # sound name -> length in 8 kHz samples
-    missing_sounds: frozenset[str] = frozenset()  # sound files that do not exist
-    dtmf_ms: int = 250  # one key press: 100 ms tone + 150 ms gap (the harness)
-    setup_ms: int = 0  # channel age at connect; DIALEDTIME and CDR(duration) count from creation
+    stamp_context: bool = True
+    time_scale: float = 0.0
+    idle_timeout_s: float = 30.0
+    chunked: bool = False
+    sounds: Mapping[str, int] = field(default_factory=dict)
+    missing_sounds: frozenset[str] = frozenset()
+    dtmf_ms: int = 250
+    setup_ms: int = 0
     context: str = "prepaid-in"
     priority: int = 2
-    request: str | None = None  # agi_request; default f"agi://{host}:{port}/{network_script}"
+    request: str | None = None
     threadid: int = 140541265692352
     agi_version: str = AGI_VERSION
 
@@ -225,23 +244,38 @@ class CallScript:
 
 @dataclass
 class CallRecord:
-    """What happened on one call, as the fake saw it."""
+    """What happened on one call, as the fake saw it.
 
-    lines: list[tuple[str, int, str]]  # ("<<" | ">>" | "##", virtual ms, text)
+    ``lines``: ("<<" server -> Asterisk | ">>" Asterisk -> server | "##" note,
+    virtual ms, text).  ``dials``: one dict per EXEC Dial (dial_string,
+    timeout_s, options, limit_ms, warning_ms, repeat_ms, status, started_at_ms,
+    answered_at_ms, ended_at_ms, talk_ms, ended_by, warnings_played, peer,
+    result).  ``variables``: channel variables at the end, with HANGUPCAUSE,
+    ``SHARED(name)`` entries and AGISTATUS once the AGI ended.  ``hung_up_by``:
+    "caller", "server" (HANGUP) or None; ``closed_by``: "server", "asterisk"
+    (AGIEXITONHANGUP) or None (the fake gave up).  ``uniqueid`` and
+    ``channel`` are additions to the agreed API.
+    """
+
+    lines: list[tuple[str, int, str]]
     commands: list[str]
     prompts_played: list[str]
     digits_sent: list[str]
     dials: list[dict[str, Any]]
     variables: dict[str, str]
-    hung_up_by: str | None  # "caller" | "server" | None
-    closed_by: str | None  # "server" | "asterisk" | None (the fake gave up)
+    hung_up_by: str | None
+    closed_by: str | None
     violations: list[str]
     duration_ms: int
-    uniqueid: str = ""  # agi_uniqueid of the call (an addition to the agreed API)
-    channel: str = ""  # agi_channel of the call (an addition to the agreed API)
+    uniqueid: str = ""
+    channel: str = ""
 
 
 # --------------------------------------------------------------------------- usage texts
+
+
+def _lines(*paragraphs: str) -> str:
+    return "\n".join(paragraphs)
 
 
 # ast_xmldoc_build_description("agi", ...) as res_agi.c sends it after "520-...":
@@ -249,10 +283,6 @@ class CallRecord:
 # kept), <enumlist>/<variablelist>/<note> rendered as in main/xmldoc.c.
 # GET DATA, SAY NUMBER and WAIT FOR DIGIT are verified by b1; the others are
 # derived from the XML in res_agi.c by the same rules.
-def _lines(*paragraphs: str) -> str:
-    return "\n".join(paragraphs)
-
-
 _SAY_TAIL = (
     " Returns <literal>0</literal> if playback completes without a digit being pressed, or the"
     " ASCII numerical value of the digit if one was pressed or <literal>-1</literal> on error/hangup."
@@ -659,12 +689,11 @@ class _Call:
         if self.cdr_end_us is None:
             self.cdr_end_us = self.now_us
 
-    def _sound_us(self, name: str) -> int:
-        samples = self.script.sounds.get(name, self.script.prompt_ms * 8)
-        return samples * _US_PER_SAMPLE
-
     def _sound_samples(self, name: str) -> int:
         return self.script.sounds.get(name, self.script.prompt_ms * 8)
+
+    def _sound_us(self, name: str) -> int:
+        return self._sound_samples(name) * _US_PER_SAMPLE
 
     # ------------------------------------------------------------------ record
 
