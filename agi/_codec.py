@@ -32,11 +32,14 @@ from types import MappingProxyType
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._events import NEED_DATA, ConnectionClosed, Environment, Event, HangupNotice, Reply, _NeedData
 
-__all__ = ["State", "AgiConnection", "encode_command", "quote", "MAX_LINE"]
+__all__ = ["State", "AgiConnection", "encode_command", "quote", "MAX_LINE", "MAX_COMMAND"]
 
-# res_agi.c reads commands into a buffer of AGI_BUF_SIZE; we keep replies and
-# commands within 8 KiB - 1 so neither side truncates silently.
+# Replies: a line longer than this is not Asterisk talking; refuse it rather than
+# let the buffer grow.
 MAX_LINE = 8191
+# Commands: res_agi.c reads them into char buf[AGI_BUF_LEN] (2048), so a longer
+# line would be run as several commands (fake_asterisk records it). Refuse it.
+MAX_COMMAND = 2047
 _MAX_ENV_LINES = 256
 
 
@@ -98,8 +101,8 @@ def encode_command(keyword: str, args: Sequence[str] = ()) -> bytes:
     if not _KEYWORD_RE.match(keyword):
         raise LocalProtocolError(f"not an AGI command keyword: {keyword!r}")
     line = " ".join([keyword, *(quote(a) for a in args)]).encode("utf-8") + b"\n"
-    if len(line) > MAX_LINE:
-        raise LocalProtocolError(f"command is {len(line)} bytes, over the {MAX_LINE}-byte limit")
+    if len(line) > MAX_COMMAND:
+        raise LocalProtocolError(f"command is {len(line)} bytes, over Asterisk's {MAX_COMMAND}-byte limit")
     return line
 
 

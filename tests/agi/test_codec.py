@@ -175,8 +175,10 @@ def test_quote_refuses_line_breaks_and_nul(bad: str) -> None:
 
 
 def test_too_long_command_is_refused() -> None:
+    # res_agi.c's AGI_BUF_LEN is 2048: a longer line would run as two commands.
+    assert len(encode_command("EXEC", ["Playback", "a" * 2028])) == 2047
     with pytest.raises(LocalProtocolError):
-        encode_command("EXEC", ["Playback", "a" * 9000])
+        encode_command("EXEC", ["Playback", "a" * 2029])
 
 
 def test_encoding() -> None:
@@ -210,3 +212,12 @@ def test_fuzz_after_environment(data: bytes) -> None:
             assert isinstance(ev, (Reply, HangupNotice, ConnectionClosed))
     except RemoteProtocolError:
         assert conn.state is State.ERROR
+
+
+@given(st.lists(st.text(st.characters(codec="utf-8", exclude_characters="\r\n\0"), max_size=40), max_size=6))
+def test_engine_quoting_round_trips_through_res_agi_parse_args(words: list[str]) -> None:
+    from agi.fake_asterisk import parse_args
+
+    line = encode_command("SET VARIABLE", words).decode("utf-8")
+    assert line.endswith("\n")
+    assert parse_args(line[:-1]) == ["SET", "VARIABLE", *words]
