@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import structlog
 
 from agi import AgiChannel, AgiError, AgiServer, ChannelHungUp, CommandTimeout, ConnectionLost, ProtocolError
+from rating.billing import talk_seconds_from_ms
 from rating.models import Cdr
 from rating.pins import load_or_create_secret
 from rating.store.sqlite import SqliteStore
@@ -124,9 +125,16 @@ class Engine:
                 self.metrics.protocol_errors.labels("remote" if "Remote" in type(exc).__name__ else "local").inc()
         except asyncio.CancelledError:
             call.hangup_side = HangupSide.ENGINE
-            if call.outcome is None:
+            if call.dial_started is not None and call.grant is not None:
+                # AGI cannot interrupt a running Dial and Asterisk keeps the bridge up to
+                # L(); bill what has passed since the Dial began (ringing included), so
+                # the cut never gives time away. Ending the bridge itself needs AMI.
+                elapsed_ms = int((self.clock.monotonic() - call.dial_started) * 1000)
+                call.talk_s = talk_seconds_from_ms(elapsed_ms, call.grant.max_talk_s)
+                call.outcome = Outcome.INTERRUPTED
+            elif call.outcome is None:
                 call.outcome = Outcome.ABANDONED
-            log.info("call_cancelled_at_shutdown")
+            log.warning("call_cancelled_at_shutdown", in_dial=call.dial_started is not None)
             await asyncio.shield(self._wrap_up(call, started, fault=False))
             raise
         except Exception:

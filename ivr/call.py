@@ -50,6 +50,7 @@ class Call:
     outcome: Outcome | None = None
     hangup_side: HangupSide = HangupSide.UNKNOWN
     answered: bool = False
+    dial_started: float | None = None   # clock.monotonic() while a Dial runs
     _pending: list[str] = field(default_factory=list)
 
     @property
@@ -66,13 +67,15 @@ class Call:
     def language(self) -> str:
         return self.project.language if self.project else "en"
 
+    def custom(self, prompt: Prompt) -> str | None:
+        """The project's own recording of ``prompt``, if the operator imported one."""
+        if self.project is None:
+            return None
+        return custom_sound(self.project.name, prompt.value, self.language, Path(self.sounds_dir))
+
     def sound(self, prompt: Prompt) -> str:
-        """The project's own recording when the operator imported one, else the standard one."""
-        if self.project is not None:
-            custom = custom_sound(self.project.name, prompt.value, self.language, Path(self.sounds_dir))
-            if custom:
-                return custom
-        return sound(prompt)
+        """The project's own recording when there is one, else the standard prompt."""
+        return self.custom(prompt) or sound(prompt)
 
     @property
     def sounds_dir(self) -> str:

@@ -16,6 +16,7 @@ class Outcome(enum.StrEnum):
     BLOCKED_CALLER = "BLOCKED_CALLER"
     UNKNOWN_NUMBER = "UNKNOWN_NUMBER"
     ABANDONED = "ABANDONED"        # the caller hung up before being connected
+    INTERRUPTED = "INTERRUPTED"    # engine shutdown cut the call's supervision during the Dial
     ERROR = "ERROR"                # an engine fault (logged with the uniqueid)
 
 

@@ -30,6 +30,9 @@ _FALLBACK_ON = {"BUSY", "NOANSWER"}
 async def prepaid(call: Call) -> None:
     await find_project(call)
     await refuse_blocked_caller(call)
+    welcome = call.custom(Prompt.WELCOME)  # optional: only a project's own greeting
+    if welcome:
+        call.queue(welcome)
     card = await identify_caller(call)
     grant = await reserve(call, card)
     call.queue(*remaining_time(grant.available_before_s, call.language))
@@ -182,9 +185,11 @@ async def connect(call: Call, grant: Grant) -> None:
     for destination in destinations:
         call.destination = destination
         warning_ms = project.warning_s * 1000 if project.warning_s else 0
+        call.dial_started = call.clock.monotonic()
         result = await dial(call.channel, destination, timeout_s=project.ring_timeout_s,
                             limit_ms=grant.max_talk_s * 1000, warning_ms=warning_ms,
                             warning_sound=call.sound(Prompt.ONE_MINUTE_WARNING))
+        call.dial_started = None
         if result.stamp_missing:
             call.log.warning("talk_stamp_missing", hint="load the [ivr-stamp] context from asterisk-conf/")
         call.log.info("dial_finished", destination=destination, status=result.status,

@@ -285,3 +285,26 @@ async def test_pin_brute_force_is_throttled(tmp_path) -> None:  # type: ignore[n
         assert (await h.cdrs())[-1].outcome == "ANSWERED"
     finally:
         await h.engine.stop(grace_s=1)
+
+
+async def test_projects_own_welcome_and_prompts_are_played(tmp_path, h: Harness) -> None:  # type: ignore[no-untyped-def]
+    import wave
+
+    from prompts import import_recording
+
+    sounds = tmp_path / "sounds"
+    src = tmp_path / "hallo.wav"
+    with wave.open(str(src), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(b"\x10\x20" * 16000)
+    welcome = import_recording(src, "test1", "welcome", "de", sounds_dir=sounds)
+    goodbye = import_recording(src, "test1", "goodbye", "de", sounds_dir=sounds)
+    object.__setattr__(h.engine, "settings", h.engine.settings.__class__(
+        **{**h.engine.settings.__dict__, "sounds_dir": str(sounds)}))
+    card, pin = await h.card()
+    rec = await h.call(digits=[pin + "#"], dials=[dict(outcome="busy")])
+    assert rec.prompts_played[0] == welcome
+    assert rec.prompts_played[-1] == goodbye
+    assert sound(Prompt.ENTER_PIN) in rec.prompts_played
