@@ -10,7 +10,7 @@ from typing import Any
 import structlog
 
 
-def configure(*, json: bool | None = None, level: str = "INFO") -> None:
+def configure(*, json: bool | None = None, level: str = "INFO", cache: bool = True) -> None:
     if json is None:
         json = not sys.stderr.isatty()
     shared: list[Any] = [
@@ -26,7 +26,7 @@ def configure(*, json: bool | None = None, level: str = "INFO") -> None:
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=cache,  # tests reconfigure: no caching there
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
