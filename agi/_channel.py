@@ -12,14 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ._codec import AgiConnection, State
-from ._errors import ChannelHungUp, CommandFailed, CommandTimeout, ConnectionLost, RemoteProtocolError
-from ._events import NEED_DATA, ConnectionClosed, Environment, HangupNotice, Reply
+from ._errors import (
+    ChannelHungUp,
+    CommandFailed,
+    CommandTimeout,
+    ConnectionLost,
+    RemoteProtocolError,
+)
+from ._events import ConnectionClosed, Environment, HangupNotice, Reply, _NeedData
 
-__all__ = ["AgiChannel", "GetDataResult", "CommandObserver"]
+__all__ = ["AgiChannel", "CommandObserver", "GetDataResult"]
 
 _READ_SIZE = 4096
 DEFAULT_TIMEOUT_S = 10.0
@@ -63,20 +69,19 @@ class AgiChannel:
     async def _next(self) -> Environment | Reply | HangupNotice:
         while True:
             event = self._conn.next_event()
-            if event is NEED_DATA:
+            if isinstance(event, _NeedData):
                 data = await self._reader.read(_READ_SIZE)
                 self._conn.receive_data(data)
                 continue
             if isinstance(event, ConnectionClosed):
                 raise ConnectionLost("Asterisk closed the connection")
-            assert not isinstance(event, type(NEED_DATA))
             return event
 
     async def read_environment(self) -> Environment:
         """Read the ``agi_*`` block. Raises ConnectionLost, RemoteProtocolError, CommandTimeout."""
         try:
             event = await asyncio.wait_for(self._next(), self._env_timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise CommandTimeout("no AGI environment within the timeout") from None
         if not isinstance(event, Environment):  # pragma: no cover - codec guarantees it
             raise RemoteProtocolError("expected the AGI environment")
@@ -112,7 +117,7 @@ class AgiChannel:
                 reply = await self._await_reply()
             else:
                 reply = await asyncio.wait_for(self._await_reply(), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._broken = True
             raise CommandTimeout(f"{keyword}: no reply within {timeout_s} s") from None
         except (ConnectionError, RemoteProtocolError, ConnectionLost) as exc:

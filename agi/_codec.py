@@ -32,7 +32,7 @@ from types import MappingProxyType
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._events import NEED_DATA, ConnectionClosed, Environment, Event, HangupNotice, Reply, _NeedData
 
-__all__ = ["State", "AgiConnection", "encode_command", "quote", "MAX_LINE", "MAX_COMMAND"]
+__all__ = ["MAX_COMMAND", "MAX_LINE", "AgiConnection", "State", "encode_command", "quote"]
 
 # Replies: a line longer than this is not Asterisk talking; refuse it rather than
 # let the buffer grow.
@@ -242,7 +242,7 @@ class AgiConnection:
             raise RemoteProtocolError("not an agi_* environment line", line)
         # "agi_accountcode: " keeps its trailing space on the wire; the value is empty.
         text = value.decode("utf-8", "replace")
-        self._env[key[4:].decode("ascii")] = text[1:] if text.startswith(" ") else text
+        self._env[key[4:].decode("ascii")] = text.removeprefix(" ")
         self._move("env_line")
         return None
 

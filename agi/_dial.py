@@ -20,7 +20,7 @@ from decimal import Decimal, InvalidOperation
 from ._channel import AgiChannel
 from ._errors import LocalProtocolError
 
-__all__ = ["DialOutcome", "dial", "check_dial_string", "STAMP_CONTEXT"]
+__all__ = ["STAMP_CONTEXT", "DialOutcome", "check_dial_string", "dial"]
 
 STAMP_CONTEXT = "ivr-stamp"
 # A dial string the operator configures: technology/resource, '&' for parallel

@@ -16,7 +16,15 @@ from dataclasses import dataclass
 
 import structlog
 
-from agi import AgiChannel, AgiError, AgiServer, ChannelHungUp, CommandTimeout, ConnectionLost, ProtocolError
+from agi import (
+    AgiChannel,
+    AgiError,
+    AgiServer,
+    ChannelHungUp,
+    CommandTimeout,
+    ConnectionLost,
+    ProtocolError,
+)
 from rating.billing import talk_seconds_from_ms
 from rating.models import Cdr
 from rating.pins import load_or_create_secret
@@ -66,7 +74,7 @@ class Engine:
 
     @classmethod
     async def create(cls, settings: Settings, *, clock: Clock | None = None,
-                     metrics: Metrics | None = None) -> "Engine":
+                     metrics: Metrics | None = None) -> Engine:
         metrics = metrics or Metrics(version=VERSION)
         store = SqliteStore(settings.database, observer=metrics.observe_store)
         await store.open()

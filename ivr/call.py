@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from agi import AgiChannel, Environment
 from prompts import Prompt, custom_sound, sound
@@ -108,7 +108,7 @@ class Call:
                                              max_digits=max_digits)
         return result.digits
 
-    async def finish(self, outcome: Outcome, *prompts: Prompt) -> None:
+    async def finish(self, outcome: Outcome, *prompts: Prompt) -> NoReturn:
         """End the call with ``outcome`` after saying ``prompts`` and goodbye."""
         self.outcome = outcome
         self.hangup_side = HangupSide.ENGINE

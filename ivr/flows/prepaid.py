@@ -131,7 +131,6 @@ async def enter_pin(call: Call) -> Card:
         if attempt < settings.pin_tries:
             call.queue(call.sound(Prompt.PIN_WRONG))
     await call.finish(Outcome.PIN_FAILED, Prompt.PIN_TOO_MANY)
-    raise AssertionError("unreachable")  # finish() always raises
 
 
 async def accept_card(call: Call, card: Card) -> Card:
