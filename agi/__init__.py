@@ -4,8 +4,8 @@ Imports neither ``ivr`` nor ``rating``.
 """
 
 from ._channel import AgiChannel, GetDataResult
-from ._dial import STAMP_CONTEXT, DialOutcome, check_dial_string, dial
 from ._codec import MAX_LINE, AgiConnection, State, encode_command, quote
+from ._dial import STAMP_CONTEXT, DialOutcome, check_dial_string, dial
 from ._errors import (
     AgiError,
     ChannelHungUp,
@@ -20,8 +20,31 @@ from ._events import NEED_DATA, ConnectionClosed, Environment, HangupNotice, Rep
 from ._server import AgiServer, Handler, ServerHooks
 
 __all__ = [
-    "AgiChannel", "GetDataResult", "STAMP_CONTEXT", "DialOutcome", "check_dial_string", "dial", "MAX_LINE", "AgiConnection", "State", "encode_command", "quote",
-    "AgiError", "ChannelHungUp", "CommandFailed", "CommandTimeout", "ConnectionLost",
-    "LocalProtocolError", "ProtocolError", "RemoteProtocolError", "NEED_DATA", "ConnectionClosed",
-    "Environment", "HangupNotice", "Reply", "AgiServer", "Handler", "ServerHooks",
+    "MAX_LINE",
+    "NEED_DATA",
+    "STAMP_CONTEXT",
+    "AgiChannel",
+    "AgiConnection",
+    "AgiError",
+    "AgiServer",
+    "ChannelHungUp",
+    "CommandFailed",
+    "CommandTimeout",
+    "ConnectionClosed",
+    "ConnectionLost",
+    "DialOutcome",
+    "Environment",
+    "GetDataResult",
+    "Handler",
+    "HangupNotice",
+    "LocalProtocolError",
+    "ProtocolError",
+    "RemoteProtocolError",
+    "Reply",
+    "ServerHooks",
+    "State",
+    "check_dial_string",
+    "dial",
+    "encode_command",
+    "quote",
 ]

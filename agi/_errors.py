@@ -17,13 +17,13 @@ from __future__ import annotations
 
 __all__ = [
     "AgiError",
-    "ProtocolError",
-    "LocalProtocolError",
-    "RemoteProtocolError",
     "ChannelHungUp",
-    "ConnectionLost",
-    "CommandTimeout",
     "CommandFailed",
+    "CommandTimeout",
+    "ConnectionLost",
+    "LocalProtocolError",
+    "ProtocolError",
+    "RemoteProtocolError",
 ]
 
 

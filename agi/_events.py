@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
 
-__all__ = ["Environment", "Reply", "HangupNotice", "ConnectionClosed", "NEED_DATA", "Event"]
+__all__ = ["NEED_DATA", "ConnectionClosed", "Environment", "Event", "HangupNotice", "Reply"]
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 
-__all__ = ["BillingRule", "PER_SECOND", "talk_seconds_from_ms", "price_cents", "parse_money"]
+__all__ = ["PER_SECOND", "BillingRule", "parse_money", "price_cents", "talk_seconds_from_ms"]
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import phonenumbers
 
 from .errors import InvalidInput
 
-__all__ = ["CallerNumber", "parse_caller", "normalise_number", "compile_pattern", "matches"]
+__all__ = ["CallerNumber", "compile_pattern", "matches", "normalise_number", "parse_caller"]
 
 # What Asterisk puts in agi_callerid when there is no usable number (transcripts a2–a4).
 _WITHHELD = {"", "unknown", "anonymous", "restricted", "private", "unavailable"}
@@ -44,7 +44,7 @@ class CallerNumber:
 
 
 def _digits_only(text: str) -> bool:
-    body = text[1:] if text.startswith("+") else text
+    body = text.removeprefix("+")
     return bool(body) and body.isascii() and body.isdigit()
 
 
@@ -79,7 +79,7 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
     """Raises InvalidInput for anything but digits, ``x``, a leading ``+``, a trailing ``.``."""
     if not _PATTERN_RE.match(pattern):
         raise InvalidInput(f"not a number pattern: {pattern!r} (digits, x for any digit, optional trailing .)")
-    body = pattern[:-1] if pattern.endswith(".") else pattern
+    body = pattern.removesuffix(".")
     regex = re.escape(body).replace("x", "[0-9]")
     return re.compile(regex + ("[0-9]*" if pattern.endswith(".") else "") + r"\Z")
 

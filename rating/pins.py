@@ -13,7 +13,7 @@ import os
 import secrets
 from pathlib import Path
 
-__all__ = ["generate_pin", "pin_hash", "load_or_create_secret", "is_pin_shaped"]
+__all__ = ["generate_pin", "is_pin_shaped", "load_or_create_secret", "pin_hash"]
 
 
 def generate_pin(length: int = 8) -> str:
