@@ -64,6 +64,7 @@ class AgiServer:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._accepting = False
+        self._draining = False
 
     @property
     def active_calls(self) -> int:
@@ -88,6 +89,11 @@ class AgiServer:
                              env_timeout_s=self._env_timeout_s)
         try:
             await self._serve(channel)
+        except asyncio.CancelledError:
+            if not self._draining:
+                raise
+            # Our own shutdown cancelled this call and its finally blocks have run. Ending
+            # quietly keeps asyncio's stream callback from logging the task as failed.
         finally:
             self._tasks.discard(task)
             await channel.close()
@@ -125,6 +131,7 @@ class AgiServer:
         pending = set(self._tasks)
         if pending:
             _, pending = await asyncio.wait(pending, timeout=grace_s)
+        self._draining = True
         for task in pending:
             task.cancel()
         if pending:

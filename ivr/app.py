@@ -10,7 +10,9 @@ never closes the socket after a hang-up, transcript c6).
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -221,8 +223,11 @@ async def serve(settings: Settings) -> None:
         nonlocal signals_seen
         signals_seen += 1
         if signals_seen > 1 and signum == signal.SIGINT:
-            log.warning("forced_exit")
-            raise SystemExit(1)
+            # Forced means now: no grace, no waiting for the store's thread. Holds
+            # of the calls cut here expire (rating.store RESERVATION_GRACE_MS).
+            log.warning("forced_exit", active_calls=engine.server.active_calls if engine.server else 0)
+            sys.stderr.flush()
+            os._exit(130)
         log.info("shutdown_requested", signal=signal.Signals(signum).name, active_calls=engine.server.active_calls if engine.server else 0)
         stop.set()
 
