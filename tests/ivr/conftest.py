@@ -66,8 +66,12 @@ async def make_harness(tmp_path: Path, **project_options: Any) -> Harness:
                                    language="de", region="CH", price_per_minute_cents=50, currency="CHF",
                                    rule=BillingRule(), warning_s=60)
     options.update(project_options)
-    project = await ops.create_project(engine.store, now_ms=SystemClock().now_ms(), **options)
-    await engine.start()
+    try:
+        project = await ops.create_project(engine.store, now_ms=SystemClock().now_ms(), **options)
+        await engine.start()
+    except Exception:  # setup failed: close the store (its thread would keep pytest alive), re-raise
+        await engine.stop(grace_s=0)
+        raise
     return Harness(engine=engine, project=project)
 
 

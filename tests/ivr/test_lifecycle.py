@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import socket
 import sys
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from agi.fake_asterisk import CallScript, DialScript, place_call
 from ivr import operations as ops
@@ -43,11 +45,24 @@ async def prepare(db: Path, callers: list[str]) -> dict[str, int]:
         return cards
 
 
+_started: list[asyncio.subprocess.Process] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_engine_outlives_its_test() -> Iterator[None]:
+    yield
+    while _started:
+        proc = _started.pop()
+        if proc.returncode is None:
+            proc.kill()
+
+
 async def start_engine(db: Path, *extra: str) -> tuple[asyncio.subprocess.Process, int, int]:
     port, metrics_port = free_port(), free_port()
     proc = await asyncio.create_subprocess_exec(
         IVR, "--database", str(db), "serve", "--port", str(port), "--metrics-port", str(metrics_port),
         "--log-format", "json", *extra, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    _started.append(proc)
     for _ in range(200):
         try:
             _, w = await asyncio.open_connection("127.0.0.1", port)
