@@ -1,0 +1,156 @@
+"""The engine's own commands, kept as they were when the CLI became a package:
+``ivr serve``, ``ivr config show``, ``ivr demo`` and ``ivr call``."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+import click
+
+from rating.pins import load_or_create_secret
+from rating.store.sqlite import SqliteStore
+
+from .. import operations as ops
+from ..clock import SystemClock
+from ..settings import Settings, SettingsError, load_settings
+from ._app import CliError, _fail, _open, _settings, emit, json_option, main, run, with_store
+from ._format import hms
+
+
+# --- serve -----------------------------------------------------------------
+@main.command()
+@click.option("--host", help="Listen address (default 127.0.0.1).")
+@click.option("--port", type=int, help="FastAGI port (default 4573).")
+@click.option("--metrics-host", help="Prometheus address (default 127.0.0.1).")
+@click.option("--metrics-port", type=int, help="Prometheus port (default 9102, 0 = off).")
+@click.option("--grace", "grace_s", type=float, help="Seconds live calls may go on at shutdown.")
+@click.option("--log-format", type=click.Choice(["auto", "json", "console"]))
+@click.pass_context
+def serve(ctx: click.Context, **flags: Any) -> None:
+    """Run the FastAGI engine until SIGTERM / SIGINT."""
+    from ..app import serve as serve_engine
+    from ..logs import configure
+
+    root = ctx.find_root()
+    try:
+        settings = load_settings(root.params.get("config_file"),
+                                 overrides={"database": root.params.get("database"), **flags})
+    except SettingsError as exc:
+        click.echo(f"SettingsError: {exc}", err=True)
+        sys.exit(2)
+    configure(json={"auto": None, "json": True, "console": False}[settings.log_format],
+              level=settings.log_level)
+    try:
+        asyncio.run(serve_engine(settings))
+    except OSError as exc:
+        _fail(exc)
+
+
+@main.group()
+def config() -> None:
+    """Effective settings."""
+
+
+@config.command("show")
+@json_option
+@click.pass_context
+def config_show(ctx: click.Context, as_json: bool) -> None:
+    """Print the effective settings (defaults < TOML < IVR_* < flags)."""
+    data = _settings(ctx).masked()
+    emit(as_json, data, [f"{k} = {v!r}" for k, v in data.items()])
+
+
+# --- demo and simulated calls ----------------------------------------------
+@main.command()
+@json_option
+@with_store
+async def demo(store: SqliteStore, settings: Settings, *, as_json: bool) -> None:
+    """Create a demo project (access number +4930123456) and a 10-minute card, once."""
+    p = await store.project_by_name("demo")
+    created = p is None
+    if p is None:
+        p = await ops.create_project(store, name="demo", numbers=["+4930123456"],
+                                     service="Local/100@prepaid-service/n", language="de", region="DE",
+                                     price_per_minute_cents=50, currency="EUR", now_ms=SystemClock().now_ms())
+    data: dict[str, Any] = {"project": p.name, "access_number": p.numbers[0], "created": created}
+    lines = [f"demo project {'created' if created else 'exists'}: dial {p.numbers[0]}"]
+    if created:
+        secret = load_or_create_secret(settings.secret_path)
+        new = await ops.create_card(store, secret, project=p, minutes=10, note="demo card",
+                                    now_ms=SystemClock().now_ms())
+        data.update(card=str(new.card.id), pin=new.pin)
+        lines.append(f"demo card {new.card.id}, PIN {new.pin} (10 min)")
+        lines.append(f"try: ivr call --from +4915112345678 --to {p.numbers[0]} --digits {new.pin}# --talk 30")
+    emit(as_json, data, lines)
+
+
+def main_entry() -> None:  # pragma: no cover - console script alias
+    main()
+
+
+@main.command("call")
+@click.option("--from", "caller", required=True, help="Caller ID as the network delivers it (or 'anonymous').")
+@click.option("--to", "dialled", required=True, help="The access number dialled.")
+@click.option("--digits", multiple=True, help="What the caller types at each PIN prompt, e.g. 12345678#.")
+@click.option("--answer-after", type=float, default=2.0, show_default=True, help="Seconds the service rings.")
+@click.option("--talk", type=float, default=30.0, show_default=True, help="Seconds the service talks.")
+@click.option("--busy", is_flag=True, help="The service is busy.")
+@click.option("--no-answer", is_flag=True, help="The service does not answer.")
+@click.option("--hangup-after", type=float, help="The caller hangs up after this many seconds.")
+@click.option("--host", default=None, help="Engine address (default: the serve settings).")
+@click.option("--port", type=int, default=None)
+@click.option("--realtime", is_flag=True, help="Wait as long as a real call would.")
+@json_option
+@click.pass_context
+def call_command(ctx: click.Context, caller: str, dialled: str, digits: tuple[str, ...], answer_after: float,
+                 talk: float, busy: bool, no_answer: bool, hangup_after: float | None, host: str | None,
+                 port: int | None, realtime: bool, as_json: bool) -> None:
+    """Play one simulated call against a running engine, through the fake Asterisk."""
+    from agi.fake_asterisk import CallScript, DialScript, place_call
+
+    if busy and no_answer:
+        raise click.UsageError("--busy and --no-answer exclude each other")
+    for d in digits:
+        if not all(ch in "0123456789*#" for ch in d):
+            raise click.UsageError(f"--digits {d!r}: only 0-9, * and #")
+    settings = _settings(ctx)
+    outcome = "busy" if busy else "noanswer" if no_answer else "answer"
+    script = CallScript(caller_id=caller, extension=dialled, digits=list(digits),
+                        dials=[DialScript(outcome=outcome, ring_ms=int(answer_after * 1000),
+                                          talk_ms=int(talk * 1000))] * 2,
+                        hangup_at_ms=int(hangup_after * 1000) if hangup_after is not None else None,
+                        time_scale=1.0 if realtime else 0.0)
+
+    async def go() -> dict[str, Any]:
+        try:
+            record = await place_call(host or settings.host, port or settings.port, script)
+        except OSError as exc:
+            raise CliError(f"cannot reach the engine at {host or settings.host}:{port or settings.port}"
+                           f" ({exc.strerror or exc}); is `ivr serve` running?") from None
+        store = await _open(settings)
+        try:
+            uniqueid = record.uniqueid if hasattr(record, "uniqueid") else script.uniqueid
+            cdr = next((c for c in await store.cdrs(limit=50) if c.uniqueid == uniqueid), None)
+            remaining = (await store.card(cdr.card_id)).balance_s if cdr and cdr.card_id else None
+        finally:
+            await store.close()
+        return {
+            "uniqueid": uniqueid, "transcript": [f"{d} +{ms}ms {text}" for d, ms, text in record.lines],
+            "prompts_played": record.prompts_played, "digits_sent": record.digits_sent,
+            "dials": [{k: v for k, v in d.items()} for d in record.dials],
+            "outcome": cdr.outcome if cdr else None, "card": str(cdr.card_id) if cdr and cdr.card_id else None,
+            "talk_s": cdr.talk_s if cdr else None, "debited_s": cdr.debited_s if cdr else None,
+            "remaining_s": remaining, "violations": record.violations,
+        }
+
+    data = run(go())
+    lines = [*data["transcript"], "",
+             f"prompts:   {', '.join(data['prompts_played']) or '-'}",
+             f"digits:    {', '.join(data['digits_sent']) or '-'}",
+             *[f"dial:      {d.get('dial_string')} -> {d.get('status')} (talk {d.get('talk_ms')} ms)"
+               for d in data["dials"]],
+             f"outcome:   {data['outcome']}", f"debited:   {data['debited_s']} s",
+             f"remaining: {hms(data['remaining_s']) if data['remaining_s'] is not None else '-'}"]
+    emit(as_json, data, lines)

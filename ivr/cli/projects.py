@@ -1,0 +1,215 @@
+"""``ivr project create|list|show|update``: access numbers, service, prices and rules."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from rating.models import CardStatus, Project
+from rating.store.sqlite import SqliteStore
+
+from .. import operations as ops
+from ..clock import SystemClock
+from ..settings import Settings
+from ._app import emit, json_option, main, with_store
+from ._format import money, national_display, parse_amount, table
+
+
+@main.group()
+def project() -> None:
+    """Projects: access numbers, service, prices and rules."""
+
+
+def project_dict(p: Project) -> dict[str, Any]:
+    """The stable JSON shape of a project."""
+    return {
+        "name": p.name,
+        "numbers": [{"e164": n, "national": ops.national_form(n, p.region)} for n in p.numbers],
+        "service": p.service, "fallback": p.fallback, "ring_timeout_s": p.ring_timeout_s,
+        "language": p.language, "region": p.region,
+        "price_per_minute_cents": p.price_per_minute_cents, "currency": p.currency,
+        "connect_charge_s": p.rule.connect_s, "minimum_s": p.rule.minimum_s,
+        "initial_block_s": p.rule.initial_s, "increment_s": p.rule.increment_s,
+        "warning_s": p.warning_s, "pin_length": p.pin_length, "max_bound_numbers": p.max_bound_numbers,
+        "max_simultaneous_calls": p.max_simultaneous_calls, "card_validity_days": p.card_validity_days,
+    }
+
+
+# (label, how to show it) for each setting people read
+_LABELS: list[tuple[str, str, Callable[[Project], str]]] = [
+    ("numbers", "access numbers", lambda p: ", ".join(f"{n} ({national_display(n)})" for n in p.numbers)),
+    ("service", "service", lambda p: p.service),
+    ("fallback", "fallback", lambda p: p.fallback or "-"),
+    ("ring_timeout_s", "ring timeout", lambda p: f"{p.ring_timeout_s} s"),
+    ("language", "language", lambda p: p.language),
+    ("region", "region", lambda p: p.region),
+    ("price", "price per minute", lambda p: money(p.price_per_minute_cents, p.currency)),
+    ("rule", "billing", lambda p: f"connect charge {p.rule.connect_s} s, minimum {p.rule.minimum_s} s,"
+                                  f" first block {p.rule.initial_s} s, then every {p.rule.increment_s} s"),
+    ("warning_s", "warning", lambda p: f"{p.warning_s} s before the cut-off" if p.warning_s else "none"),
+    ("pin_length", "PIN length", lambda p: f"{p.pin_length} digits"),
+    ("max_bound_numbers", "bound numbers", lambda p: f"at most {p.max_bound_numbers} per card"),
+    ("max_simultaneous_calls", "simultaneous calls", lambda p: f"at most {p.max_simultaneous_calls} per card"),
+    ("card_validity_days", "card validity",
+     lambda p: f"{p.card_validity_days} days from purchase" if p.card_validity_days else "unlimited"),
+]
+
+
+_WIDTH = max(len(label) for _, label, _ in _LABELS) + 1
+
+
+def field_line(label: str, value: str) -> str:
+    return f"  {(label + ':').ljust(_WIDTH)} {value}"
+
+
+def describe(p: Project) -> list[str]:
+    return [field_line(label, show(p)) for _, label, show in _LABELS]
+
+
+def changes(before: Project, after: Project) -> list[str]:
+    out = []
+    for _, label, show in _LABELS:
+        if show(before) != show(after):
+            out.append(f"  {label}: {show(before)} -> {show(after)}")
+    return out
+
+
+def _number_option(*names: str, **kwargs: Any) -> Callable[[Any], Any]:
+    return click.option(*names, multiple=True, metavar="NUMBER", **kwargs)
+
+
+def setting_options(*, create: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The settings ``create`` and ``update`` share; ``update`` has no defaults, so only the
+    options given change anything."""
+    def default(value: Any) -> dict[str, Any]:
+        return {"default": value, "show_default": True} if create else {"default": None}
+
+    options = [
+        click.option("--service", required=create, help="Asterisk dial string of the service, e.g. PJSIP/100@office."),
+        click.option("--fallback", help="Dial string tried when the service is busy or does not answer."),
+        click.option("--ring-timeout", type=int, help="Seconds the service may ring.", **default(30)),
+        click.option("--language", type=click.Choice(ops.LANGUAGES), **default("de")),
+        click.option("--region", help="Country of national numbers (CH, DE, AT …).", **default("DE")),
+        click.option("--price-per-minute", help="Card price per minute, e.g. 0.50.", **default("0")),
+        click.option("--currency", help="Three letters, e.g. CHF or EUR.", **default("EUR")),
+        click.option("--connect-charge", type=int, help="Seconds charged per answered call.", **default(0)),
+        click.option("--minimum", type=int, help="Minimum billable seconds of an answered call.", **default(0)),
+        click.option("--initial-block", type=int, help="Seconds of the first billing block.", **default(1)),
+        click.option("--increment", type=int, help="Seconds of every further block.", **default(1)),
+        click.option("--warning", type=int, help="Seconds before the cut-off to warn (0: none).", **default(60)),
+        click.option("--pin-length", type=int, help="Digits of a card's PIN.", **default(8)),
+        click.option("--max-bound-numbers", type=int, help="Caller numbers one card may have.", **default(3)),
+        click.option("--max-calls", type=int, help="Simultaneous calls per card.", **default(1)),
+        click.option("--validity-days", type=int, help="Cards expire this many days after purchase."),
+    ]
+
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            f = option(f)
+        return f
+    return decorate
+
+
+def _price(text: str | None) -> int | None:
+    return None if text is None else parse_amount(text, option="--price-per-minute")
+
+
+@project.command("create")
+@click.argument("name")
+@_number_option("--number", "numbers", required=True,
+                help="Access number, E.164 (+41441234567) or national (0441234567); repeatable.")
+@setting_options(create=True)
+@json_option
+@with_store
+async def project_create(store: SqliteStore, settings: Settings, *, name: str, numbers: tuple[str, ...],
+                         service: str, fallback: str | None, language: str, region: str,
+                         price_per_minute: str, currency: str, ring_timeout: int, connect_charge: int,
+                         minimum: int, initial_block: int, increment: int, warning: int, pin_length: int,
+                         max_bound_numbers: int, max_calls: int, validity_days: int | None,
+                         as_json: bool) -> None:
+    """Create a project."""
+    rule = ops.billing_rule(connect_charge, minimum, initial_block, increment)
+    p = await ops.create_project(
+        store, name=name, numbers=list(numbers), service=service, fallback=fallback, language=language,
+        region=region, price_per_minute_cents=_price(price_per_minute) or 0, currency=currency, rule=rule,
+        ring_timeout_s=ring_timeout, warning_s=warning, pin_length=pin_length,
+        max_bound_numbers=max_bound_numbers, max_simultaneous_calls=max_calls,
+        card_validity_days=validity_days, now_ms=SystemClock().now_ms())
+    emit(as_json, project_dict(p), [f"project {p.name} created", *describe(p)])
+
+
+@project.command("update")
+@click.argument("name")
+@_number_option("--add-number", "add_numbers", help="Another access number; repeatable.")
+@_number_option("--remove-number", "remove_numbers", help="Stop answering this access number; repeatable.")
+@setting_options(create=False)
+@click.option("--no-fallback", is_flag=True, help="Remove the fallback.")
+@click.option("--no-validity", is_flag=True, help="New cards never expire.")
+@json_option
+@with_store
+async def project_update(store: SqliteStore, settings: Settings, *, name: str, add_numbers: tuple[str, ...],
+                         remove_numbers: tuple[str, ...], no_fallback: bool, no_validity: bool,
+                         as_json: bool, **options: Any) -> None:
+    """Change only the options given (prices apply to cards bought from now on)."""
+    if no_fallback and options["fallback"] is not None:
+        raise click.UsageError("--fallback and --no-fallback exclude each other")
+    if no_validity and options["validity_days"] is not None:
+        raise click.UsageError("--validity-days and --no-validity exclude each other")
+    before = await ops.project(store, name)
+    values = _store_values(options)
+    if no_fallback:
+        values["fallback"] = None
+    if no_validity:
+        values["card_validity_days"] = None
+    after = await ops.update_project(store, before, values=values, add_numbers=add_numbers,
+                                     remove_numbers=remove_numbers)
+    lines = changes(before, after)
+    emit(as_json, project_dict(after), [f"project {after.name} updated", *(lines or ["  nothing changed"])])
+
+
+_OPTION_TO_COLUMN = {
+    "service": "service", "fallback": "fallback", "ring_timeout": "ring_timeout_s", "language": "language",
+    "region": "region", "currency": "currency", "connect_charge": "connect_s", "minimum": "minimum_s",
+    "initial_block": "initial_s", "increment": "increment_s", "warning": "warning_s",
+    "pin_length": "pin_length", "max_bound_numbers": "max_bound_numbers",
+    "max_calls": "max_simultaneous_calls", "validity_days": "card_validity_days",
+}
+
+
+def _store_values(options: dict[str, Any]) -> dict[str, Any]:
+    values = {column: options[option] for option, column in _OPTION_TO_COLUMN.items()
+              if options.get(option) is not None}
+    if options.get("price_per_minute") is not None:
+        values["price_per_minute_cents"] = _price(options["price_per_minute"])
+    return values
+
+
+@project.command("list")
+@json_option
+@with_store
+async def project_list(store: SqliteStore, settings: Settings, *, as_json: bool) -> None:
+    """List projects with their access numbers and price."""
+    projects = await store.projects()
+    counts = {p.id: len(await store.cards(p.id)) for p in projects}
+    rows = [[p.name, ", ".join(national_display(n) for n in p.numbers), p.service,
+             money(p.price_per_minute_cents, p.currency), p.language, counts[p.id]] for p in projects]
+    emit(as_json, [{**project_dict(p), "cards": counts[p.id]} for p in projects],
+         table(["PROJECT", "ACCESS NUMBERS", "SERVICE", "PRICE/MIN", "LANG", "CARDS"], rows, right={3, 5},
+               empty="no projects (create one: ivr project create NAME --number … --service …)"))
+
+
+@project.command("show")
+@click.argument("name")
+@json_option
+@with_store
+async def project_show(store: SqliteStore, settings: Settings, *, name: str, as_json: bool) -> None:
+    """Every setting of one project, and its cards by status."""
+    p = await ops.project(store, name)
+    now = SystemClock().now_ms()
+    statuses = [c.status(now).value for c in await store.cards(p.id)]
+    by_status = {s.value: statuses.count(s.value) for s in CardStatus}
+    summary = ", ".join(f"{n} {s}" for s, n in by_status.items() if n) or "none"
+    emit(as_json, {**project_dict(p), "cards": by_status},
+         [f"project {p.name}", *describe(p), field_line("cards", summary)])
