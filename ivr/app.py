@@ -36,6 +36,7 @@ from .call import Call, CallFinished
 from .clock import Clock, SystemClock
 from .flows.prepaid import prepaid
 from .metrics import Metrics
+from .operations import account_state
 from .outcome import HangupSide, Outcome
 from .settings import Settings
 
@@ -73,6 +74,9 @@ class Engine:
     metrics: Metrics
     secret: bytes
     server: AgiServer | None = None
+    calls_suspended: bool = False
+    account_level: str = "ok"
+    _account_task: asyncio.Task[None] | None = None
 
     @classmethod
     async def create(cls, settings: Settings, *, clock: Clock | None = None,
@@ -90,12 +94,38 @@ class Engine:
                                 env_timeout_s=self.settings.env_timeout_s)
         await self.server.start()
         log.info("engine_listening", host=self.settings.host, port=self.server.port)
+        await self.refresh_account()
+        self._account_task = asyncio.create_task(self._watch_account())
         return self.server
+
+    async def refresh_account(self) -> None:
+        """Reread the operator's account (the CLI changes it in the same database): log when
+        it crosses its info or lock limit, and suspend new calls when the operator chose so.
+        Read every ``account_check_s``, not per call: the owed amount is a sum over the ledger."""
+        state = await account_state(self.store)
+        self.calls_suspended = state.calls_suspended
+        level = state.level.value
+        if level != self.account_level or level != "ok" and self._account_task is None:
+            event = {"ok": log.info, "info": log.warning, "locked": log.warning}[level]
+            event("account_state", level=level, owed_cents=state.owed_cents, currency=state.currency,
+                  info_limit_cents=state.info_limit_cents, lock_limit_cents=state.lock_limit_cents,
+                  calls_suspended=state.calls_suspended)
+        self.account_level = level
+
+    async def _watch_account(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.account_check_s)
+            try:
+                await self.refresh_account()
+            except Exception:
+                log.exception("account_check_failed")
 
     async def stop(self, grace_s: float | None = None) -> int:
         """Stop accepting, let calls finish within the grace period, cancel the rest
         (their CDRs and debits are still written), close the store."""
         cancelled = 0
+        if self._account_task is not None:
+            self._account_task.cancel()
         if self.server is not None:
             await self.server.close()
             cancelled = await self.server.drain(self.settings.grace_s if grace_s is None else grace_s)
@@ -115,7 +145,7 @@ class Engine:
                                                flow=flow_name)
         call = Call(channel=channel, env=env, store=self.store, clock=self.clock, settings=self.settings,
                     metrics=self.metrics, secret=self.secret, log=log, flow=flow_name,
-                    start_ms=self.clock.now_ms())
+                    start_ms=self.clock.now_ms(), suspended=self.calls_suspended)
         started = self.clock.monotonic()
         fault = False
         try:

@@ -51,6 +51,7 @@ class Call:
     hangup_side: HangupSide = HangupSide.UNKNOWN
     answered: bool = False
     dial_started: float | None = None   # clock.monotonic() while a Dial runs
+    suspended: bool = False             # the operator's account is locked with calls suspended
     _pending: list[str] = field(default_factory=list)
 
     @property

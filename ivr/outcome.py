@@ -15,6 +15,7 @@ class Outcome(enum.StrEnum):
     PIN_FAILED = "PIN_FAILED"
     BLOCKED_CALLER = "BLOCKED_CALLER"
     UNKNOWN_NUMBER = "UNKNOWN_NUMBER"
+    SUSPENDED = "SUSPENDED"        # the operator's account is locked and calls are suspended
     ABANDONED = "ABANDONED"        # the caller hung up before being connected
     INTERRUPTED = "INTERRUPTED"    # engine shutdown cut the call's supervision during the Dial
     ERROR = "ERROR"                # an engine fault (logged with the uniqueid)

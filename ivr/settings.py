@@ -36,6 +36,7 @@ class Settings:
     pin_throttle_failures: int = 10    # wrong PINs per caller (or all anonymous callers) …
     pin_throttle_window_s: int = 3600  # … within this window, then PIN entry is refused
     env_timeout_s: float = 10.0
+    account_check_s: float = 30.0      # how often the engine rereads the operator's account state
     log_format: str = "auto"           # auto | json | console
     log_level: str = "INFO"
 

@@ -29,6 +29,8 @@ _FALLBACK_ON = {"BUSY", "NOANSWER"}
 
 async def prepaid(call: Call) -> None:
     await find_project(call)
+    if call.suspended:
+        await call.finish(Outcome.SUSPENDED, Prompt.SERVICE_SUSPENDED)
     await refuse_blocked_caller(call)
     welcome = call.custom(Prompt.WELCOME)  # optional: only a project's own greeting
     if welcome:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import structlog
 
 from agi.fake_asterisk import parse_args
 from ivr.clock import SystemClock
@@ -308,3 +309,20 @@ async def test_projects_own_welcome_and_prompts_are_played(tmp_path, h: Harness)
     assert rec.prompts_played[0] == welcome
     assert rec.prompts_played[-1] == goodbye
     assert sound(Prompt.ENTER_PIN) in rec.prompts_played
+
+
+async def test_locked_account_with_suspended_calls_refuses_new_calls(h: Harness) -> None:
+    card, pin = await h.card(minutes=10)  # 5.00 CHF owed
+    await h.store.update_account_settings({"info_limit_cents": 100, "lock_limit_cents": 200,
+                                           "suspend_calls": True})
+    with structlog.testing.capture_logs() as logs:
+        await h.engine.refresh_account()
+    assert [e["level"] for e in logs if e["event"] == "account_state"] == ["locked"]
+    rec = await h.call(digits=[pin + "#"])
+    assert rec.prompts_played == [sound(Prompt.SERVICE_SUSPENDED), sound(Prompt.GOODBYE)]
+    assert (await h.cdrs())[-1].outcome == "SUSPENDED"
+    await h.store.add_payment(amount_cents=500, currency="CHF", reference="bank", entered_by="test",
+                              now_ms=SystemClock().now_ms())
+    await h.engine.refresh_account()
+    await h.call(digits=[pin + "#"], dials=[dict(talk_ms=1000)])
+    assert (await h.cdrs())[-1].outcome == "ANSWERED"
