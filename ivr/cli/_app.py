@@ -66,6 +66,8 @@ class IvrGroup(click.Group):
         except click.Abort:
             click.echo("Cancelled: nothing changed", err=True)
             sys.exit(1)
+        except CliError as exc:  # raised by a command that needs no store (prompts, call)
+            _fail(exc)
         except OSError as exc:
             if exc.errno == errno.EPIPE:  # `ivr cdr list | head`
                 sys.exit(1)

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import json
+import wave
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ivr.cli import main
+from prompts import Prompt
+
+
+def wav(path: Path) -> Path:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(44100)
+        w.writeframes(b"\x00\x10\x00\x20" * 44100)
+    return path
+
+
+def run(*args: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(main, list(args), env=env)
+
+
+def test_list_shows_every_prompt_with_its_text() -> None:
+    result = run("prompts", "list", "--language", "en", "--json")
+    assert result.exit_code == 0
+    rows = json.loads(result.output)
+    assert [r["prompt"] for r in rows] == [p.value for p in Prompt]
+    assert any(r["text"].startswith("Please enter your PIN") for r in rows)
+
+
+def test_import_converts_for_asterisk(tmp_path: Path) -> None:
+    result = run("prompts", "import", str(wav(tmp_path / "Begruessung.wav")), "--project", "test1",
+                 "--prompt", "welcome", "--sounds-dir", str(tmp_path / "sounds"), "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["sound"] == "ivr/custom/test1/welcome"
+    with wave.open(str(tmp_path / "sounds/de/ivr/custom/test1/welcome.wav")) as w:
+        assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (8000, 1, 2)
+
+
+@pytest.mark.parametrize("args,exit_code", [
+    (["--project", "../etc", "--prompt", "welcome"], 1),
+    (["--project", "test1", "--prompt", "no-such-prompt"], 2),
+])
+def test_import_refuses_bad_names(tmp_path: Path, args: list[str], exit_code: int) -> None:
+    result = run("prompts", "import", str(wav(tmp_path / "a.wav")), *args, "--sounds-dir", str(tmp_path / "s"))
+    assert result.exit_code == exit_code
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "s").exists()
+
+
+def test_build_without_espeak_is_one_clear_line(tmp_path: Path) -> None:
+    result = run("prompts", "build", "--out", str(tmp_path / "out"), env={"PATH": str(tmp_path)})
+    assert result.exit_code == 1
+    assert "espeak-ng" in result.output.strip().splitlines()[-1]
