@@ -14,6 +14,7 @@ class Outcome(enum.StrEnum):
     CARD_EXPIRED = "CARD_EXPIRED"
     PIN_FAILED = "PIN_FAILED"
     BLOCKED_CALLER = "BLOCKED_CALLER"
+    BLOCKED_DESTINATION = "BLOCKED_DESTINATION"  # the service/fallback number is blocked outbound
     UNKNOWN_NUMBER = "UNKNOWN_NUMBER"
     SUSPENDED = "SUSPENDED"        # the operator's account is locked and calls are suspended
     ABANDONED = "ABANDONED"        # the caller hung up before being connected

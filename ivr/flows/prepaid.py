@@ -80,6 +80,30 @@ async def refuse_blocked_caller(call: Call) -> None:
             await call.finish(Outcome.BLOCKED_CALLER, Prompt.NUMBER_BLOCKED)
 
 
+def _dialled_number(dial_string: str) -> str:
+    """``PJSIP/0041441234567@trunk`` -> ``0041441234567`` (the resource part's number)."""
+    resource = dial_string.split("/", 1)[-1]
+    return resource.split("@", 1)[0]
+
+
+async def allowed_destinations(call: Call, candidates: list[str | None]) -> list[str]:
+    """The service and fallback, minus those an outbound block forbids (0900 lines, …)."""
+    assert call.project
+    blocks = await call.store.blacklist(project_id=call.project.id, direction="outbound")
+    allowed = []
+    for destination in filter(None, candidates):
+        number = parse_caller(_dialled_number(destination), call.project.region)
+        pattern = next((b.pattern for b in blocks if matches(b.pattern, number)), None)
+        if pattern is None:
+            allowed.append(destination)
+        else:
+            call.log.warning("destination_blocked", destination=destination, pattern=pattern)
+    if not allowed:
+        call.destination = candidates[0]
+        await call.finish(Outcome.BLOCKED_DESTINATION, Prompt.SERVICE_UNAVAILABLE)
+    return allowed
+
+
 async def identify_caller(call: Call) -> Card:
     """The card bound to the caller's line, or the card whose PIN the caller enters."""
     assert call.project and call.caller
@@ -181,8 +205,8 @@ async def connect(call: Call, grant: Grant) -> None:
     """Dial the service (then the fallback on busy / no answer) within the grant."""
     assert call.project
     project = call.project
+    destinations = await allowed_destinations(call, [project.service, project.fallback])
     await call.play()  # PIN accepted, remaining time: one round trip
-    destinations = [project.service] + ([project.fallback] if project.fallback else [])
     for destination in destinations:
         call.destination = destination
         warning_ms = project.warning_s * 1000 if project.warning_s else 0

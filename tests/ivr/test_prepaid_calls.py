@@ -326,3 +326,24 @@ async def test_locked_account_with_suspended_calls_refuses_new_calls(h: Harness)
     await h.engine.refresh_account()
     await h.call(digits=[pin + "#"], dials=[dict(talk_ms=1000)])
     assert (await h.cdrs())[-1].outcome == "ANSWERED"
+
+
+async def test_outbound_block_stops_forwarding_to_a_blocked_service(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from .conftest import make_harness
+
+    h = await make_harness(tmp_path, service="PJSIP/0900123456@trunk", fallback="PJSIP/0441110000@trunk")
+    try:
+        card, pin = await h.card()
+        await h.store.blacklist_add(project_id=None, pattern="0900.", direction="outbound", reason="premium",
+                                    now_ms=SystemClock().now_ms())
+        rec = await h.call(digits=[pin + "#"], dials=[dict(talk_ms=3000)])
+        assert [words(d)[2].split(",")[0] for d in dial_commands(rec)] == ["PJSIP/0441110000@trunk"]
+        assert await h.balance(card) == 597
+        await h.store.blacklist_add(project_id=h.project.id, pattern="044111000x", direction="outbound",
+                                    reason="", now_ms=SystemClock().now_ms())
+        rec = await h.call(dials=[dict(talk_ms=3000)])
+        assert not dial_commands(rec)
+        assert (await h.cdrs())[-1].outcome == "BLOCKED_DESTINATION"
+        assert (await h.store.card(card.id)).reserved_s == 0
+    finally:
+        await h.engine.stop(grace_s=1)
