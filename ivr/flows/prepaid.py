@@ -176,6 +176,14 @@ async def accept_card(call: Call, card: Card) -> Card:
     return card
 
 
+_REFUSALS: dict[type[errors.CardUnusable], tuple[Outcome, Prompt]] = {
+    errors.CardInUse: (Outcome.CARD_IN_USE, Prompt.CARD_IN_USE),
+    errors.CardBlocked: (Outcome.CARD_BLOCKED, Prompt.CARD_BLOCKED),
+    errors.CardExpired: (Outcome.CARD_EXPIRED, Prompt.CARD_EXPIRED),
+    errors.InsufficientBalance: (Outcome.NO_CREDIT, Prompt.NO_CREDIT),
+}
+
+
 async def reserve(call: Call, card: Card) -> Grant:
     assert call.project
     project = call.project
@@ -184,18 +192,8 @@ async def reserve(call: Call, card: Card) -> Grant:
             card_id=card.id, uniqueid=call.uniqueid, rule=project.rule,
             max_calls=project.max_simultaneous_calls,
             hold_s=project.ring_timeout_s * 2 + 600, now_ms=call.clock.now_ms())
-    except errors.CardInUse:
-        await call.finish(Outcome.CARD_IN_USE, Prompt.CARD_IN_USE)
-        raise
-    except errors.CardBlocked:
-        await call.finish(Outcome.CARD_BLOCKED, Prompt.CARD_BLOCKED)
-        raise
-    except errors.CardExpired:
-        await call.finish(Outcome.CARD_EXPIRED, Prompt.CARD_EXPIRED)
-        raise
-    except errors.InsufficientBalance:
-        await call.finish(Outcome.NO_CREDIT, Prompt.NO_CREDIT)
-        raise
+    except errors.CardUnusable as refusal:
+        await call.finish(*_REFUSALS[type(refusal)])
     call.grant = grant
     call.log.info("time_reserved", reserved_s=grant.reserved_s, max_talk_s=grant.max_talk_s)
     return grant
