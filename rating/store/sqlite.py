@@ -196,7 +196,8 @@ class SqliteStore:
         db = self._conn
         started = time.perf_counter()
         async with self._lock:
-            result: T = await db._execute(_run_transaction, db, operation, body)
+            result: T = await db._execute(  # type: ignore[no-untyped-call]  # aiosqlite leaves it untyped
+                _run_transaction, db, operation, body)
         if self._observer is not None:
             self._observer(operation, time.perf_counter() - started)
         return result
@@ -251,7 +252,7 @@ class SqliteStore:
                                       (rows[0][0],)).fetchall()
 
         try:
-            rows, numbers = await db._execute(both)
+            rows, numbers = await db._execute(both)  # type: ignore[no-untyped-call]  # untyped in aiosqlite
         except sqlite3.Error as exc:
             raise StoreUnavailable(str(exc)) from exc
         if not rows:
