@@ -185,15 +185,21 @@ class Engine:
         await asyncio.shield(self._wrap_up(call, started, fault=fault))
 
     async def _wrap_up(self, call: Call, started: float, *, fault: bool) -> None:
-        """Settle, write the CDR, end the call. Never raises."""
+        """Settle and write the CDR (one transaction), end the call. Never raises: if the
+        joint write fails, settling and the CDR are tried apart, so one failing does not
+        cost the other."""
         try:
-            await self._settle(call)
+            await self._settle_and_record(call)
         except Exception:
-            log.exception("settle_failed")
-        try:
-            await self._write_cdr(call)
-        except Exception:
-            log.exception("cdr_write_failed")
+            log.exception("settle_and_record_failed")
+            try:
+                await self._settle(call)
+            except Exception:
+                log.exception("settle_failed")
+            try:
+                await self.store.write_cdr(self._cdr(call))
+            except Exception:
+                log.exception("cdr_write_failed")
         outcome = call.outcome or Outcome.ABANDONED
         self.metrics.calls.labels(call.flow, outcome.value).inc()
         log.info("call_finished", outcome=outcome.value, hangup_side=call.hangup_side.value,
@@ -202,23 +208,37 @@ class Engine:
         await self._end_channel(call, fault)
         structlog.contextvars.clear_contextvars()
 
+    async def _settle_and_record(self, call: Call) -> None:
+        if call.grant is None or call.project is None or call.grant_settled:
+            await self.store.write_cdr(self._cdr(call))
+            return
+        debit = call.project.rule.debit(call.talk_s)
+        call.debited_s = await self.store.settle_and_record(call.grant, debit_s=debit, cdr=self._cdr(call),
+                                                            now_ms=self.clock.now_ms())
+        self._settled(call)
+
     async def _settle(self, call: Call) -> None:
-        if call.grant is None or call.project is None:
+        if call.grant is None or call.project is None or call.grant_settled:
             return
         debit = call.project.rule.debit(call.talk_s)
         call.debited_s = await self.store.settle(call.grant, debit_s=debit, uniqueid=call.uniqueid,
                                                  now_ms=self.clock.now_ms())
+        self._settled(call)
+
+    def _settled(self, call: Call) -> None:
+        assert call.grant is not None
+        call.grant_settled = True
         self.metrics.debited_seconds.inc(call.debited_s)
         log.info("debit_settled", debited_s=call.debited_s, released_s=call.grant.reserved_s - call.debited_s)
 
-    async def _write_cdr(self, call: Call) -> None:
-        await self.store.write_cdr(Cdr(
+    def _cdr(self, call: Call) -> Cdr:
+        return Cdr(
             uniqueid=call.uniqueid, project_id=call.project.id if call.project else None,
             card_id=call.card.id if call.card else None, caller_raw=call.env.get("callerid"),
             caller_e164=call.caller.e164 if call.caller else None, dialled=call.dialled,
             destination=call.destination, start_ms=call.start_ms, answer_ms=call.answer_ms,
             end_ms=self.clock.now_ms(), talk_s=call.talk_s, debited_s=call.debited_s,
-            outcome=(call.outcome or Outcome.ABANDONED).value, hangup_side=call.hangup_side.value))
+            outcome=(call.outcome or Outcome.ABANDONED).value, hangup_side=call.hangup_side.value)
 
     async def _end_channel(self, call: Call, fault: bool) -> None:
         """A fault leaves the channel to the dialplan (IVR_RESULT=error: play 'service
@@ -228,7 +248,8 @@ class Engine:
             if fault:
                 await channel.set_variable("IVR_RESULT", "error")
             elif not channel.hung_up:
-                await channel.set_variable("IVR_RESULT", "ok")
+                # No IVR_RESULT=ok first: after HANGUP the dialplan runs only `h` (d6), so
+                # nobody would read it; it would cost every call a round trip.
                 await channel.hangup()
         except (AgiError, OSError):
             pass

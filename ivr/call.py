@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 
 from agi import AgiChannel, Environment
 from prompts import Prompt, custom_sound, sound
-from rating.models import Card, Grant, Project
+from rating.models import Card, Grant, Project, Routing
 from rating.numbers import CallerNumber
 from rating.store.sqlite import SqliteStore
 
@@ -40,9 +40,11 @@ class Call:
     # What the CDR will say; filled in as the call goes.
     start_ms: int = 0
     project: Project | None = None
+    routing: Routing | None = None       # the configuration snapshot this call runs on
     caller: CallerNumber | None = None
     card: Card | None = None
     grant: Grant | None = None
+    grant_settled: bool = False
     destination: str | None = None
     answer_ms: int | None = None
     talk_s: int = 0

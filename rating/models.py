@@ -155,3 +155,18 @@ class AccountLine:
     seconds: int
     reference: str
     entered_by: str = ""
+
+
+@dataclass(frozen=True)
+class Routing:
+    """What the call path needs of the configuration: projects by access number (E.164)
+    and every blocked number. A snapshot; the store hands out a new one after a change."""
+
+    by_number: dict[str, Project]
+    regions: tuple[str, ...]
+    blocked: tuple[BlacklistEntry, ...]
+
+    def blocks(self, project_id: int, direction: str) -> list[BlacklistEntry]:
+        """The project's own and the global entries for ``direction``."""
+        return [b for b in self.blocked
+                if b.direction == direction and b.project_id in (None, project_id)]

@@ -9,6 +9,7 @@ A pattern is digits, ``x`` for any one digit (``04412345x``), an optional leadin
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -16,7 +17,7 @@ import phonenumbers
 
 from .errors import InvalidInput
 
-__all__ = ["CallerNumber", "compile_pattern", "matches", "normalise_number", "parse_caller"]
+__all__ = ["CallerNumber", "compile_pattern", "first_match", "matches", "normalise_number", "parse_caller"]
 
 # What Asterisk puts in agi_callerid when there is no usable number (transcripts a2–a4).
 _WITHHELD = {"", "unknown", "anonymous", "restricted", "private", "unavailable"}
@@ -48,7 +49,7 @@ def _digits_only(text: str) -> bool:
     return bool(body) and body.isascii() and body.isdigit()
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=65536)  # every distinct caller of a busy day; phonenumbers is the cost here
 def parse_caller(raw: str, region: str) -> CallerNumber:
     """Normalise what the network delivered; withheld and junk give ``e164=None``."""
     text = raw.strip()
@@ -75,6 +76,7 @@ def normalise_number(text: str, region: str) -> str:
     return number.e164
 
 
+@lru_cache(maxsize=16384)
 def compile_pattern(pattern: str) -> re.Pattern[str]:
     """Raises InvalidInput for anything but digits, ``x``, a leading ``+``, a trailing ``.``."""
     if not _PATTERN_RE.match(pattern):
@@ -87,3 +89,13 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
 def matches(pattern: str, number: CallerNumber) -> bool:
     compiled = compile_pattern(pattern)
     return any(compiled.match(form) for form in number.forms())
+
+
+def first_match(patterns: Iterable[str], number: CallerNumber) -> str | None:
+    """The first pattern that matches any form of ``number`` (forms computed once)."""
+    forms = number.forms()
+    for pattern in patterns:
+        compiled = compile_pattern(pattern)
+        if any(compiled.match(form) for form in forms):
+            return pattern
+    return None

@@ -6,12 +6,14 @@ Reads like the call; the AGI and SQL live in ``Call``, ``agi`` and ``rating``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from agi import ChannelHungUp, dial
 from prompts import Prompt, remaining_time
 from rating import errors
 from rating.billing import talk_seconds_from_ms
 from rating.models import Card, CardStatus, Grant
-from rating.numbers import matches, parse_caller
+from rating.numbers import first_match, parse_caller
 from rating.pins import is_pin_shaped, pin_hash
 
 from ..call import Call
@@ -42,11 +44,9 @@ async def prepaid(call: Call) -> None:
 
 
 async def find_project(call: Call) -> None:
-    project = None
-    for number in await _access_number_forms(call):
-        project = await call.store.project_for_number(number)
-        if project is not None:
-            break
+    call.routing = routing = await call.store.routing()
+    project = next((routing.by_number[n] for n in _access_number_forms(call.dialled, routing.regions)
+                    if n in routing.by_number), None)
     if project is None:
         call.log.warning("unknown_access_number", dialled=call.dialled)
         await call.finish(Outcome.UNKNOWN_NUMBER, Prompt.NOT_IN_SERVICE)
@@ -55,29 +55,27 @@ async def find_project(call: Call) -> None:
     call.log = call.log.bind(project=project.name)
 
 
-async def _access_number_forms(call: Call) -> list[str]:
+def _access_number_forms(dialled: str, regions: tuple[str, ...]) -> Iterator[str]:
     """The dialled number as the trunk delivered it (+41…, 0041…, 41…, 044…) in E.164,
     trying each region the projects use for the national form."""
-    dialled = call.dialled
-    forms = [dialled]
+    yield dialled
     if dialled.startswith("00"):
-        forms.append("+" + dialled[2:])
+        yield "+" + dialled[2:]
     elif dialled.isdigit() and not dialled.startswith("0"):
-        forms.append("+" + dialled)
-    for region in await call.store.project_regions():
+        yield "+" + dialled
+    for region in regions:
         number = parse_caller(dialled, region)
         if number.e164:
-            forms.append(number.e164)
-    return list(dict.fromkeys(forms))
+            yield number.e164
 
 
 async def refuse_blocked_caller(call: Call) -> None:
-    assert call.project and call.caller
-    entries = await call.store.blacklist(project_id=call.project.id, direction="inbound")
-    for entry in entries:
-        if matches(entry.pattern, call.caller):
-            call.log.info("caller_blocked", pattern=entry.pattern)
-            await call.finish(Outcome.BLOCKED_CALLER, Prompt.NUMBER_BLOCKED)
+    assert call.project and call.caller and call.routing
+    blocks = call.routing.blocks(call.project.id, "inbound")
+    pattern = first_match((b.pattern for b in blocks), call.caller)
+    if pattern is not None:
+        call.log.info("caller_blocked", pattern=pattern)
+        await call.finish(Outcome.BLOCKED_CALLER, Prompt.NUMBER_BLOCKED)
 
 
 def _dialled_number(dial_string: str) -> str:
@@ -88,12 +86,12 @@ def _dialled_number(dial_string: str) -> str:
 
 async def allowed_destinations(call: Call, candidates: list[str | None]) -> list[str]:
     """The service and fallback, minus those an outbound block forbids (0900 lines, …)."""
-    assert call.project
-    blocks = await call.store.blacklist(project_id=call.project.id, direction="outbound")
+    assert call.project and call.routing
+    patterns = [b.pattern for b in call.routing.blocks(call.project.id, "outbound")]
     allowed = []
     for destination in filter(None, candidates):
         number = parse_caller(_dialled_number(destination), call.project.region)
-        pattern = next((b.pattern for b in blocks if matches(b.pattern, number)), None)
+        pattern = first_match(patterns, number) if patterns else None
         if pattern is None:
             allowed.append(destination)
         else:

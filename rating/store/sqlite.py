@@ -53,6 +53,7 @@ from ..models import (
     Grant,
     LedgerEntry,
     Project,
+    Routing,
 )
 from ._schema import MIGRATIONS
 
@@ -109,11 +110,57 @@ def _run_transaction(db: aiosqlite.Connection, operation: str, body: Callable[[s
     return result
 
 
+_PROJECT_COLS = ("id, name, service, fallback, ring_timeout_s, language, region, price_per_minute_cents,"
+                 " currency, connect_s, minimum_s, initial_s, increment_s, warning_s, pin_length,"
+                 " max_bound_numbers, max_simultaneous_calls, card_validity_days")
+# Writes of the call path: they never change projects, numbers or blocks, so they leave
+# the routing snapshot valid.
+_ROUTING_NEUTRAL = frozenset({"reserve", "settle", "write_cdr", "settle_and_record", "bind", "activate",
+                              "pin_failure", "create_card", "recharge", "adjust", "set_pin", "set_blocked",
+                              "set_expiry", "unbind", "add_payment", "account_currency", "account_settings"})
+
+
+def _settle(db: sqlite3.Connection, grant: Grant, *, debit_s: int, uniqueid: str, now_ms: int) -> int:
+    """On the worker thread, inside a transaction: see ``SqliteStore.settle``."""
+    debit_s = max(0, min(debit_s, grant.reserved_s))
+    cur = db.execute("UPDATE reservations SET state = 'settled' WHERE id = ? AND state = 'open'",
+                     (grant.reservation_id,))
+    if cur.rowcount != 1:
+        return 0
+    db.execute("UPDATE cards SET balance_s = balance_s - ?, reserved_s = reserved_s - ?,"
+               " active_calls = active_calls - 1 WHERE id = ?", (debit_s, grant.reserved_s, grant.card_id))
+    if debit_s:
+        db.execute("INSERT INTO ledger (card_id, at_ms, kind, seconds, reference) VALUES (?, ?, 'debit', ?, ?)",
+                   (grant.card_id, now_ms, -debit_s, uniqueid))
+    return debit_s
+
+
+def _insert_cdr(db: sqlite3.Connection, cdr: Cdr) -> None:
+    db.execute(
+        "INSERT INTO cdrs (uniqueid, project_id, card_id, caller_raw, caller_e164, dialled, destination,"
+        " start_ms, answer_ms, end_ms, talk_s, debited_s, outcome, hangup_side)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (cdr.uniqueid, cdr.project_id, cdr.card_id, cdr.caller_raw, cdr.caller_e164, cdr.dialled,
+         cdr.destination, cdr.start_ms, cdr.answer_ms, cdr.end_ms, cdr.talk_s, cdr.debited_s,
+         cdr.outcome, cdr.hangup_side))
+
+
+def _project(r: Sequence[Any], numbers: tuple[str, ...]) -> Project:
+    return Project(id=r[0], name=r[1], numbers=numbers, service=r[2], fallback=r[3], ring_timeout_s=r[4],
+                   language=r[5], region=r[6], price_per_minute_cents=r[7], currency=r[8],
+                   rule=BillingRule(connect_s=r[9], minimum_s=r[10], initial_s=r[11], increment_s=r[12]),
+                   warning_s=r[13], pin_length=r[14], max_bound_numbers=r[15],
+                   max_simultaneous_calls=r[16], card_validity_days=r[17])
+
+
 class SqliteStore:
     def __init__(self, path: str | Path, *, observer: StoreObserver | None = None) -> None:
         self.path = str(path)
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
+        self._config_generation = 0
+        self._routing: Routing | None = None
+        self._routing_key: tuple[int, int] = (-1, -1)
         self._observer = observer
 
     # --- lifecycle ---------------------------------------------------------
@@ -163,6 +210,7 @@ class SqliteStore:
     async def _write(self, operation: str) -> AsyncIterator[aiosqlite.Connection]:
         db = self._conn
         started = time.perf_counter()
+        self._note_write(operation)
         async with self._lock:
             try:
                 await db.execute("BEGIN IMMEDIATE")
@@ -185,6 +233,10 @@ class SqliteStore:
         if self._observer is not None:
             self._observer(operation, time.perf_counter() - started)
 
+    def _note_write(self, operation: str) -> None:
+        if operation not in _ROUTING_NEUTRAL:
+            self._config_generation += 1
+
     async def _transaction(self, operation: str, body: Callable[[sqlite3.Connection], T]) -> T:
         """``_write`` in one thread hop: ``body(conn)`` runs inside ``BEGIN IMMEDIATE`` …
         ``COMMIT`` on aiosqlite's worker thread, under the same lock, with the same errors
@@ -195,6 +247,7 @@ class SqliteStore:
         aiosqlite's own cursors reach that thread; no public call runs a function there."""
         db = self._conn
         started = time.perf_counter()
+        self._note_write(operation)
         async with self._lock:
             result: T = await db._execute(  # type: ignore[no-untyped-call]  # aiosqlite leaves it untyped
                 _run_transaction, db, operation, body)
@@ -237,9 +290,7 @@ class SqliteStore:
         return project
 
     async def _project(self, where: str, params: Sequence[Any]) -> Project | None:
-        sql = ("SELECT id, name, service, fallback, ring_timeout_s, language, region, price_per_minute_cents,"
-               " currency, connect_s, minimum_s, initial_s, increment_s, warning_s, pin_length,"
-               f" max_bound_numbers, max_simultaneous_calls, card_validity_days FROM projects WHERE {where}")
+        sql = f"SELECT {_PROJECT_COLS} FROM projects WHERE {where}"
 
         db = self._conn
 
@@ -257,13 +308,7 @@ class SqliteStore:
             raise StoreUnavailable(str(exc)) from exc
         if not rows:
             return None
-        r = rows[0]
-        return Project(id=r[0], name=r[1], numbers=tuple(n[0] for n in numbers), service=r[2],
-                       fallback=r[3], ring_timeout_s=r[4], language=r[5], region=r[6],
-                       price_per_minute_cents=r[7], currency=r[8],
-                       rule=BillingRule(connect_s=r[9], minimum_s=r[10], initial_s=r[11], increment_s=r[12]),
-                       warning_s=r[13], pin_length=r[14], max_bound_numbers=r[15],
-                       max_simultaneous_calls=r[16], card_validity_days=r[17])
+        return _project(rows[0], tuple(n[0] for n in numbers))
 
     async def project_by_name(self, name: str) -> Project | None:
         return await self._project("name = ?", (name,))
@@ -274,6 +319,45 @@ class SqliteStore:
     async def project_for_number(self, number: str) -> Project | None:
         return await self._project(
             "id = (SELECT project_id FROM access_numbers WHERE number = ?)", (number,))
+
+    async def routing(self) -> Routing:
+        """Projects by access number and every blocked number, as one snapshot for the
+        call path. Rebuilt only when the configuration changed: by this connection
+        (a non-call write) or by another one (``PRAGMA data_version``, e.g. the operator
+        CLI); otherwise one cheap thread hop per call instead of three queries."""
+        db = self._conn
+        cached_key, generation = self._routing_key, self._config_generation
+
+        def load() -> tuple[int, list[Any], list[Any], list[Any]] | tuple[int]:
+            conn = db._conn
+            version = conn.execute("PRAGMA data_version").fetchone()[0]
+            if (version, generation) == cached_key:
+                return (version,)
+            projects = conn.execute(f"SELECT {_PROJECT_COLS} FROM projects").fetchall()
+            numbers = conn.execute("SELECT number, project_id FROM access_numbers ORDER BY number").fetchall()
+            blocked = conn.execute(f"SELECT {_BLOCKED_COLS} FROM blacklist ORDER BY id").fetchall()
+            return version, projects, numbers, blocked
+
+        try:
+            loaded = await db._execute(load)  # type: ignore[no-untyped-call]  # untyped in aiosqlite
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        if len(loaded) == 1 and self._routing is not None:
+            return self._routing
+        if len(loaded) == 1:  # pragma: no cover - a key match implies a snapshot
+            self._routing_key = (-1, -1)
+            return await self.routing()
+        version, project_rows, number_rows, blocked_rows = loaded
+        numbers_of: dict[int, list[str]] = {}
+        for number, project_id in number_rows:
+            numbers_of.setdefault(project_id, []).append(number)
+        projects = {r[0]: _project(r, tuple(numbers_of.get(r[0], ()))) for r in project_rows}
+        self._routing = Routing(
+            by_number={n: projects[pid] for pid, ns in numbers_of.items() for n in ns},
+            regions=tuple(sorted({p.region for p in projects.values()})),
+            blocked=tuple(BlockedNumber(*r) for r in blocked_rows))
+        self._routing_key = (version, generation)
+        return self._routing
 
     async def project_regions(self) -> list[str]:
         return [r[0] for r in await self._read("SELECT DISTINCT region FROM projects ORDER BY region")]
@@ -467,24 +551,18 @@ class SqliteStore:
     async def settle(self, grant: Grant, *, debit_s: int, uniqueid: str, now_ms: int) -> int:
         """Debit the real cost (capped at the hold) and release the rest. Idempotent:
         a reservation already settled or released debits nothing. Returns seconds debited."""
-        debit_s = max(0, min(debit_s, grant.reserved_s))
+        return await self._transaction(
+            "settle", lambda db: _settle(db, grant, debit_s=debit_s, uniqueid=uniqueid, now_ms=now_ms))
 
+    async def settle_and_record(self, grant: Grant, *, debit_s: int, cdr: Cdr, now_ms: int) -> int:
+        """``settle`` and ``write_cdr`` in one transaction (one commit per call instead of
+        two); the CDR gets the seconds really debited. Returns them."""
         def body(db: sqlite3.Connection) -> int:
-            cur = db.execute(
-                "UPDATE reservations SET state = 'settled' WHERE id = ? AND state = 'open'",
-                (grant.reservation_id,))
-            if cur.rowcount != 1:
-                return 0
-            db.execute(
-                "UPDATE cards SET balance_s = balance_s - ?, reserved_s = reserved_s - ?,"
-                " active_calls = active_calls - 1 WHERE id = ?", (debit_s, grant.reserved_s, grant.card_id))
-            if debit_s:
-                db.execute(
-                    "INSERT INTO ledger (card_id, at_ms, kind, seconds, reference)"
-                    " VALUES (?, ?, 'debit', ?, ?)", (grant.card_id, now_ms, -debit_s, uniqueid))
-            return debit_s
+            cdr.debited_s = _settle(db, grant, debit_s=debit_s, uniqueid=cdr.uniqueid, now_ms=now_ms)
+            _insert_cdr(db, cdr)
+            return cdr.debited_s
 
-        return await self._transaction("settle", body)
+        return await self._transaction("settle_and_record", body)
 
     # --- ledger, CDRs ------------------------------------------------------
     async def ledger(self, card_id: int) -> list[LedgerEntry]:
@@ -493,16 +571,7 @@ class SqliteStore:
         return [LedgerEntry(*r) for r in rows]
 
     async def write_cdr(self, cdr: Cdr) -> None:
-        def body(db: sqlite3.Connection) -> None:
-            db.execute(
-                "INSERT INTO cdrs (uniqueid, project_id, card_id, caller_raw, caller_e164, dialled,"
-                " destination, start_ms, answer_ms, end_ms, talk_s, debited_s, outcome, hangup_side)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (cdr.uniqueid, cdr.project_id, cdr.card_id, cdr.caller_raw, cdr.caller_e164, cdr.dialled,
-                 cdr.destination, cdr.start_ms, cdr.answer_ms, cdr.end_ms, cdr.talk_s, cdr.debited_s,
-                 cdr.outcome, cdr.hangup_side))
-
-        await self._transaction("write_cdr", body)
+        await self._transaction("write_cdr", lambda db: _insert_cdr(db, cdr))
 
     async def cdrs(self, *, card_id: int | None = None, limit: int = 1000) -> list[Cdr]:
         where, params = ("WHERE card_id = ?", [card_id]) if card_id is not None else ("", [])
