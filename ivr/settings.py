@@ -38,6 +38,7 @@ class Settings:
     env_timeout_s: float = 10.0
     account_check_s: float = 30.0      # how often the engine rereads the operator's account state
     log_format: str = "auto"           # auto | json | console
+    event_loop: str = "auto"           # auto (uvloop when installed) | uvloop | asyncio
     log_level: str = "INFO"
 
     @property
@@ -105,5 +106,7 @@ def _validate(s: Settings) -> None:
         raise SettingsError("setting 'grace_s' must be >= 0")
     if s.pin_tries < 1:
         raise SettingsError("setting 'pin_tries' must be >= 1")
+    if s.event_loop not in ("auto", "uvloop", "asyncio"):
+        raise SettingsError("setting 'event_loop' must be auto, uvloop or asyncio")
     if s.log_format not in ("auto", "json", "console"):
         raise SettingsError("setting 'log_format' must be auto, json or console")

@@ -30,6 +30,7 @@ from ._format import hms
 @click.pass_context
 def serve(ctx: click.Context, **flags: Any) -> None:
     """Run the FastAGI engine until SIGTERM / SIGINT."""
+    from ..app import run_event_loop
     from ..app import serve as serve_engine
     from ..logs import configure
 
@@ -43,7 +44,10 @@ def serve(ctx: click.Context, **flags: Any) -> None:
     configure(json={"auto": None, "json": True, "console": False}[settings.log_format],
               level=settings.log_level)
     try:
-        asyncio.run(serve_engine(settings))
+        run_event_loop(serve_engine(settings), settings.event_loop)
+    except SettingsError as exc:
+        click.echo(f"SettingsError: {exc}", err=True)
+        sys.exit(2)
     except OSError as exc:
         _fail(exc)
 
