@@ -467,7 +467,7 @@ def _find_command(argv: list[str]) -> _Command | None:
     for command in _COMMANDS:
         if len(argv) < len(command.words):
             continue
-        if all(w.casefold() == a.casefold() for w, a in zip(command.words, argv)):
+        if all(w.casefold() == a.casefold() for w, a in zip(command.words, argv, strict=False)):
             return command
     return None
 

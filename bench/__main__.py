@@ -248,7 +248,8 @@ class Bench:
             "new_calls": {"calls": new["started"], "ok": new["ok"], "failed": new["failed"],
                           "rate_per_s": a.hold_rate, "violations": new["violations"],
                           "setup": distribution(new["setup_us"]), "command_rtt": distribution(new["rtt_us"]),
-                          "engine_cpu_ms_per_call": round(r["new_calls"]["engine_cpu_s"] / max(1, new["ok"]) * 1000, 3)},
+                          "engine_cpu_ms_per_call":
+                              round(r["new_calls"]["engine_cpu_s"] / max(1, new["ok"]) * 1000, 3)},
             "released": sum(x["released"] for x in results),
             "release_s": round(max(x["release_s"] for x in results), 3),
             "release_cpu_ms_per_call": round(r["release_cpu_s"] / max(1, parked) * 1000, 3),

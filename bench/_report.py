@@ -12,7 +12,7 @@ def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     out = []
     for n, r in enumerate(cells):
-        out.append("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))))
+        out.append("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=False))))
         if n == 0:
             out.append("  ".join("-" * w for w in widths))
     return out

@@ -13,9 +13,9 @@ import asyncio
 import os
 import signal
 import sys
-from typing import Any
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -299,7 +299,8 @@ async def serve(settings: Settings) -> None:
             log.warning("forced_exit", active_calls=engine.server.active_calls if engine.server else 0)
             sys.stderr.flush()
             os._exit(130)
-        log.info("shutdown_requested", signal=signal.Signals(signum).name, active_calls=engine.server.active_calls if engine.server else 0)
+        log.info("shutdown_requested", signal=signal.Signals(signum).name,
+                 active_calls=engine.server.active_calls if engine.server else 0)
         stop.set()
 
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from typing import Any
 
@@ -28,7 +27,7 @@ from ._format import hms
 @click.option("--grace", "grace_s", type=float, help="Seconds live calls may go on at shutdown.")
 @click.option("--log-format", type=click.Choice(["auto", "json", "console"]))
 @click.pass_context
-def serve(ctx: click.Context, **flags: Any) -> None:
+def serve(ctx: click.Context, /, **flags: Any) -> None:
     """Run the FastAGI engine until SIGTERM / SIGINT."""
     from ..app import run_event_loop
     from ..app import serve as serve_engine

@@ -74,7 +74,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]], *, right: Co
 
     def line(values: Sequence[str]) -> str:
         return "  ".join(v.rjust(w) if i in right else v.ljust(w)
-                         for i, (v, w) in enumerate(zip(values, widths))).rstrip()
+                         for i, (v, w) in enumerate(zip(values, widths, strict=False))).rstrip()
     rule = line(["-" * w for w in widths])
     body = [line(r) for r in cells]
     if footer:

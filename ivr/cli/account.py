@@ -105,7 +105,7 @@ def _statement_lines(st: ops.Statement, lines: list[dict[str, Any]], month: str 
     what = {"purchase": "card bought", "recharge": "recharge", "payment": "payment"}
     rows = [[local(x.line.at_ms), what[x.line.kind], d["card"], d["project"],
              hms(x.line.seconds) if x.line.seconds else "", money(x.line.amount_cents, cur),
-             money(x.balance_cents, cur)] for x, d in zip(st.lines, lines)]
+             money(x.balance_cents, cur)] for x, d in zip(st.lines, lines, strict=True)]
     head = [f"account statement{' ' + month if month else ''} ({cur or 'no currency yet'})"]
     if month:
         head.append(f"  owed at the start: {money(st.opening_cents, cur)}")

@@ -122,7 +122,7 @@ async def blacklist_list(store: SqliteStore, settings: Settings, *, project_name
     names = await _names(store)
     data = [entry_dict(e, names) for e in entries]
     rows = [[d["pattern"], d["project"] or "(global)", d["direction"], d["reason"], d["added_by"] or "-",
-             local(e.created_ms)] for d, e in zip(data, entries)]
+             local(e.created_ms)] for d, e in zip(data, entries, strict=True)]
     emit(as_json, data, table(["PATTERN", "SCOPE", "DIRECTION", "REASON", "BY", "ADDED"], rows,
                               empty="no blocked numbers"))
 

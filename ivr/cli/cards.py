@@ -193,7 +193,7 @@ async def card_list(store: SqliteStore, settings: Settings, *, project_name: str
     projects = {x.id: x for x in await store.projects()}
     data = [await card_dict(store, c, projects[c.project_id], now_ms=now) for c in cards]
     rows = [[d["card"], d["project"], d["status"], hms(c.balance_s), len(d["bound_numbers"]),
-             local(c.activated_ms), local(c.created_ms), d["note"]] for c, d in zip(cards, data)]
+             local(c.activated_ms), local(c.created_ms), d["note"]] for c, d in zip(cards, data, strict=True)]
     emit(as_json, data, table(["CARD", "PROJECT", "STATUS", "REMAINING", "NUMBERS", "ACTIVATED", "CREATED",
                                "NOTE"], rows, right={0, 3, 4}, empty="no cards"))
 

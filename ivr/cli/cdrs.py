@@ -106,7 +106,8 @@ async def cdr_list(store: SqliteStore, settings: Settings, *, limit: int, csv_pa
             return
         note(f"{len(data)} CDRs written to {csv_path}")
     rows = [[local(r.start_ms, seconds=True), d["project"], d["card"], r.caller_e164 or r.caller_raw,
-             r.dialled, r.outcome, hms(r.talk_s), hms(r.debited_s), r.hangup_side] for r, d in zip(cdrs, data)]
+             r.dialled, r.outcome, hms(r.talk_s), hms(r.debited_s), r.hangup_side]
+            for r, d in zip(cdrs, data, strict=True)]
     emit(as_json, data, table(["START", "PROJECT", "CARD", "CALLER", "DIALLED", "OUTCOME", "TALK", "DEBITED",
                                "ENDED BY"], rows, right={2, 6, 7}, empty="no calls"))
 

@@ -7,8 +7,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agi import (
-    NEED_DATA, AgiConnection, ConnectionClosed, Environment, HangupNotice, LocalProtocolError,
-    RemoteProtocolError, Reply, State, encode_command, quote,
+    NEED_DATA,
+    AgiConnection,
+    ConnectionClosed,
+    Environment,
+    HangupNotice,
+    LocalProtocolError,
+    RemoteProtocolError,
+    Reply,
+    State,
+    encode_command,
+    quote,
 )
 
 ENV = (
