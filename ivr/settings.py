@@ -35,6 +35,8 @@ class Settings:
     pin_timeout_ms: int = 7000
     pin_throttle_failures: int = 10    # wrong PINs per caller (or all anonymous callers) …
     pin_throttle_window_s: int = 3600  # … within this window, then PIN entry is refused
+    pin_throttle_project_failures: int = 300  # … and for everyone once a project sees this many:
+                                              # caller IDs can be spoofed, the PIN space cannot grow
     env_timeout_s: float = 10.0
     account_check_s: float = 30.0      # how often the engine rereads the operator's account state
     log_format: str = "auto"           # auto | json | console
@@ -104,6 +106,8 @@ def _validate(s: Settings) -> None:
         raise SettingsError(f"setting 'metrics_port': {s.metrics_port} is not a TCP port")
     if s.grace_s < 0:
         raise SettingsError("setting 'grace_s' must be >= 0")
+    if not 0 < s.pin_throttle_window_s <= 7 * 86400:
+        raise SettingsError("setting 'pin_throttle_window_s' must be between 1 s and 7 days")
     if s.pin_tries < 1:
         raise SettingsError("setting 'pin_tries' must be >= 1")
     if s.event_loop not in ("auto", "uvloop", "asyncio"):

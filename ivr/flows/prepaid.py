@@ -139,8 +139,11 @@ async def enter_pin(call: Call) -> Card:
     project, settings = call.project, call.settings
     caller_key = call.caller.e164 or "anonymous"
     window_start = call.clock.now_ms() - settings.pin_throttle_window_s * 1000
-    if await call.store.pin_failures_since(project.id, caller_key, window_start) >= settings.pin_throttle_failures:
-        call.log.warning("pin_entry_throttled")
+    by_caller, in_project = await call.store.pin_failures_since(project.id, caller_key, window_start)
+    if by_caller >= settings.pin_throttle_failures or in_project >= settings.pin_throttle_project_failures:
+        # Guessing is capped per line and, against rotating spoofed caller IDs, per project;
+        # bound lines are not affected (they never reach PIN entry).
+        call.log.warning("pin_entry_throttled", by_caller=by_caller, in_project=in_project)
         await call.finish(Outcome.PIN_FAILED, Prompt.PIN_TOO_MANY)
     for attempt in range(1, settings.pin_tries + 1):
         digits = await call.ask_digits(Prompt.ENTER_PIN, max_digits=project.pin_length)

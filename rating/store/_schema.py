@@ -131,4 +131,8 @@ MIGRATIONS: list[str] = [
     CREATE INDEX ledger_charges ON ledger(at_ms) WHERE kind IN ('purchase', 'recharge');
     CREATE INDEX cdrs_project_start ON cdrs(project_id, start_ms);
     """,
+    # 3: the PIN throttle counts a whole project's failures too
+    """
+    CREATE INDEX pin_failures_project ON pin_failures(project_id, at_ms);
+    """,
 ]

@@ -68,6 +68,7 @@ _CARD_COLS = ("id, project_id, note, blocked, balance_s, reserved_s, active_call
 # An open reservation older than this (past its call's longest possible end) is
 # released by the next reservation on the card: it belongs to a crashed engine.
 RESERVATION_GRACE_MS = 300_000
+PIN_FAILURE_RETENTION_MS = 7 * 86_400_000
 # Project columns ``update_project`` may change (the name and id never change).
 _PROJECT_UPDATABLE = frozenset({
     "service", "fallback", "ring_timeout_s", "language", "region", "price_per_minute_cents", "currency",
@@ -621,13 +622,18 @@ class SqliteStore:
         def body(db: sqlite3.Connection) -> None:
             db.execute("INSERT INTO pin_failures (project_id, caller_key, at_ms) VALUES (?,?,?)",
                        (project_id, caller_key, now_ms))
+            # Only recent failures count; keep the table small (any window up to a week).
+            db.execute("DELETE FROM pin_failures WHERE project_id = ? AND at_ms < ?",
+                       (project_id, now_ms - PIN_FAILURE_RETENTION_MS))
 
         await self._transaction("pin_failure", body)
 
-    async def pin_failures_since(self, project_id: int, caller_key: str, since_ms: int) -> int:
-        rows = await self._read("SELECT COUNT(*) FROM pin_failures WHERE project_id = ? AND caller_key = ?"
-                                " AND at_ms >= ?", (project_id, caller_key, since_ms))
-        return int(rows[0][0])
+    async def pin_failures_since(self, project_id: int, caller_key: str, since_ms: int) -> tuple[int, int]:
+        """Wrong PINs since ``since_ms``: (from this caller, in the whole project)."""
+        rows = await self._read(
+            "SELECT IFNULL(SUM(caller_key = ?), 0), COUNT(*) FROM pin_failures WHERE project_id = ? AND at_ms >= ?",
+            (caller_key, project_id, since_ms))
+        return int(rows[0][0]), int(rows[0][1])
 
     # --- operator's CLI: projects -----------------------------------------
     async def update_project(self, project_id: int, *, changes: Mapping[str, Any],

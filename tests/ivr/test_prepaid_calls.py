@@ -347,3 +347,26 @@ async def test_outbound_block_stops_forwarding_to_a_blocked_service(tmp_path) ->
         assert (await h.store.card(card.id)).reserved_s == 0
     finally:
         await h.engine.stop(grace_s=1)
+
+
+async def test_pin_guessing_from_rotating_caller_ids_is_capped_per_project(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    from .conftest import make_harness
+
+    h = await make_harness(tmp_path)
+    try:
+        h.engine.settings = replace(h.engine.settings, pin_throttle_project_failures=6)
+        card, pin = await h.card()
+        wrong = "00000000" if pin != "00000000" else "11111111"
+        await h.call(caller_id="+41790000011", digits=[wrong + "#"] * 3)
+        await h.call(caller_id="+41790000012", digits=[wrong + "#"] * 3)
+        rec = await h.call(caller_id="+41790000013", digits=[pin + "#"])  # a new line: refused too
+        assert not any(words(c)[:2] == ["GET", "DATA"] for c in rec.commands)
+        assert (await h.cdrs())[-1].outcome == "PIN_FAILED"
+        await h.store.bind(project_id=h.project.id, caller=CALLER, card_id=card.id,
+                           now_ms=SystemClock().now_ms(), source="operator", max_bound=3)
+        await h.call(dials=[dict(talk_ms=1000)])  # bound lines go on
+        assert (await h.cdrs())[-1].outcome == "ANSWERED"
+    finally:
+        await h.engine.stop(grace_s=1)
