@@ -46,7 +46,6 @@ from ..models import (
     AccountLine,
     AccountSettings,
     Binding,
-    BlacklistEntry,
     BlockedNumber,
     Card,
     Cdr,
@@ -317,10 +316,6 @@ class SqliteStore:
     async def project_by_id(self, project_id: int) -> Project | None:
         return await self._project("id = ?", (project_id,))
 
-    async def project_for_number(self, number: str) -> Project | None:
-        return await self._project(
-            "id = (SELECT project_id FROM access_numbers WHERE number = ?)", (number,))
-
     async def routing(self) -> Routing:
         """Projects by access number and every blocked number, as one snapshot for the
         call path. Rebuilt only when the configuration changed: by this connection
@@ -359,9 +354,6 @@ class SqliteStore:
             blocked=tuple(BlockedNumber(*r) for r in blocked_rows))
         self._routing_key = (version, generation)
         return self._routing
-
-    async def project_regions(self) -> list[str]:
-        return [r[0] for r in await self._read("SELECT DISTINCT region FROM projects ORDER BY region")]
 
     async def projects(self) -> list[Project]:
         rows = await self._read("SELECT name FROM projects ORDER BY name")
@@ -583,39 +575,12 @@ class SqliteStore:
         return [Cdr(*r) for r in rows]
 
     # --- blacklist ---------------------------------------------------------
-    async def blacklist_add(self, *, project_id: int | None, pattern: str, direction: str, reason: str,
-                            now_ms: int) -> BlacklistEntry:
-        try:
-            async with self._write("blacklist_add") as db:
-                cur = await db.execute(
-                    "INSERT INTO blacklist (project_id, pattern, direction, reason, created_ms)"
-                    " VALUES (?,?,?,?,?)", (project_id, pattern, direction, reason, now_ms))
-                entry_id = cur.lastrowid or 0
-        except sqlite3.IntegrityError as exc:
-            raise AlreadyExists(f"{pattern} is already blocked there") from exc
-        return BlacklistEntry(entry_id, project_id, pattern, direction, reason, now_ms)
-
     async def blacklist_remove(self, *, project_id: int | None, pattern: str, direction: str) -> None:
         async with self._write("blacklist_remove") as db:
             cur = await db.execute("DELETE FROM blacklist WHERE IFNULL(project_id, 0) = ? AND pattern = ?"
                                    " AND direction = ?", (project_id or 0, pattern, direction))
             if cur.rowcount == 0:
                 raise NotFound(f"{pattern} is not blocked there")
-
-    async def blacklist(self, *, project_id: int | None = None, include_global: bool = True,
-                        direction: str | None = None) -> list[BlacklistEntry]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        if project_id is not None:
-            clauses.append("(project_id = ?" + (" OR project_id IS NULL)" if include_global else ")"))
-            params.append(project_id)
-        if direction is not None:
-            clauses.append("direction = ?")
-            params.append(direction)
-        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-        rows = await self._read("SELECT id, project_id, pattern, direction, reason, created_ms FROM blacklist"
-                                f" {where} ORDER BY id", params)
-        return [BlacklistEntry(*r) for r in rows]
 
     # --- PIN brute-force throttle -----------------------------------------
     async def record_pin_failure(self, project_id: int, caller_key: str, now_ms: int) -> None:
@@ -694,7 +659,7 @@ class SqliteStore:
     # --- operator's CLI: blocked numbers ----------------------------------
     async def add_blocked(self, *, project_id: int | None, pattern: str, direction: str, reason: str,
                           added_by: str, now_ms: int) -> BlockedNumber:
-        """Like ``blacklist_add``, recording who added the entry. Raises AlreadyExists."""
+        """Block ``pattern`` (checked by the caller), recording who added it. Raises AlreadyExists."""
         try:
             async with self._write("blacklist_add") as db:
                 cur = await db.execute(

@@ -150,7 +150,7 @@ async def test_busy_goes_to_the_fallback_and_is_debited_there(tmp_path) -> None:
 @pytest.mark.parametrize("pattern", [CALLER, "0791234567", "079123456x", "+4179.", "0041791234567"])
 async def test_blocked_caller_hears_a_message(h: Harness, pattern: str) -> None:
     card, pin = await h.card()
-    await h.store.blacklist_add(project_id=h.project.id, pattern=pattern, direction="inbound", reason="",
+    await h.store.add_blocked(added_by="test", project_id=h.project.id, pattern=pattern, direction="inbound", reason="",
                                 now_ms=SystemClock().now_ms())
     rec = await h.call(digits=[pin + "#"])
     assert not any(words(c)[:2] == ["GET", "DATA"] for c in rec.commands)
@@ -163,7 +163,7 @@ async def test_blocked_caller_hears_a_message(h: Harness, pattern: str) -> None:
 
 async def test_global_block_and_other_numbers_pass(h: Harness) -> None:
     card, pin = await h.card()
-    await h.store.blacklist_add(project_id=None, pattern="0900.", direction="inbound", reason="premium",
+    await h.store.add_blocked(added_by="test", project_id=None, pattern="0900.", direction="inbound", reason="premium",
                                 now_ms=SystemClock().now_ms())
     await h.call(caller_id="+41900123456")
     assert (await h.cdrs())[-1].outcome == "BLOCKED_CALLER"
@@ -334,12 +334,12 @@ async def test_outbound_block_stops_forwarding_to_a_blocked_service(tmp_path) ->
     h = await make_harness(tmp_path, service="PJSIP/0900123456@trunk", fallback="PJSIP/0441110000@trunk")
     try:
         card, pin = await h.card()
-        await h.store.blacklist_add(project_id=None, pattern="0900.", direction="outbound", reason="premium",
-                                    now_ms=SystemClock().now_ms())
+        await h.store.add_blocked(added_by="test", project_id=None, pattern="0900.", direction="outbound",
+                                  reason="premium", now_ms=SystemClock().now_ms())
         rec = await h.call(digits=[pin + "#"], dials=[dict(talk_ms=3000)])
         assert [words(d)[2].split(",")[0] for d in dial_commands(rec)] == ["PJSIP/0441110000@trunk"]
         assert await h.balance(card) == 597
-        await h.store.blacklist_add(project_id=h.project.id, pattern="044111000x", direction="outbound",
+        await h.store.add_blocked(added_by="test", project_id=h.project.id, pattern="044111000x", direction="outbound",
                                     reason="", now_ms=SystemClock().now_ms())
         rec = await h.call(dials=[dict(talk_ms=3000)])
         assert not dial_commands(rec)
