@@ -131,7 +131,10 @@ class AgiChannel:
             raise
         finally:
             if self._observer is not None:
-                self._observer(keyword, time.perf_counter() - started, reply)
+                # EXEC is named with its application (ours, never the caller's: a short,
+                # fixed list), so Dial's minutes do not drown Playback's milliseconds.
+                name = f"EXEC {args[0]}" if keyword == "EXEC" and args else keyword
+                self._observer(name, time.perf_counter() - started, reply)
         if reply.code == 511:
             self._conn.hung_up = True
             raise ChannelHungUp(f"{keyword}: {reply.lines[0] if reply.lines else 511}")

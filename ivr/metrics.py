@@ -27,9 +27,8 @@ class Metrics:
         self.call_faults = Counter("ivr_call_faults_total", "Calls ended by an engine fault", registry=r)
         Info("ivr_build", "Engine build", registry=r).info({"version": version})
 
-    def observe_command(self, keyword: str, seconds: float, reply: object) -> None:
-        name = keyword if keyword != "EXEC" else "EXEC"
-        self.command_duration.labels(name).observe(seconds)
+    def observe_command(self, command: str, seconds: float, reply: object) -> None:
+        self.command_duration.labels(command).observe(seconds)
 
     def observe_store(self, operation: str, seconds: float) -> None:
         self.store_duration.labels(operation).observe(seconds)

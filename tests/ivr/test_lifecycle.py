@@ -146,7 +146,8 @@ async def test_metrics_are_scraped_during_a_call(tmp_path: Path) -> None:
         after = await asyncio.to_thread(scrape)
         assert 'ivr_calls_total{flow="prepaid",outcome="ANSWERED"} 1.0' in after
         assert "ivr_debited_seconds_total 40.0" in after
-        assert 'ivr_agi_command_duration_seconds_count{command="EXEC"}' in after
+        assert 'ivr_agi_command_duration_seconds_count{command="EXEC Dial"} 1.0' in after
+        assert 'ivr_agi_command_duration_seconds_count{command="EXEC Playback"} 1.0' in after
         assert "ivr_store_operation_duration_seconds_count" in after
         assert "ivr_build_info" in after
     finally:
