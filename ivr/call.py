@@ -14,7 +14,7 @@ from agi import AgiChannel, Environment
 from prompts import Prompt, custom_sound, sound
 from rating.models import Card, Grant, Project, Routing
 from rating.numbers import CallerNumber
-from rating.store.sqlite import SqliteStore
+from rating.store.base import CallStore
 
 from .clock import Clock
 from .metrics import Metrics
@@ -30,7 +30,7 @@ class CallFinished(Exception):
 class Call:
     channel: AgiChannel
     env: Environment
-    store: SqliteStore
+    store: CallStore
     clock: Clock
     settings: Settings
     metrics: Metrics

@@ -27,7 +27,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import aiosqlite
 
@@ -805,3 +805,9 @@ class SqliteStore:
         for currency, name in await self._read("SELECT currency, name FROM projects ORDER BY id"):
             out.setdefault(currency, []).append(name)
         return out
+
+
+if TYPE_CHECKING:  # mypy proves SqliteStore keeps the call path's contract
+    from .base import CallStore
+
+    _keeps_contract: CallStore = SqliteStore(":memory:")

@@ -79,3 +79,12 @@ def test_money() -> None:
             parse_money(bad)
     assert price_cents(600, 50) == 500
     assert price_cents(61, 60) == 61
+
+
+def test_the_sqlite_store_keeps_the_call_store_contract() -> None:
+    from rating.store.base import CallStore
+    from rating.store.sqlite import SqliteStore
+
+    store: CallStore = SqliteStore(":memory:")  # signatures: mypy (end of sqlite.py); names: here
+    missing = [name for name in dir(CallStore) if not name.startswith("_") and not hasattr(store, name)]
+    assert missing == []

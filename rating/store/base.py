@@ -1,0 +1,46 @@
+"""What the call path needs of a store: the contract every backend keeps.
+
+``SqliteStore`` (``sqlite.py``) is the embedded default. A PostgreSQL backend for
+several engines behind several Asterisk boxes implements the same methods with the
+same guarantees: ``reserve`` is one conditional update (no overdraft whatever the
+concurrency), ``settle`` is idempotent and never debits more than was reserved,
+errors are ``rating.errors`` only, times are integer milliseconds.
+The operator's CLI uses more of ``SqliteStore`` than this.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from ..billing import BillingRule
+from ..models import AccountSettings, Card, Cdr, Grant, Routing
+
+__all__ = ["CallStore"]
+
+
+class CallStore(Protocol):
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+
+    async def routing(self) -> Routing:
+        """Projects by access number and blocked numbers; a new snapshot after a change."""
+
+    async def card_for_caller(self, project_id: int, caller: str) -> Card | None: ...
+    async def card_by_pin_hash(self, project_id: int, pin_hash: str) -> Card | None: ...
+    async def bind(self, *, project_id: int, caller: str, card_id: int, now_ms: int, source: str,
+                   max_bound: int) -> None: ...
+    async def activate(self, card_id: int, now_ms: int) -> None: ...
+
+    async def reserve(self, *, card_id: int, uniqueid: str, rule: BillingRule, max_calls: int,
+                      hold_s: int, now_ms: int) -> Grant:
+        """Raises NotFound, CardBlocked, CardExpired, CardInUse, InsufficientBalance."""
+
+    async def settle(self, grant: Grant, *, debit_s: int, uniqueid: str, now_ms: int) -> int: ...
+    async def settle_and_record(self, grant: Grant, *, debit_s: int, cdr: Cdr, now_ms: int) -> int: ...
+    async def write_cdr(self, cdr: Cdr) -> None: ...
+
+    async def record_pin_failure(self, project_id: int, caller_key: str, now_ms: int) -> None: ...
+    async def pin_failures_since(self, project_id: int, caller_key: str, since_ms: int) -> tuple[int, int]: ...
+
+    async def account_settings(self) -> AccountSettings: ...
+    async def account_owed_cents(self, *, before_ms: int | None = None) -> int: ...
