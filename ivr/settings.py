@@ -39,6 +39,7 @@ class Settings:
                                               # caller IDs can be spoofed, the PIN space cannot grow
     env_timeout_s: float = 10.0
     account_check_s: float = 30.0      # how often the engine rereads the operator's account state
+    config_refresh_s: float = 1.0      # projects and blocked numbers changed by the CLI apply within this
     log_format: str = "auto"           # auto | json | console
     event_loop: str = "auto"           # auto (uvloop when installed) | uvloop | asyncio
     log_level: str = "INFO"
@@ -104,6 +105,8 @@ def _validate(s: Settings) -> None:
         raise SettingsError(f"setting 'port': {s.port} is not a TCP port")
     if not 0 <= s.metrics_port < 65536:
         raise SettingsError(f"setting 'metrics_port': {s.metrics_port} is not a TCP port")
+    if not 0 <= s.config_refresh_s <= 60:
+        raise SettingsError("setting 'config_refresh_s' must be between 0 and 60 seconds")
     if s.grace_s < 0:
         raise SettingsError("setting 'grace_s' must be >= 0")
     if not 0 < s.pin_throttle_window_s <= 7 * 86400:

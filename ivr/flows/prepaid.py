@@ -44,7 +44,7 @@ async def prepaid(call: Call) -> None:
 
 
 async def find_project(call: Call) -> None:
-    call.routing = routing = await call.store.routing()
+    call.routing = routing = await call.store.routing(max_age_s=call.settings.config_refresh_s)
     project = next((routing.by_number[n] for n in _access_number_forms(call.dialled, routing.regions)
                     if n in routing.by_number), None)
     if project is None:

@@ -161,6 +161,7 @@ class SqliteStore:
         self._config_generation = 0
         self._routing: Routing | None = None
         self._routing_key: tuple[int, int] = (-1, -1)
+        self._routing_checked = float("-inf")
         self._observer = observer
 
     # --- lifecycle ---------------------------------------------------------
@@ -316,13 +317,18 @@ class SqliteStore:
     async def project_by_id(self, project_id: int) -> Project | None:
         return await self._project("id = ?", (project_id,))
 
-    async def routing(self) -> Routing:
+    async def routing(self, *, max_age_s: float = 0.0) -> Routing:
         """Projects by access number and every blocked number, as one snapshot for the
         call path. Rebuilt only when the configuration changed: by this connection
-        (a non-call write) or by another one (``PRAGMA data_version``, e.g. the operator
-        CLI); otherwise one cheap thread hop per call instead of three queries."""
+        (a non-call write, seen at once) or by another one (``PRAGMA data_version``, e.g.
+        the operator CLI); otherwise one cheap thread hop per call instead of three
+        queries. With ``max_age_s`` a snapshot younger than that is trusted without the
+        hop: another process's change then shows within ``max_age_s``."""
         db = self._conn
         cached_key, generation = self._routing_key, self._config_generation
+        if (self._routing is not None and generation == cached_key[1]
+                and time.monotonic() - self._routing_checked < max_age_s):
+            return self._routing
 
         def load() -> tuple[int, list[Any], list[Any], list[Any]] | tuple[int]:
             conn = db._conn
@@ -338,6 +344,7 @@ class SqliteStore:
             loaded = await db._execute(load)  # type: ignore[no-untyped-call]  # untyped in aiosqlite
         except sqlite3.Error as exc:
             raise StoreUnavailable(str(exc)) from exc
+        self._routing_checked = time.monotonic()
         if len(loaded) == 1 and self._routing is not None:
             return self._routing
         if len(loaded) == 1:  # pragma: no cover - a key match implies a snapshot

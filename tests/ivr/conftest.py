@@ -60,7 +60,9 @@ class Harness:
 
 
 async def make_harness(tmp_path: Path, **project_options: Any) -> Harness:
-    settings = Settings(database=str(tmp_path / "ivr.sqlite3"), port=0, metrics_port=0, grace_s=5)
+    # config_refresh_s=0: every call sees configuration changes at once (deterministic tests)
+    settings = Settings(database=str(tmp_path / "ivr.sqlite3"), port=0, metrics_port=0, grace_s=5,
+                        config_refresh_s=0)
     engine = await Engine.create(settings, metrics=Metrics())
     options: dict[str, Any] = dict(name="test1", numbers=[ACCESS], service="Local/100@prepaid-service/n",
                                    language="de", region="CH", price_per_minute_cents=50, currency="CHF",

@@ -140,3 +140,27 @@ async def test_silent_peer_is_dropped_after_the_environment_timeout(tmp_path) ->
         writer.close()
     finally:
         await engine.stop(grace_s=1)
+
+
+async def test_a_block_added_by_another_process_applies_within_the_refresh_time(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import sys
+    from dataclasses import replace
+    from pathlib import Path
+
+    from .conftest import make_harness
+
+    h = await make_harness(tmp_path)
+    try:
+        h.engine.settings = replace(h.engine.settings, config_refresh_s=0.5)
+        card, pin = await h.card()
+        await h.call(digits=[pin + "#"], dials=[dict(talk_ms=1000)])  # snapshot taken
+        ivr = str(Path(sys.executable).with_name("ivr"))
+        proc = await asyncio.create_subprocess_exec(
+            ivr, "--database", h.engine.settings.database, "blacklist", "add", CALLER, "--project", "test1",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        assert await proc.wait() == 0
+        await asyncio.sleep(0.6)  # past the refresh time: the engine must see the other process's change
+        await h.call(dials=[dict(talk_ms=1000)])
+        assert (await h.cdrs())[-1].outcome == "BLOCKED_CALLER"
+    finally:
+        await h.engine.stop(grace_s=1)
