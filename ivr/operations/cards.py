@@ -1,0 +1,243 @@
+"""Cards: quotes, purchases and batches, recharges, bindings, PINs, expiry."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from rating.billing import price_cents
+from rating.errors import AlreadyExists, CardExpired, InvalidInput, NotFound
+from rating.models import Card, CardStatus, Project
+from rating.pins import generate_pin, pin_hash
+from rating.store.sqlite import SqliteStore
+
+from ._common import CARD_SORTS, MAX_BATCH, MAX_MINUTES, MAX_NOTE
+from .account import ensure_purchases_allowed
+from .projects import normalise
+
+
+# --- cards --------------------------------------------------------------------
+@dataclass(frozen=True)
+class NewCard:
+    card: Card
+    pin: str   # shown once, never stored in clear
+
+
+@dataclass(frozen=True)
+class Quote:
+    project: str
+    minutes: int
+    count: int
+    price_cents: int     # one card
+    currency: str
+
+    @property
+    def seconds(self) -> int:
+        return self.minutes * 60
+
+    @property
+    def total_cents(self) -> int:
+        return self.price_cents * self.count
+
+
+def check_minutes(minutes: int) -> int:
+    if not 0 < minutes <= MAX_MINUTES:
+        raise InvalidInput(f"minutes must be between 1 and {MAX_MINUTES}, not {minutes}")
+    return minutes
+
+
+def check_count(count: int) -> int:
+    if not 0 < count <= MAX_BATCH:
+        raise InvalidInput(f"count must be between 1 and {MAX_BATCH}, not {count}")
+    return count
+
+
+def check_note(note: str) -> str:
+    note = " ".join(note.split())
+    if len(note) > MAX_NOTE:
+        raise InvalidInput(f"the note has {len(note)} characters; at most {MAX_NOTE}")
+    return note
+
+
+def quote(project: Project, minutes: int, count: int = 1) -> Quote:
+    """The price of ``count`` cards of ``minutes`` each, changing nothing. Raises InvalidInput."""
+    seconds = check_minutes(minutes) * 60
+    return Quote(project=project.name, minutes=minutes, count=check_count(count),
+                 price_cents=price_cents(seconds, project.price_per_minute_cents), currency=project.currency)
+
+
+async def _issue_card(store: SqliteStore, secret: bytes, *, project: Project, minutes: int, note: str,
+                      now_ms: int) -> NewCard:
+    seconds = minutes * 60
+    price = price_cents(seconds, project.price_per_minute_cents)
+    expires = now_ms + project.card_validity_days * 86_400_000 if project.card_validity_days else None
+    for _ in range(20):  # a PIN collision in the project: draw again
+        pin = generate_pin(project.pin_length)
+        try:
+            card = await store.create_card(project_id=project.id, note=note,
+                                           pin_hash=pin_hash(secret, project.id, pin), seconds=seconds,
+                                           price_cents=price, now_ms=now_ms, expires_ms=expires)
+            return NewCard(card=card, pin=pin)
+        except AlreadyExists:
+            continue
+    raise InvalidInput("could not find a free PIN: raise the project's PIN length")
+
+
+async def create_card(store: SqliteStore, secret: bytes, *, project: Project, minutes: int, note: str,
+                      now_ms: int) -> NewCard:
+    """Buy one card: create it and charge its price to the account.
+
+    Raises:
+        InvalidInput, CurrencyMismatch, AccountLocked.
+    """
+    check_minutes(minutes)
+    note = check_note(note)
+    await ensure_purchases_allowed(store, project)
+    return await _issue_card(store, secret, project=project, minutes=minutes, note=note, now_ms=now_ms)
+
+
+async def buy_cards(store: SqliteStore, secret: bytes, *, project: Project, minutes: int, note: str,
+                    count: int, now_ms: int) -> AsyncIterator[NewCard]:
+    """Buy a batch, yielding each card as it is created (so its PIN can be written at once).
+    The account is checked once, before the first card. Raises as ``create_card``."""
+    check_minutes(minutes)
+    check_count(count)
+    note = check_note(note)
+    await ensure_purchases_allowed(store, project)
+    for _ in range(count):
+        yield await _issue_card(store, secret, project=project, minutes=minutes, note=note, now_ms=now_ms)
+
+
+async def card(store: SqliteStore, card_id: str) -> Card:
+    text = card_id.strip()
+    if not text.isascii() or not text.isdigit():
+        raise InvalidInput(f"card id {card_id!r} is not a number")
+    return await store.card(int(text))
+
+
+async def card_project(store: SqliteStore, card: Card) -> Project:
+    found = await store.project_by_id(card.project_id)
+    if found is None:  # pragma: no cover - a foreign key
+        raise NotFound(f"card {card.id} has no project")
+    return found
+
+
+def check_card_status(status: str) -> CardStatus:
+    try:
+        return CardStatus(status.lower())
+    except ValueError:
+        raise InvalidInput(f"status {status!r}: one of {', '.join(s.value for s in CardStatus)}") from None
+
+
+async def list_cards(store: SqliteStore, *, project: Project | None = None, status: CardStatus | None = None,
+                     search: str | None = None, sort: str = "created", reverse: bool = False,
+                     now_ms: int) -> list[Card]:
+    """Cards filtered by project, status and text in the note, sorted by ``CARD_SORTS``:
+    created (oldest first), remaining (least first), activated (never-activated last)."""
+    if sort not in CARD_SORTS:
+        raise InvalidInput(f"sort {sort!r}: one of {', '.join(CARD_SORTS)}")
+    cards = await store.cards(project.id if project else None)
+    if status is not None:
+        cards = [c for c in cards if c.status(now_ms) is status]
+    if search:
+        needle = search.casefold()
+        cards = [c for c in cards if needle in c.note.casefold()]
+    keys: dict[str, Callable[[Card], tuple[int, ...]]] = {
+        "created": lambda c: (c.created_ms, c.id),
+        "remaining": lambda c: (c.balance_s, c.id),
+        "activated": lambda c: (c.activated_ms is None, c.activated_ms or 0, c.id),
+    }
+    return sorted(cards, key=keys[sort], reverse=reverse)
+
+
+@dataclass(frozen=True)
+class Recharge:
+    card: Card
+    seconds: int
+    price_cents: int
+    currency: str
+
+
+async def recharge(store: SqliteStore, *, card: Card, minutes: int, now_ms: int) -> Recharge:
+    """Add minutes, charging their price to the account.
+
+    Raises:
+        InvalidInput, CardExpired (give it a new date first), CurrencyMismatch, AccountLocked.
+    """
+    seconds = check_minutes(minutes) * 60
+    proj = await card_project(store, card)
+    if card.status(now_ms) is CardStatus.EXPIRED:
+        raise CardExpired(f"card {card.id} has expired; give it a new date first"
+                          f" (ivr card expire {card.id} --on YYYY-MM-DD, or --never)")
+    await ensure_purchases_allowed(store, proj)
+    cents = price_cents(seconds, proj.price_per_minute_cents)
+    updated = await store.recharge(card.id, seconds, cents, now_ms)
+    return Recharge(card=updated, seconds=seconds, price_cents=cents, currency=proj.currency)
+
+
+@dataclass(frozen=True)
+class BindPlan:
+    number: str                  # E.164
+    moved_from: int | None       # the card the number is bound to now, if another one
+    dropped: list[str]           # this card's oldest numbers that make room (max bound numbers)
+
+
+async def plan_bind(store: SqliteStore, *, card: Card, number: str) -> BindPlan:
+    """What binding ``number`` to the card would change. Raises InvalidInput, AlreadyExists."""
+    proj = await card_project(store, card)
+    e164 = normalise(number, proj.region)
+    current = await store.card_for_caller(proj.id, e164)
+    if current is not None and current.id == card.id:
+        raise AlreadyExists(f"{e164} is already bound to card {card.id}")
+    bound = [b.caller for b in await store.bindings(card.id)]
+    excess = len(bound) + 1 - proj.max_bound_numbers
+    return BindPlan(number=e164, moved_from=current.id if current else None,
+                    dropped=bound[:excess] if excess > 0 else [])
+
+
+async def bind(store: SqliteStore, *, card: Card, number: str, now_ms: int) -> str:
+    """Bind a caller's number by hand (an operator binding activates the card). Returns it in E.164."""
+    plan = await plan_bind(store, card=card, number=number)
+    proj = await card_project(store, card)
+    await store.bind(project_id=proj.id, caller=plan.number, card_id=card.id, now_ms=now_ms,
+                     source="operator", max_bound=proj.max_bound_numbers)
+    return plan.number
+
+
+async def unbind(store: SqliteStore, *, card: Card, number: str) -> str:
+    """Remove a number from the card; its next call asks for a PIN. Raises InvalidInput, NotFound."""
+    proj = await card_project(store, card)
+    e164 = normalise(number, proj.region)
+    if e164 not in [b.caller for b in await store.bindings(card.id)]:
+        raise NotFound(f"{e164} is not bound to card {card.id}")
+    await store.unbind(proj.id, e164)
+    return e164
+
+
+async def reset_pin(store: SqliteStore, secret: bytes, *, card: Card) -> str:
+    """Give the card a new PIN, unique in its project. Returns the PIN (shown once)."""
+    proj = await card_project(store, card)
+    for _ in range(20):
+        pin = generate_pin(proj.pin_length)
+        hashed = pin_hash(secret, proj.id, pin)
+        if await store.card_by_pin_hash(proj.id, hashed) is not None:
+            continue  # taken, or by chance the card's own PIN
+        try:
+            await store.set_pin_hash(card.id, hashed)
+            return pin
+        except AlreadyExists:
+            continue
+    raise InvalidInput("could not find a free PIN: raise the project's PIN length")
+
+
+def check_expiry(expires_ms: int | None, now_ms: int, label: str = "that date") -> None:
+    """Raises InvalidInput when ``expires_ms`` (None: never) is not in the future."""
+    if expires_ms is not None and expires_ms <= now_ms:
+        raise InvalidInput(f"{label} is in the past: the last day can be today at the earliest")
+
+
+async def set_expiry(store: SqliteStore, *, card: Card, expires_ms: int | None, now_ms: int,
+                     label: str = "that date") -> Card:
+    """Set when the card expires (None: never). Raises InvalidInput for a moment in the past."""
+    check_expiry(expires_ms, now_ms, label)
+    return await store.set_expiry(card.id, expires_ms)

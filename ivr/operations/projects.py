@@ -1,0 +1,154 @@
+"""Projects: access numbers (E.164 and national forms), service, prices and rules."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import phonenumbers
+
+from agi import check_dial_string
+from rating.billing import PER_SECOND, BillingRule
+from rating.errors import AlreadyExists, InvalidInput, NotFound
+from rating.models import Project
+from rating.numbers import normalise_number, parse_caller
+from rating.store.sqlite import SqliteStore
+
+from ._common import _SEPARATORS, LANGUAGES, CurrencyMismatch
+
+
+# --- numbers ----------------------------------------------------------------
+def normalise(text: str, region: str) -> str:
+    """An operator-typed number (E.164, 00…, or national with the trunk prefix; spaces,
+    dashes and slashes allowed) in E.164. Raises InvalidInput."""
+    return normalise_number(text.translate(_SEPARATORS), region)
+
+
+def national_form(e164: str, region: str) -> str:
+    """The national form with the trunk prefix, digits only (``0441234567``)."""
+    return parse_caller(e164, region).national or e164
+
+
+# --- projects ---------------------------------------------------------------
+_INT_SETTINGS = {
+    "ring_timeout_s": (1, "ring timeout"), "max_bound_numbers": (1, "max bound numbers"),
+    "max_simultaneous_calls": (1, "simultaneous calls"), "warning_s": (0, "warning"),
+    "price_per_minute_cents": (0, "price per minute"), "card_validity_days": (1, "card validity days"),
+}
+
+
+def check_project_values(values: Mapping[str, Any]) -> None:
+    """Validate the project settings present in ``values``. Raises InvalidInput."""
+    if "language" in values and values["language"] not in LANGUAGES:
+        raise InvalidInput(f"language {values['language']!r}: choose one of {', '.join(LANGUAGES)}")
+    if "region" in values and values["region"] not in phonenumbers.SUPPORTED_REGIONS:
+        raise InvalidInput(f"region {values['region']!r}: an ISO country code such as CH, DE or AT")
+    for key in ("service", "fallback"):
+        if values.get(key) is not None:
+            try:
+                check_dial_string(values[key])
+            except ValueError as exc:
+                raise InvalidInput(f"{key}: {exc}") from None
+    if "pin_length" in values and not 4 <= values["pin_length"] <= 16:
+        raise InvalidInput("PIN length must be between 4 and 16")
+    for key, (lowest, label) in _INT_SETTINGS.items():
+        if values.get(key) is not None and values[key] < lowest:
+            raise InvalidInput(f"{label} must be at least {lowest}, not {values[key]}")
+    currency = values.get("currency")
+    if currency is not None and not (len(currency) == 3 and currency.isascii() and currency.isalpha()):
+        raise InvalidInput(f"currency {currency!r}: a three-letter code such as EUR or CHF")
+
+
+def billing_rule(connect_s: int, minimum_s: int, initial_s: int, increment_s: int) -> BillingRule:
+    try:
+        return BillingRule(connect_s=connect_s, minimum_s=minimum_s, initial_s=initial_s,
+                           increment_s=increment_s)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+
+
+async def _check_account_currency(store: SqliteStore, currency: str, *, what: str) -> None:
+    account = (await store.account_settings()).currency
+    if account is not None and account != currency:
+        raise CurrencyMismatch(f"{what} is in {currency}, but this database's account is kept in {account};"
+                               " one account has one currency (use another database for another currency)")
+
+
+async def _free_numbers(store: SqliteStore, numbers: Iterable[str]) -> None:
+    for number in numbers:
+        owner = await store.access_number_owner(number)
+        if owner is not None:
+            raise AlreadyExists(f"{number} is already an access number of project {owner}")
+
+
+async def create_project(store: SqliteStore, *, name: str, numbers: list[str], service: str,
+                         fallback: str | None = None, language: str = "de", region: str = "DE",
+                         price_per_minute_cents: int = 0, currency: str = "EUR",
+                         rule: BillingRule = PER_SECOND, ring_timeout_s: int = 30, warning_s: int = 60,
+                         pin_length: int = 8, max_bound_numbers: int = 3, max_simultaneous_calls: int = 1,
+                         card_validity_days: int | None = None, now_ms: int) -> Project:
+    """Create a project; its currency becomes the account's if the account has none yet.
+
+    Raises:
+        InvalidInput, CurrencyMismatch, AlreadyExists (name or access number taken).
+    """
+    if not name or not name.replace("-", "").replace("_", "").isalnum() or not name.isascii():
+        raise InvalidInput(f"project name {name!r}: letters, digits, - and _ only")
+    region, currency = region.upper(), currency.upper()
+    check_project_values({
+        "language": language, "region": region, "service": service, "fallback": fallback,
+        "pin_length": pin_length, "ring_timeout_s": ring_timeout_s, "warning_s": warning_s,
+        "max_bound_numbers": max_bound_numbers, "currency": currency,
+        "max_simultaneous_calls": max_simultaneous_calls, "price_per_minute_cents": price_per_minute_cents,
+        "card_validity_days": card_validity_days})
+    if not numbers:
+        raise InvalidInput("a project needs at least one access number (--number)")
+    e164 = list(dict.fromkeys(normalise(n, region) for n in numbers))
+    if await store.project_by_name(name) is not None:
+        raise AlreadyExists(f"project {name!r} exists already")
+    await _free_numbers(store, e164)
+    await _check_account_currency(store, currency, what=f"project {name}")
+    project = await store.create_project(
+        name=name, numbers=e164, service=service, fallback=fallback, ring_timeout_s=ring_timeout_s,
+        language=language, region=region, price_per_minute_cents=price_per_minute_cents,
+        currency=currency, rule=rule, warning_s=warning_s, pin_length=pin_length,
+        max_bound_numbers=max_bound_numbers, max_simultaneous_calls=max_simultaneous_calls,
+        card_validity_days=card_validity_days, now_ms=now_ms)
+    await store.claim_account_currency(project.currency)
+    return project
+
+
+async def update_project(store: SqliteStore, project: Project, *, values: Mapping[str, Any],
+                         add_numbers: Sequence[str] = (), remove_numbers: Sequence[str] = ()) -> Project:
+    """Change only the given settings (keys as in the store: ``connect_s``, ``warning_s`` …;
+    ``fallback`` or ``card_validity_days`` None clears them) and access numbers.
+
+    Raises:
+        InvalidInput: a bad value, nothing to change, the PIN length of a project with cards.
+        CurrencyMismatch, AlreadyExists, NotFound (a number to remove is not the project's).
+    """
+    values = {k: (v.upper() if k in ("region", "currency") and v else v) for k, v in values.items()}
+    if not values and not add_numbers and not remove_numbers:
+        raise InvalidInput("nothing to change: give at least one option")
+    check_project_values(values)
+    rule = project.rule
+    billing_rule(values.get("connect_s", rule.connect_s), values.get("minimum_s", rule.minimum_s),
+                 values.get("initial_s", rule.initial_s), values.get("increment_s", rule.increment_s))
+    if values.get("pin_length", project.pin_length) != project.pin_length and await store.cards(project.id):
+        raise InvalidInput(f"project {project.name} has cards whose PINs have {project.pin_length} digits;"
+                           " the PIN length can only change before the first card")
+    if "currency" in values:
+        await _check_account_currency(store, values["currency"], what=f"project {project.name}")
+    region = values.get("region", project.region)
+    added = list(dict.fromkeys(normalise(n, region) for n in add_numbers))
+    removed = list(dict.fromkeys(normalise(n, project.region) for n in remove_numbers))
+    await _free_numbers(store, [n for n in added if n not in project.numbers])
+    added = [n for n in added if n not in project.numbers or n in removed]
+    return await store.update_project(project.id, changes=values, add_numbers=added, remove_numbers=removed)
+
+
+async def project(store: SqliteStore, name: str) -> Project:
+    found = await store.project_by_name(name)
+    if found is None:
+        raise NotFound(f"no project {name!r}")
+    return found
