@@ -9,10 +9,10 @@ protocol at all. ``python -m bench.bare_server --port P --scripts S --plan P``.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 from typing import Any
+
+from bench._reference import run_reference
 
 
 class _Call(asyncio.Protocol):
@@ -67,23 +67,8 @@ async def serve(port: int, scripts: dict[str, Any], plan: dict[str, Any]) -> Non
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--scripts", required=True, help="JSON: scenario -> {commands: [...]}")
-    parser.add_argument("--plan", required=True, help="JSON: bound_callers, blocked_callers")
-    args = parser.parse_args()
-    with open(args.scripts) as f:
-        scripts = json.load(f)
-    with open(args.plan) as f:
-        plan = json.load(f)
-    try:
-        asyncio.run(serve(args.port, scripts, plan))
-    except KeyboardInterrupt:
-        pass
+    run_reference(serve, __doc__)
 
 
 if __name__ == "__main__":
-    import signal
-
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     main()

@@ -13,12 +13,12 @@ last command, which this handler never reads. Readiness is announced on stdout
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 from typing import Any
 
 from panoramisk.fast_agi import Application, Request  # type: ignore[import-untyped]  # no type info shipped
+
+from bench._reference import run_reference
 
 
 async def serve(port: int, scripts: dict[str, Any], plan: dict[str, Any]) -> None:
@@ -41,23 +41,8 @@ async def serve(port: int, scripts: dict[str, Any], plan: dict[str, Any]) -> Non
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--scripts", required=True)
-    parser.add_argument("--plan", required=True)
-    args = parser.parse_args()
-    with open(args.scripts) as f:
-        scripts = json.load(f)
-    with open(args.plan) as f:
-        plan = json.load(f)
-    try:
-        asyncio.run(serve(args.port, scripts, plan))
-    except KeyboardInterrupt:
-        pass
+    run_reference(serve, __doc__)
 
 
 if __name__ == "__main__":
-    import signal
-
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     main()
