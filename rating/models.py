@@ -170,3 +170,12 @@ class Routing:
         """The project's own and the global entries for ``direction``."""
         return [b for b in self.blocked
                 if b.direction == direction and b.project_id in (None, project_id)]
+
+
+@dataclass(frozen=True)
+class BoundReservation:
+    """A bound line's card and either the hold on it or why there is none."""
+
+    card: Card
+    grant: Grant | None
+    refusal: Exception | None

@@ -37,8 +37,10 @@ async def prepaid(call: Call) -> None:
     welcome = call.custom(Prompt.WELCOME)  # optional: only a project's own greeting
     if welcome:
         call.queue(welcome)
-    card = await identify_caller(call)
-    grant = await reserve(call, card)
+    grant = await reserve_bound_line(call)  # a bound line: its card, held in one step
+    if grant is None:
+        card = await enter_pin(call)
+        grant = await reserve(call, card)
     call.queue(*remaining_time(grant.available_before_s, call.language))
     await connect(call, grant)
 
@@ -102,24 +104,40 @@ async def allowed_destinations(call: Call, candidates: list[str | None]) -> list
     return allowed
 
 
-async def identify_caller(call: Call) -> Card:
-    """The card bound to the caller's line, or the card whose PIN the caller enters."""
+async def reserve_bound_line(call: Call) -> Grant | None:
+    """The card bound to the caller's line, with its time held; None when the caller
+    must enter a PIN (withheld number, unbound line, or a bound card that is used up
+    or expired: the caller hears why, then may enter a new card's PIN)."""
     assert call.project and call.caller
-    if not call.caller.anonymous:
-        card = await call.store.card_for_caller(call.project.id, call.caller.e164 or "")
-        if card is not None:
-            status = card.status(call.clock.now_ms())
-            if status in (CardStatus.NEW, CardStatus.ACTIVE):
-                call.card = card
-                return card
-            if status is CardStatus.BLOCKED:
-                call.card = card
-                await call.finish(Outcome.CARD_BLOCKED, Prompt.CARD_BLOCKED)
-            # Exhausted or expired: say so, then let the caller enter a new card's PIN.
-            call.queue(call.sound(_STATUS_PROMPT[status]))
-    card = await enter_pin(call)
-    call.card = card
-    return card
+    if call.caller.anonymous:
+        return None
+    project = call.project
+    found = await call.store.reserve_bound(
+        project_id=project.id, caller=call.caller.e164 or "", uniqueid=call.uniqueid, rule=project.rule,
+        max_calls=project.max_simultaneous_calls, hold_s=_hold_s(call), now_ms=call.clock.now_ms())
+    if found is None:
+        return None
+    call.card = found.card
+    if found.grant is not None:
+        return _held(call, found.grant)
+    status = found.card.status(call.clock.now_ms())
+    if status in (CardStatus.EXHAUSTED, CardStatus.EXPIRED):
+        call.queue(call.sound(_STATUS_PROMPT[status]))
+        return None
+    assert isinstance(found.refusal, errors.CardUnusable)
+    await call.finish(*_REFUSALS[type(found.refusal)])
+
+
+def _hold_s(call: Call) -> int:
+    """How long a hold may outlive its talk time: ringing (twice, with a fallback) and prompts."""
+    assert call.project
+    return call.project.ring_timeout_s * 2 + 600
+
+
+def _held(call: Call, grant: Grant) -> Grant:
+    call.grant = grant
+    call.log.info("time_reserved", reserved_s=grant.reserved_s, max_talk_s=grant.max_talk_s)
+    return grant
 
 
 _STATUS_PROMPT = {
@@ -191,13 +209,10 @@ async def reserve(call: Call, card: Card) -> Grant:
     try:
         grant = await call.store.reserve(
             card_id=card.id, uniqueid=call.uniqueid, rule=project.rule,
-            max_calls=project.max_simultaneous_calls,
-            hold_s=project.ring_timeout_s * 2 + 600, now_ms=call.clock.now_ms())
+            max_calls=project.max_simultaneous_calls, hold_s=_hold_s(call), now_ms=call.clock.now_ms())
     except errors.CardUnusable as refusal:
         await call.finish(*_REFUSALS[type(refusal)])
-    call.grant = grant
-    call.log.info("time_reserved", reserved_s=grant.reserved_s, max_talk_s=grant.max_talk_s)
-    return grant
+    return _held(call, grant)
 
 
 async def connect(call: Call, grant: Grant) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from ..billing import BillingRule
-from ..models import AccountSettings, Card, Cdr, Grant, Routing
+from ..models import AccountSettings, BoundReservation, Card, Cdr, Grant, Routing
 
 __all__ = ["CallStore"]
 
@@ -34,6 +34,10 @@ class CallStore(Protocol):
     async def reserve(self, *, card_id: int, uniqueid: str, rule: BillingRule, max_calls: int,
                       hold_s: int, now_ms: int) -> Grant:
         """Raises NotFound, CardBlocked, CardExpired, CardInUse, InsufficientBalance."""
+
+    async def reserve_bound(self, *, project_id: int, caller: str, uniqueid: str, rule: BillingRule,
+                            max_calls: int, hold_s: int, now_ms: int) -> BoundReservation | None:
+        """The bound line's card and a hold on it in one step; None when not bound."""
 
     async def settle(self, grant: Grant, *, debit_s: int, uniqueid: str, now_ms: int) -> int: ...
     async def settle_and_record(self, grant: Grant, *, debit_s: int, cdr: Cdr, now_ms: int) -> int: ...

@@ -37,6 +37,7 @@ from ..errors import (
     CardBlocked,
     CardExpired,
     CardInUse,
+    CardUnusable,
     InsufficientBalance,
     InvalidInput,
     NotFound,
@@ -47,6 +48,7 @@ from ..models import (
     AccountSettings,
     Binding,
     BlockedNumber,
+    BoundReservation,
     Card,
     Cdr,
     Grant,
@@ -118,6 +120,47 @@ _PROJECT_COLS = ("id, name, service, fallback, ring_timeout_s, language, region,
 _ROUTING_NEUTRAL = frozenset({"reserve", "settle", "write_cdr", "settle_and_record", "bind", "activate",
                               "pin_failure", "create_card", "recharge", "adjust", "set_pin", "set_blocked",
                               "set_expiry", "unbind", "add_payment", "account_currency", "account_settings"})
+
+
+def _reserve(db: sqlite3.Connection, *, card_id: int, uniqueid: str, rule: BillingRule, max_calls: int,
+             hold_s: int, now_ms: int) -> Grant:
+    """On the worker thread, inside a transaction: see ``SqliteStore.reserve``."""
+    # Holds of crashed engines expire, so a card is never locked forever.
+    stale = db.execute(
+        "SELECT id, seconds FROM reservations WHERE card_id = ? AND state = 'open'"
+        " AND expires_ms < ?", (card_id, now_ms)).fetchall()
+    for res_id, seconds in stale:
+        db.execute("UPDATE reservations SET state = 'released' WHERE id = ?", (res_id,))
+        db.execute("UPDATE cards SET reserved_s = reserved_s - ?,"
+                   " active_calls = MAX(active_calls - 1, 0) WHERE id = ?", (seconds, card_id))
+    row = db.execute(f"SELECT {_CARD_COLS} FROM cards WHERE id = ?", (card_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"no card {card_id}")
+    card = _card(row)
+    if card.blocked:
+        raise CardBlocked(f"card {card_id} is blocked")
+    if card.expires_ms is not None and now_ms >= card.expires_ms:
+        raise CardExpired(f"card {card_id} has expired")
+    if card.active_calls >= max_calls:
+        raise CardInUse(f"card {card_id} is in {card.active_calls} call(s)")
+    share = card.available_s // (max_calls - card.active_calls)
+    max_talk = rule.max_talk(share)
+    if max_talk <= 0:
+        raise InsufficientBalance(f"card {card_id} has {card.available_s} s left")
+    seconds = rule.debit(max_talk)
+    # The conditional UPDATE is the guard; the checks above only pick the error.
+    cur = db.execute(
+        "UPDATE cards SET reserved_s = reserved_s + ?, active_calls = active_calls + 1"
+        " WHERE id = ? AND balance_s - reserved_s >= ? AND active_calls < ?",
+        (seconds, card_id, seconds, max_calls))
+    if cur.rowcount != 1:  # pragma: no cover - the write lock makes this unreachable
+        raise InsufficientBalance(f"card {card_id} changed under the reservation")
+    cur = db.execute(
+        "INSERT INTO reservations (card_id, uniqueid, seconds, created_ms, expires_ms)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (card_id, uniqueid, seconds, now_ms, now_ms + (max_talk + hold_s) * 1000 + RESERVATION_GRACE_MS))
+    return Grant(reservation_id=cur.lastrowid or 0, card_id=card_id, reserved_s=seconds,
+                 max_talk_s=max_talk, available_before_s=card.available_s)
 
 
 def _settle(db: sqlite3.Connection, grant: Grant, *, debit_s: int, uniqueid: str, now_ms: int) -> int:
@@ -508,43 +551,27 @@ class SqliteStore:
         Raises:
             NotFound, CardBlocked, CardExpired, CardInUse, InsufficientBalance.
         """
-        def body(db: sqlite3.Connection) -> Grant:
-            # Holds of crashed engines expire, so a card is never locked forever.
-            stale = db.execute(
-                "SELECT id, seconds FROM reservations WHERE card_id = ? AND state = 'open'"
-                " AND expires_ms < ?", (card_id, now_ms)).fetchall()
-            for res_id, seconds in stale:
-                db.execute("UPDATE reservations SET state = 'released' WHERE id = ?", (res_id,))
-                db.execute("UPDATE cards SET reserved_s = reserved_s - ?,"
-                           " active_calls = MAX(active_calls - 1, 0) WHERE id = ?", (seconds, card_id))
-            row = db.execute(f"SELECT {_CARD_COLS} FROM cards WHERE id = ?", (card_id,)).fetchone()
+        return await self._transaction("reserve", lambda db: _reserve(
+            db, card_id=card_id, uniqueid=uniqueid, rule=rule, max_calls=max_calls, hold_s=hold_s, now_ms=now_ms))
+
+    async def reserve_bound(self, *, project_id: int, caller: str, uniqueid: str, rule: BillingRule,
+                            max_calls: int, hold_s: int, now_ms: int) -> BoundReservation | None:
+        """The card bound to ``caller`` in the project, and a hold on it, in one transaction
+        (one thread hop for a bound caller instead of two). ``None`` when the line is not
+        bound; a refusal (``CardUnusable``) is returned, not raised, with the card."""
+        def body(db: sqlite3.Connection) -> BoundReservation | None:
+            row = db.execute(f"SELECT {_CARD_COLS} FROM cards WHERE id ="
+                             " (SELECT card_id FROM bindings WHERE project_id = ? AND caller = ?)",
+                             (project_id, caller)).fetchone()
             if row is None:
-                raise NotFound(f"no card {card_id}")
+                return None
             card = _card(row)
-            if card.blocked:
-                raise CardBlocked(f"card {card_id} is blocked")
-            if card.expires_ms is not None and now_ms >= card.expires_ms:
-                raise CardExpired(f"card {card_id} has expired")
-            if card.active_calls >= max_calls:
-                raise CardInUse(f"card {card_id} is in {card.active_calls} call(s)")
-            share = card.available_s // (max_calls - card.active_calls)
-            max_talk = rule.max_talk(share)
-            if max_talk <= 0:
-                raise InsufficientBalance(f"card {card_id} has {card.available_s} s left")
-            seconds = rule.debit(max_talk)
-            # The conditional UPDATE is the guard; the checks above only pick the error.
-            cur = db.execute(
-                "UPDATE cards SET reserved_s = reserved_s + ?, active_calls = active_calls + 1"
-                " WHERE id = ? AND balance_s - reserved_s >= ? AND active_calls < ?",
-                (seconds, card_id, seconds, max_calls))
-            if cur.rowcount != 1:  # pragma: no cover - the write lock makes this unreachable
-                raise InsufficientBalance(f"card {card_id} changed under the reservation")
-            cur = db.execute(
-                "INSERT INTO reservations (card_id, uniqueid, seconds, created_ms, expires_ms)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (card_id, uniqueid, seconds, now_ms, now_ms + (max_talk + hold_s) * 1000 + RESERVATION_GRACE_MS))
-            return Grant(reservation_id=cur.lastrowid or 0, card_id=card_id, reserved_s=seconds,
-                         max_talk_s=max_talk, available_before_s=card.available_s)
+            try:
+                grant = _reserve(db, card_id=card.id, uniqueid=uniqueid, rule=rule, max_calls=max_calls,
+                                 hold_s=hold_s, now_ms=now_ms)
+            except CardUnusable as refusal:
+                return BoundReservation(card=card, grant=None, refusal=refusal)
+            return BoundReservation(card=card, grant=grant, refusal=None)
 
         return await self._transaction("reserve", body)
 
