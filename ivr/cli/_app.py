@@ -41,6 +41,14 @@ class Cancelled(CliError):
 EXPECTED_ERRORS = (RatingError, CliError, SettingsError, ValueError, OSError)
 
 
+def _quiet_broken_pipe() -> NoReturn:
+    """``ivr cdr list | head``: the reader left; stop without a traceback or a message, and
+    point stdout at /dev/null so the interpreter's final flush does not complain."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(1)
+
+
 def _fail(exc: BaseException) -> NoReturn:
     click.echo(f"{type(exc).__name__}: {exc}", err=True)
     sys.exit(1)
@@ -70,7 +78,7 @@ class IvrGroup(click.Group):
             _fail(exc)
         except OSError as exc:
             if exc.errno == errno.EPIPE:  # `ivr cdr list | head`
-                sys.exit(1)
+                _quiet_broken_pipe()
             raise
         sys.exit(rv if isinstance(rv, int) else 0)
 
@@ -84,6 +92,8 @@ def run(coro: Awaitable[T]) -> T:
     """Run a command's coroutine; an expected error becomes one line and exit 1."""
     try:
         return asyncio.run(coro)  # type: ignore[arg-type]
+    except BrokenPipeError:
+        _quiet_broken_pipe()
     except EXPECTED_ERRORS as exc:
         _fail(exc)
 
