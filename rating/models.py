@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .billing import BillingRule
+from .numbers import PatternSet
 
 
 class CardStatus(enum.StrEnum):
@@ -165,11 +166,19 @@ class Routing:
     by_number: dict[str, Project]
     regions: tuple[str, ...]
     blocked: tuple[BlacklistEntry, ...]
+    _sets: dict[tuple[int, str], PatternSet] = field(default_factory=dict, compare=False, repr=False)
 
     def blocks(self, project_id: int, direction: str) -> list[BlacklistEntry]:
         """The project's own and the global entries for ``direction``."""
         return [b for b in self.blocked
                 if b.direction == direction and b.project_id in (None, project_id)]
+
+    def block_set(self, project_id: int, direction: str) -> PatternSet:
+        """``blocks`` prepared for matching, built once per snapshot."""
+        key = (project_id, direction)
+        if key not in self._sets:
+            self._sets[key] = PatternSet(b.pattern for b in self.blocks(project_id, direction))
+        return self._sets[key]
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ import phonenumbers
 
 from .errors import InvalidInput
 
-__all__ = ["CallerNumber", "compile_pattern", "first_match", "matches", "normalise_number", "parse_caller"]
+__all__ = ["CallerNumber", "PatternSet", "compile_pattern", "first_match", "matches", "normalise_number",
+           "parse_caller"]
 
 # What Asterisk puts in agi_callerid when there is no usable number (transcripts a2–a4).
 _WITHHELD = {"", "unknown", "anonymous", "restricted", "private", "unavailable"}
@@ -99,3 +100,29 @@ def first_match(patterns: Iterable[str], number: CallerNumber) -> str | None:
         if any(compiled.match(form) for form in forms):
             return pattern
     return None
+
+
+class PatternSet:
+    """Blocked-number patterns prepared for many calls: plain numbers in a dict (one lookup
+    per written form of the caller, however long the list), ``x`` / ``.`` patterns compiled.
+    Matches exactly as ``first_match`` does; plain numbers are tried first."""
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        self._plain: dict[str, str] = {}
+        self._wild: list[tuple[str, re.Pattern[str]]] = []
+        for pattern in patterns:
+            if "x" in pattern or pattern.endswith("."):
+                self._wild.append((pattern, compile_pattern(pattern)))
+            else:
+                compile_pattern(pattern)  # the same validation
+                self._plain.setdefault(pattern, pattern)
+
+    def first_match(self, number: CallerNumber) -> str | None:
+        forms = number.forms()
+        for form in forms:
+            if form in self._plain:
+                return self._plain[form]
+        for pattern, compiled in self._wild:
+            if any(compiled.match(form) for form in forms):
+                return pattern
+        return None

@@ -13,7 +13,7 @@ from prompts import Prompt, remaining_time
 from rating import errors
 from rating.billing import talk_seconds_from_ms
 from rating.models import Card, CardStatus, Grant
-from rating.numbers import first_match, parse_caller
+from rating.numbers import parse_caller
 from rating.pins import is_pin_shaped, pin_hash
 
 from ..call import Call
@@ -73,8 +73,7 @@ def _access_number_forms(dialled: str, regions: tuple[str, ...]) -> Iterator[str
 
 async def refuse_blocked_caller(call: Call) -> None:
     assert call.project and call.caller and call.routing
-    blocks = call.routing.blocks(call.project.id, "inbound")
-    pattern = first_match((b.pattern for b in blocks), call.caller)
+    pattern = call.routing.block_set(call.project.id, "inbound").first_match(call.caller)
     if pattern is not None:
         call.log.info("caller_blocked", pattern=pattern)
         await call.finish(Outcome.BLOCKED_CALLER, Prompt.NUMBER_BLOCKED)
@@ -89,11 +88,11 @@ def _dialled_number(dial_string: str) -> str:
 async def allowed_destinations(call: Call, candidates: list[str | None]) -> list[str]:
     """The service and fallback, minus those an outbound block forbids (0900 lines, …)."""
     assert call.project and call.routing
-    patterns = [b.pattern for b in call.routing.blocks(call.project.id, "outbound")]
+    blocks = call.routing.block_set(call.project.id, "outbound")
     allowed = []
     for destination in filter(None, candidates):
         number = parse_caller(_dialled_number(destination), call.project.region)
-        pattern = first_match(patterns, number) if patterns else None
+        pattern = blocks.first_match(number)
         if pattern is None:
             allowed.append(destination)
         else:
