@@ -255,7 +255,7 @@ class SqliteStore:
         db = self._conn
         started = time.perf_counter()
         self._note_write(operation)
-        async with self._lock:
+        async with self._lock, self._noting_write(operation):
             try:
                 await db.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
@@ -281,6 +281,15 @@ class SqliteStore:
         if operation not in _ROUTING_NEUTRAL:
             self._config_generation += 1
 
+    @asynccontextmanager
+    async def _noting_write(self, operation: str) -> AsyncIterator[None]:
+        """Mark the routing snapshot stale once more when the write ends (committed or
+        rolled back): a snapshot read while it was open may hold its uncommitted rows."""
+        try:
+            yield
+        finally:
+            self._note_write(operation)
+
     async def _transaction(self, operation: str, body: Callable[[sqlite3.Connection], T]) -> T:
         """``_write`` in one thread hop: ``body(conn)`` runs inside ``BEGIN IMMEDIATE`` …
         ``COMMIT`` on aiosqlite's worker thread, under the same lock, with the same errors
@@ -292,7 +301,7 @@ class SqliteStore:
         db = self._conn
         started = time.perf_counter()
         self._note_write(operation)
-        async with self._lock:
+        async with self._lock, self._noting_write(operation):
             result: T = await db._execute(  # type: ignore[no-untyped-call]  # aiosqlite leaves it untyped
                 _run_transaction, db, operation, body)
         if self._observer is not None:
@@ -384,7 +393,8 @@ class SqliteStore:
             return version, projects, numbers, blocked
 
         try:
-            loaded = await db._execute(load)  # type: ignore[no-untyped-call]  # untyped in aiosqlite
+            async with self._lock:  # never between the statements of an open write
+                loaded = await db._execute(load)  # type: ignore[no-untyped-call]  # untyped in aiosqlite
         except sqlite3.Error as exc:
             raise StoreUnavailable(str(exc)) from exc
         self._routing_checked = time.monotonic()
