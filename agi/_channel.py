@@ -205,10 +205,6 @@ class AgiChannel:
         except ChannelHungUp:
             pass
 
-    def abort(self) -> None:
-        self._broken = True
-        self._writer.transport.abort()
-
     async def close(self) -> None:
         """Close our side. Asterisk never closes first (c6), so every call must end here."""
         self._broken = True

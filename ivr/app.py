@@ -106,7 +106,7 @@ class Engine:
         state = await account_state(self.store)
         self.calls_suspended = state.calls_suspended
         level = state.level.value
-        if level != self.account_level or level != "ok" and self._account_task is None:
+        if level != self.account_level:  # starts at "ok": a non-ok account is logged at start-up too
             event = {"ok": log.info, "info": log.warning, "locked": log.warning}[level]
             event("account_state", level=level, owed_cents=state.owed_cents, currency=state.currency,
                   info_limit_cents=state.info_limit_cents, lock_limit_cents=state.lock_limit_cents,

@@ -49,13 +49,9 @@ class Settings:
         return Path(self.secret_file) if self.secret_file else Path(self.database + ".secret")
 
     def masked(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        if out["secret_file"]:
-            out["secret_file"] = out["secret_file"]  # a path, not the secret itself
-        return out
-
-
-_SECRET_KEYS: set[str] = set()
+        """The settings to show. None holds a secret itself: the PIN-hashing secret lives
+        in the file ``secret_file`` names, so there is nothing to mask yet."""
+        return dataclasses.asdict(self)
 
 
 def _coerce(name: str, kind: Any, value: Any) -> Any:

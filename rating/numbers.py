@@ -17,7 +17,7 @@ import phonenumbers
 
 from .errors import InvalidInput
 
-__all__ = ["CallerNumber", "PatternSet", "compile_pattern", "first_match", "matches", "normalise_number",
+__all__ = ["CallerNumber", "PatternSet", "compile_pattern", "matches", "normalise_number",
            "parse_caller"]
 
 # What Asterisk puts in agi_callerid when there is no usable number (transcripts a2–a4).
@@ -92,20 +92,10 @@ def matches(pattern: str, number: CallerNumber) -> bool:
     return any(compiled.match(form) for form in number.forms())
 
 
-def first_match(patterns: Iterable[str], number: CallerNumber) -> str | None:
-    """The first pattern that matches any form of ``number`` (forms computed once)."""
-    forms = number.forms()
-    for pattern in patterns:
-        compiled = compile_pattern(pattern)
-        if any(compiled.match(form) for form in forms):
-            return pattern
-    return None
-
-
 class PatternSet:
     """Blocked-number patterns prepared for many calls: plain numbers in a dict (one lookup
     per written form of the caller, however long the list), ``x`` / ``.`` patterns compiled.
-    Matches exactly as ``first_match`` does; plain numbers are tried first."""
+    Matches exactly as ``matches`` over every pattern does; plain numbers are tried first."""
 
     def __init__(self, patterns: Iterable[str]) -> None:
         self._plain: dict[str, str] = {}
