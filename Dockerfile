@@ -22,6 +22,7 @@ WORKDIR /src
 # files does not rebuild this layer.
 COPY pyproject.toml README.md ./
 COPY agi/ agi/
+COPY asterisk_sim/ asterisk_sim/
 COPY ivr/ ivr/
 COPY rating/ rating/
 COPY prompts/ prompts/

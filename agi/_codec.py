@@ -38,7 +38,7 @@ __all__ = ["MAX_COMMAND", "MAX_LINE", "AgiConnection", "State", "encode_command"
 # let the buffer grow.
 MAX_LINE = 8191
 # Commands: res_agi.c reads them into char buf[AGI_BUF_LEN] (2048), so a longer
-# line would be run as several commands (fake_asterisk records it). Refuse it.
+# line would be run as several commands (asterisk_sim records it). Refuse it.
 MAX_COMMAND = 2047
 _MAX_ENV_LINES = 256
 

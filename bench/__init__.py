@@ -9,7 +9,7 @@ engine costs next to that, and next to two references doing the same AGI dialogu
 * ``bare_server`` is a bare asyncio FastAGI server with no store (the floor for this
   protocol in Python), ``panoramisk_server`` is panoramisk's FastAGI ``Application``;
 * ``_driver`` is the load, run as separate processes: light Asterisk peers replaying,
-  word for word, the dialogue the fake Asterisk (``agi.fake_asterisk``) had with the
+  word for word, the dialogue the fake Asterisk (``asterisk_sim``) had with the
   engine on one call of each scenario (``_workload``);
 * CPU is each server process's own user+sys time from ``/proc/<pid>/stat``.
 

@@ -1,7 +1,7 @@
 """The three call scenarios, captured word for word from the fake Asterisk.
 
 Before any load, one call of each scenario is played against the engine process by
-``agi.fake_asterisk.place_call`` (the peer built from the Asterisk 22 transcripts).
+``asterisk_sim.place_call`` (the peer built from the Asterisk 22 transcripts).
 Its transcript becomes a :class:`Script`: the ``agi_*`` block, then per command the
 command's first words (checked on every later call) and the exact reply lines the
 fake gave, including the unprompted ``HANGUP`` line after the engine's ``HANGUP``.
@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from agi.fake_asterisk import CallRecord, CallScript, DialScript, place_call
+from asterisk_sim import CallRecord, CallScript, DialScript, place_call
 
 from ._prepare import Plan, new_caller
 

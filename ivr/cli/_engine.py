@@ -111,7 +111,7 @@ def call_command(ctx: click.Context, caller: str, dialled: str, digits: tuple[st
                  talk: float, busy: bool, no_answer: bool, hangup_after: float | None, host: str | None,
                  port: int | None, realtime: bool, as_json: bool) -> None:
     """Play one simulated call against a running engine, through the fake Asterisk."""
-    from agi.fake_asterisk import CallScript, DialScript, place_call
+    from asterisk_sim import CallScript, DialScript, place_call
 
     if busy and no_answer:
         raise click.UsageError("--busy and --no-answer exclude each other")

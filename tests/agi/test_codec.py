@@ -225,7 +225,7 @@ def test_fuzz_after_environment(data: bytes) -> None:
 
 @given(st.lists(st.text(st.characters(codec="utf-8", exclude_characters="\r\n\0"), max_size=40), max_size=6))
 def test_engine_quoting_round_trips_through_res_agi_parse_args(words: list[str]) -> None:
-    from agi.fake_asterisk import parse_args
+    from asterisk_sim import parse_args
 
     line = encode_command("SET VARIABLE", words).decode("utf-8")
     assert line.endswith("\n")

@@ -41,7 +41,7 @@ class Harness:
         return card, new.pin
 
     async def call(self, **script: Any) -> Any:
-        from agi.fake_asterisk import CallScript, DialScript, place_call
+        from asterisk_sim import CallScript, DialScript, place_call
 
         assert self.engine.server is not None
         script.setdefault("caller_id", CALLER)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from agi.fake_asterisk import CallScript, DialScript, place_call
+from asterisk_sim import CallScript, DialScript, place_call
 from ivr import operations as ops
 from ivr.clock import SystemClock
 from rating.pins import load_or_create_secret

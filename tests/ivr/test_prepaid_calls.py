@@ -7,7 +7,7 @@ import asyncio
 import pytest
 import structlog
 
-from agi.fake_asterisk import parse_args
+from asterisk_sim import parse_args
 from ivr.clock import SystemClock
 from prompts import Prompt, remaining_time, sound
 

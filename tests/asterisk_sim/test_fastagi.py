@@ -31,8 +31,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agi import fake_asterisk
-from agi.fake_asterisk import CallRecord, CallScript, DialScript, parse_args, place_call
+from asterisk_sim import CallRecord, CallScript, DialScript, parse_args, place_call
+from asterisk_sim import _fastagi as fake_asterisk
 
 from .transcripts import TRANSCRIPT_DIR, Transcript, load, parse_transcript
 
