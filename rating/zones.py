@@ -27,8 +27,8 @@ from zoneinfo import ZoneInfo
 from .billing import BillingRule
 from .errors import InvalidInput
 
-__all__ = ["EU", "EUROPE_OTHER", "FACTOR_UNIT", "Zone", "ZoneTariff", "budget_base", "charge", "classify",
-           "max_talk", "month_of", "parse_factor"]
+__all__ = ["EU", "EUROPE_OTHER", "FACTOR_UNIT", "RATED_ZONES", "QuotaPeriod", "Zone", "ZoneTariff",
+           "budget_base", "charge", "classify", "max_talk", "month_of", "parse_factor"]
 
 FACTOR_UNIT = 1000          # per-mille: 1000 is the card's normal rate
 FACTOR_MAX = 100_000        # a hundred times the rate: anything above is a typo
@@ -139,6 +139,14 @@ def budget_base(budget_s: int, factor_pm: int, quota_left_s: int) -> int:
 def max_talk(rule: BillingRule, budget_s: int, factor_pm: int, quota_left_s: int) -> int:
     """The longest talk time whose charge under ``factor_pm`` fits in ``budget_s`` card seconds."""
     return rule.max_talk(budget_base(budget_s, factor_pm, quota_left_s))
+
+
+@dataclass(frozen=True)
+class QuotaPeriod:
+    """A card's included quota for one calendar month: ``limit_s`` card seconds at factor 1000."""
+
+    month: str        # "2026-12", in the project's time zone
+    limit_s: int
 
 
 def month_of(now_ms: int, timezone: str) -> str:
