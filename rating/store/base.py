@@ -30,6 +30,8 @@ from ..models import (
     Project,
     Routing,
 )
+from ..routes import Route
+from ..zones import QuotaPeriod
 
 __all__ = ["CallStore", "OperatorStore", "StoreObserver"]
 
@@ -53,15 +55,21 @@ class CallStore(Protocol):
     async def activate(self, card_id: int, now_ms: int) -> None: ...
 
     async def reserve(self, *, card_id: int, uniqueid: str, rule: BillingRule, max_calls: int,
-                      hold_s: int, now_ms: int) -> Grant:
+                      hold_s: int, now_ms: int, quota: QuotaPeriod | None = None) -> Grant:
         """Raises NotFound, CardBlocked, CardExpired, CardInUse, InsufficientBalance."""
 
     async def reserve_bound(self, *, project_id: int, caller: str, uniqueid: str, rule: BillingRule,
-                            max_calls: int, hold_s: int, now_ms: int) -> BoundReservation | None:
+                            max_calls: int, hold_s: int, now_ms: int,
+                            quota: QuotaPeriod | None = None) -> BoundReservation | None:
         """The bound line's card and a hold on it in one step; None when not bound."""
 
-    async def settle(self, grant: Grant, *, debit_s: int, uniqueid: str, now_ms: int) -> int: ...
-    async def settle_and_record(self, grant: Grant, *, debit_s: int, cdr: Cdr, now_ms: int) -> int: ...
+    async def settle(self, grant: Grant, *, debit_s: int, uniqueid: str, now_ms: int,
+                     factor_pm: int = 1000, quota: QuotaPeriod | None = None) -> int:
+        """Debits ``rating.zones.charge(debit_s, factor_pm, quota left)``, capped at the hold;
+        the quota left is read and used in the same transaction (never twice)."""
+
+    async def settle_and_record(self, grant: Grant, *, debit_s: int, cdr: Cdr, now_ms: int,
+                                factor_pm: int = 1000, quota: QuotaPeriod | None = None) -> int: ...
     async def write_cdr(self, cdr: Cdr) -> None: ...
 
     async def record_pin_failure(self, project_id: int, caller_key: str, now_ms: int) -> None: ...
@@ -105,6 +113,11 @@ class OperatorStore(CallStore, Protocol):
     async def unbind(self, project_id: int, caller: str) -> None: ...
     async def bindings(self, card_id: int) -> list[Binding]: ...
     async def ledger(self, card_id: int) -> list[LedgerEntry]: ...
+
+    async def add_route(self, project_id: int, route: Route, *, position: int | None = None) -> Project: ...
+    async def remove_route(self, project_id: int, position: int) -> Project: ...
+    async def move_route(self, project_id: int, position: int, to: int) -> Project: ...
+    async def quota_used(self, card_id: int, month: str) -> int: ...
 
     async def cdrs(self, *, card_id: int | None = None, limit: int = 1000) -> list[Cdr]: ...
     async def find_cdrs(self, *, since_ms: int | None = None, until_ms: int | None = None,
