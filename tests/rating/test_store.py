@@ -36,7 +36,7 @@ _names = itertools.count()
 
 @pytest.fixture(params=store_backends())
 async def store(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[OperatorStore]:
-    database = request.param(tmp_path)
+    database = request.param(request, tmp_path)
     s = open_store(database)
     await s.open()
     try:
@@ -294,3 +294,96 @@ async def test_an_older_or_newer_schema_is_refused_until_migrated(tmp_path: Any)
     conn.close()
     with pytest.raises(SchemaMismatch, match="newer"):
         await open_store(str(path), schema="migrate").open()
+
+
+# --- several engines on one PostgreSQL -------------------------------------------------
+async def test_two_stores_racing_on_the_same_cards_never_overdraw(postgres_server: Any) -> None:
+    """Two stores (two pools: two engines) hold and settle on the same three cards at once."""
+    url = postgres_server.create_database("race_stores")
+    a, b = open_store(url), open_store(url)
+    await a.open()
+    await b.open()
+    try:
+        p = await new_project(a, max_simultaneous_calls=3)
+        cards = [await new_card(a, p, 300) for _ in range(3)]
+        uid = itertools.count()
+
+        async def call(store: OperatorStore, card: Card) -> None:
+            n = next(uid)
+            try:
+                grant = await store.reserve(card_id=card.id, uniqueid=f"c{n}", rule=RULE, max_calls=3, hold_s=60,
+                                            now_ms=NOW)
+            except (CardInUse, InsufficientBalance):
+                return
+            await asyncio.sleep(0)
+            await store.settle_and_record(grant, debit_s=grant.reserved_s, cdr=cdr(f"c{n}", card), now_ms=NOW)
+
+        await asyncio.gather(*(call(a if i % 2 else b, cards[i % 3]) for i in range(120)))
+        for card in cards:
+            now = await b.card(card.id)
+            debits = -sum(e.seconds for e in await b.ledger(card.id) if e.kind == "debit")
+            assert debits <= 300 and now.balance_s == 300 - debits
+            assert (now.reserved_s, now.active_calls) == (0, 0)
+            assert sum(c.debited_s for c in await b.cdrs(card_id=card.id)) == debits
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_change_through_one_store_reaches_the_other_within_max_age(postgres_server: Any) -> None:
+    url = postgres_server.create_database("config_change")
+    a, b = open_store(url), open_store(url)
+    await a.open()
+    await b.open()
+    try:
+        p = await new_project(a)
+        assert p.numbers[0] in (await b.routing(max_age_s=0.2)).by_number
+        await a.add_blocked(project_id=None, pattern="+41901234567", direction="inbound", reason="", added_by="t",
+                            now_ms=NOW)
+        await asyncio.sleep(0.3)
+        assert [x.pattern for x in (await b.routing(max_age_s=0.2)).blocked] == ["+41901234567"]
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_postgres_going_away_fails_promptly_and_the_pool_reconnects(postgres_server: Any) -> None:
+    import time as _time
+
+    from rating.errors import StoreUnavailable
+
+    url = postgres_server.create_database("outage")
+    store = open_store(url)
+    await store.open()
+    try:
+        p = await new_project(store)
+        card = await new_card(store, p, 600)
+        postgres_server.stop()
+        started = _time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            await store.reserve(card_id=card.id, uniqueid="down", rule=RULE, max_calls=1, hold_s=60, now_ms=NOW)
+        assert _time.monotonic() - started < 30  # prompt (about 2 s when the host answers; generous when loaded)
+        postgres_server.start()
+        grant = await store.reserve(card_id=card.id, uniqueid="up", rule=RULE, max_calls=1, hold_s=60, now_ms=NOW)
+        assert await store.settle(grant, debit_s=10, uniqueid="up", now_ms=NOW) == 10
+    finally:
+        if not postgres_server.running:
+            postgres_server.start()
+        await store.close()
+
+
+async def test_postgres_refuses_an_older_or_newer_schema(postgres_server: Any) -> None:
+    import asyncpg  # type: ignore[import-untyped]  # no type information
+
+    from rating.errors import SchemaMismatch
+    from rating.store._schema import MIGRATIONS
+
+    url = postgres_server.create_database("schema_check")
+    store = open_store(url)
+    await store.open()
+    await store.close()
+    conn = await asyncpg.connect(url)
+    await conn.execute("UPDATE ivr_schema SET version = $1", len(MIGRATIONS) + 1)
+    await conn.close()
+    with pytest.raises(SchemaMismatch, match="newer"):
+        await open_store(url).open()
