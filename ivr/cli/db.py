@@ -60,3 +60,34 @@ def migrate(ctx: click.Context, /, as_json: bool) -> None:
               else f"{database.shown()}: schema {known}, nothing to do"])
 
     run(go())
+
+
+@db.command("copy")
+@click.option("--from", "source", required=True, help="The database to copy: a SQLite file or sqlite:PATH.")
+@click.option("--to", "target", required=True, help="A new, empty database: postgresql://user@host/db.")
+@json_option
+def copy(source: str, target: str, as_json: bool) -> None:
+    """Copy every card, ledger row, CDR … into a new database, then check the balances."""
+    from rating.store._copy import copy_store
+
+    async def go() -> None:
+        src_db, dst_db = parse_database(source), parse_database(target)
+        src = open_store(src_db, must_exist=True)
+        dst = open_store(dst_db)
+        await src.open()
+        try:
+            await dst.open()
+            try:
+                report = await copy_store(src, dst)
+            finally:
+                await dst.close()
+        finally:
+            await src.close()
+        emit(as_json, {"from": src_db.shown(), "to": dst_db.shown(), "rows": report.rows, "cards": report.cards,
+                       "balance_s": report.balance_s},
+             [f"copied {src_db.shown()} -> {dst_db.shown()}",
+              *(f"  {table}: {n} rows" for table, n in report.rows.items()),
+              f"checked: {report.cards} cards, {report.balance_s} s in balances, equal on both sides and to"
+              " their ledgers"])
+
+    run(go())

@@ -928,6 +928,42 @@ class PostgresStore:
             "INSERT INTO payments (at_ms, amount_cents, currency, reference, entered_by) VALUES (?,?,?,?,?)"),
             now_ms, amount_cents, currency, reference, entered_by))
 
+    # --- ivr db copy ----------------------------------------------------------
+    async def tables(self) -> list[str]:
+        """The ivr tables in creation order (their references allow it)."""
+        rows = await self._fetch("SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                                 " WHERE n.nspname = current_schema() AND c.relkind = 'r'"
+                                 " AND c.relname NOT IN ('ivr_schema', 'ivr_config') ORDER BY c.oid")
+        return [r[0] for r in rows]
+
+    async def table_rows(self, table: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+        if table not in await self.tables():
+            raise NotFound(f"no table {table}")
+        columns = [r[0] for r in await self._fetch(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema()"
+            " AND table_name = ? ORDER BY ordinal_position", table)]
+        rows = await self._fetch(f'SELECT * FROM "{table}"')
+        return columns, [tuple(r) for r in rows]
+
+    async def load_tables(self, data: list[tuple[str, list[str], list[tuple[Any, ...]]]]) -> None:
+        """Replace the given tables' rows in one transaction; identity counters follow."""
+        async def body(db: Conn) -> None:
+            for table, _, _ in reversed(data):
+                await db.execute(f'DELETE FROM "{table}"')
+            for table, columns, rows in data:
+                if rows:
+                    await db.copy_records_to_table(table, records=rows, columns=columns)
+                if "id" in columns:
+                    await db.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
+                                     f' GREATEST((SELECT MAX(id) FROM "{table}"), 1))')
+
+        await self._transaction("copy", body)
+
+    async def card_balances(self) -> dict[int, tuple[int, int]]:
+        rows = await self._fetch("SELECT c.id, c.balance_s, COALESCE(SUM(l.seconds), 0) FROM cards c"
+                                 " LEFT JOIN ledger l ON l.card_id = c.id GROUP BY c.id")
+        return {r[0]: (int(r[1]), int(r[2])) for r in rows}
+
 
 if TYPE_CHECKING:  # mypy proves PostgresStore keeps both contracts
     from .base import OperatorStore

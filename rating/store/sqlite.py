@@ -1042,6 +1042,40 @@ class SqliteStore:
             out.setdefault(currency, []).append(name)
         return out
 
+    # --- ivr db copy ----------------------------------------------------------
+    async def tables(self) -> list[str]:
+        """The tables in creation order (which is the order their references allow)."""
+        rows = await self._read("SELECT name FROM sqlite_master WHERE type = 'table'"
+                                " AND name NOT LIKE 'sqlite_%' ORDER BY rowid")
+        return [r[0] for r in rows]
+
+    async def table_rows(self, table: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+        if table not in await self.tables():
+            raise NotFound(f"no table {table}")
+
+        def read() -> tuple[list[str], list[tuple[Any, ...]]]:
+            cur = self._db().execute(f'SELECT * FROM "{table}" ORDER BY rowid')
+            return [d[0] for d in cur.description], [tuple(r) for r in cur.fetchall()]
+
+        return await self._on_worker(read, "copy")
+
+    async def load_tables(self, data: list[tuple[str, list[str], list[tuple[Any, ...]]]]) -> None:
+        """Replace the given tables' rows (a new database's defaults) in one transaction."""
+        def body(db: sqlite3.Connection) -> None:
+            for table, _, _ in reversed(data):
+                db.execute(f'DELETE FROM "{table}"')
+            for table, columns, rows in data:
+                cols = ", ".join(f'"{c}"' for c in columns)
+                db.executemany(f'INSERT INTO "{table}" ({cols}) VALUES ({", ".join("?" for _ in columns)})', rows)
+
+        await self._transaction("copy", body)
+
+    async def card_balances(self) -> dict[int, tuple[int, int]]:
+        """Card id -> (balance, sum of its ledger)."""
+        rows = await self._read("SELECT c.id, c.balance_s, COALESCE(SUM(l.seconds), 0) FROM cards c"
+                                " LEFT JOIN ledger l ON l.card_id = c.id GROUP BY c.id")
+        return {r[0]: (int(r[1]), int(r[2])) for r in rows}
+
 
 if TYPE_CHECKING:  # mypy proves SqliteStore keeps both contracts
     from .base import OperatorStore
