@@ -645,3 +645,43 @@ def test_parse_app_rejects_unbalanced_calls() -> None:
     with pytest.raises(ValueError):
         parse_app("Playback(ivr/foo")
     assert parse_app("Return()") == ("Return", "")
+
+
+# --- docker-compose.postgres.yml: several engines on one PostgreSQL -----------------
+
+
+@pytest.fixture(scope="module")
+def pg_services() -> dict[str, dict[str, Any]]:
+    data = _load_yaml(REPO / "docker-compose.postgres.yml")
+    assert isinstance(data, dict)
+    return data["services"]  # type: ignore[no-any-return]
+
+
+def test_postgres_overlay_has_a_pinned_postgres_and_two_engines(pg_services: dict[str, dict[str, Any]]) -> None:
+    assert _image_tag_is_pinned(pg_services["postgres"]["image"])
+    assert pg_services["postgres"]["image"].startswith("postgres:")
+    engines = [name for name, svc in pg_services.items()
+               if str((svc.get("environment") or {}).get("IVR_DATABASE", "")).startswith("postgresql://")
+               and "command" not in svc]
+    assert sorted(engines) == [ENGINE_SERVICE, "engine-2"]
+    for name in engines:
+        env = pg_services[name]["environment"]
+        assert env["IVR_SECRET_FILE"], "engines must share the PIN secret"
+        assert "engines" in pg_services[name]["networks"]["default"]["aliases"]
+        assert not pg_services[name].get("ports"), "FastAGI is never published"
+
+
+def test_postgres_overlay_points_asterisk_at_every_engine(pg_services: dict[str, dict[str, Any]],
+                                                         engine_ports: dict[str, int]) -> None:
+    assert pg_services["asterisk"]["environment"]["IVR_ENGINE"] == f"engines:{engine_ports['IVR_PORT']}"
+
+
+def test_postgres_overlay_migrates_before_any_engine(pg_services: dict[str, dict[str, Any]]) -> None:
+    from rating.store import parse_database
+
+    assert pg_services["migrate"]["command"] == ["ivr", "db", "migrate"]
+    assert pg_services[ENGINE_SERVICE]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    url = pg_services["migrate"]["environment"]["IVR_DATABASE"]
+    assert parse_database(url).kind == "postgresql"
+    env = pg_services["postgres"]["environment"]
+    assert f"{env['POSTGRES_USER']}:{env['POSTGRES_PASSWORD']}@postgres:5432/{env['POSTGRES_DB']}" in url
