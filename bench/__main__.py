@@ -75,6 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile", dest="profile", action="store_true", default=None,
                    help="profile the engine with py-spy under the bound-caller load (default: on, not --quick)")
     p.add_argument("--no-profile", dest="profile", action="store_false")
+    p.add_argument("--profile-native", action="store_true", help="profile C frames too (py-spy --native)")
     p.add_argument("--no-log-compare", action="store_true", help="skip the IVR_LOG_LEVEL=WARNING engine run")
     p.add_argument("--output", type=Path, help="results JSON (default bench/results/<time>.json)")
     p.add_argument("--workdir", type=Path, help="where the database and logs go (default: a temp dir)")
@@ -316,7 +317,7 @@ class Bench:
 
     def profile(self, server: _proc.Server) -> dict[str, Any]:
         out_path = self.workdir / "profile.txt"
-        spy = _profile.record(server.pid, out_path)
+        spy = _profile.record(server.pid, out_path, native=self.args.profile_native)
         time.sleep(1.0)
         try:
             row = self.run_closed(server, "bound", self.args.concurrency, self.args.calls)

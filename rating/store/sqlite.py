@@ -17,6 +17,21 @@ fetchall + close), and the writes of every call (reserve, settle, CDR, bind,
 activation, PIN failure) run their whole transaction — ``BEGIN IMMEDIATE``, the
 statements, ``COMMIT`` or ``ROLLBACK`` — as one function on that thread
 (``_transaction``): one hop instead of one per statement (``bench/`` measures it).
+
+Inline transactions: even one hop costs more than the SQL, so the call path's
+transactions first run inline, on the event loop, on a second connection of our own
+(``_inline``) whose ``busy_timeout`` is 0: ``BEGIN IMMEDIATE`` either takes the
+write lock at once or fails at once with ``SQLITE_BUSY`` (another process — the
+operator CLI, another engine — holds it), and only then does the transaction go to
+the worker thread, which waits there in ``busy_timeout``. So the loop never waits for
+a lock, and a lock held elsewhere never blocks it. Between ``BEGIN`` and ``COMMIT``
+nothing awaits, so no other task runs inside an inline transaction; both connections
+write only under ``_lock``, so they never contend with each other. The inline
+connection never checkpoints the WAL itself (``wal_autocheckpoint=0``: a checkpoint
+copies pages and syncs the file); the worker thread runs a passive checkpoint every
+``CHECKPOINT_EVERY`` inline commits instead, under ``_lock``. The routing snapshot's change check
+(``PRAGMA data_version``) reads the inline connection, whose own commits do not
+count as changes.
 """
 
 from __future__ import annotations
@@ -87,14 +102,44 @@ def _card(row: Sequence[Any]) -> Card:
                 activated_ms=row[9], expires_ms=row[10])
 
 
+# Inline commits between two passive WAL checkpoints on the worker thread (a call
+# writes ~10 pages: about the 1,000-page threshold of SQLite's own auto-checkpoint).
+CHECKPOINT_EVERY = 100
+
+
+class _Busy(Exception):
+    """The inline ``BEGIN IMMEDIATE`` found the write lock taken: go to the thread."""
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
 def _run_transaction(db: aiosqlite.Connection, operation: str, body: Callable[[sqlite3.Connection], T]) -> T:
     """On aiosqlite's worker thread: ``BEGIN IMMEDIATE``, ``body``, ``COMMIT``, or
     ``ROLLBACK`` if anything failed — the same steps as ``SqliteStore._write``."""
-    conn = db._conn  # the sqlite3 connection, used on the thread that owns it
+    return _transact(db._conn, operation, body)  # the sqlite3 connection, on its own thread
+
+
+def _run_inline(conn: sqlite3.Connection, operation: str, body: Callable[[sqlite3.Connection], T]) -> T:
+    """``_transact`` on the event loop with ``busy_timeout=0``. Raises _Busy, before
+    anything ran, when another connection holds the write lock."""
     try:
         conn.execute("BEGIN IMMEDIATE")
     except sqlite3.Error as exc:
+        if _is_busy(exc):
+            raise _Busy(operation) from exc
         raise StoreUnavailable(f"{operation}: {exc}") from exc
+    return _transact(conn, operation, body, begun=True)
+
+
+def _transact(conn: sqlite3.Connection, operation: str, body: Callable[[sqlite3.Connection], T], *,
+              begun: bool = False) -> T:
+    if not begun:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"{operation}: {exc}") from exc
     committed = False
     try:
         result = body(conn)
@@ -206,6 +251,10 @@ class SqliteStore:
         self._routing_key: tuple[int, int] = (-1, -1)
         self._routing_checked = float("-inf")
         self._observer = observer
+        self._inline: sqlite3.Connection | None = None
+        self._inline_commits = 0
+        self._checkpoint: asyncio.Task[None] | None = None
+        self.thread_fallbacks = 0  # inline transactions that found the lock taken
 
     # --- lifecycle ---------------------------------------------------------
     async def open(self) -> None:
@@ -218,10 +267,30 @@ class SqliteStore:
             await self._db.execute("PRAGMA foreign_keys=ON")
             await self._db.execute("PRAGMA synchronous=NORMAL")
             await self._migrate()
+            if self.path != ":memory:":  # a second :memory: connection would be another database
+                self._inline = self._open_inline()
         except sqlite3.Error as exc:
+            await self.close()
             raise StoreUnavailable(f"cannot open database {self.path}: {exc}") from exc
 
+    def _open_inline(self) -> sqlite3.Connection:
+        """The event loop's own connection: never waits for a lock, never checkpoints."""
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=0)
+        try:
+            for pragma in ("busy_timeout=0", "foreign_keys=ON", "synchronous=NORMAL", "wal_autocheckpoint=0"):
+                conn.execute(f"PRAGMA {pragma}")
+        except sqlite3.Error:
+            conn.close()
+            raise
+        return conn
+
     async def close(self) -> None:
+        if self._checkpoint is not None:
+            await asyncio.gather(self._checkpoint, return_exceptions=True)
+            self._checkpoint = None
+        if self._inline is not None:
+            self._inline.close()
+            self._inline = None
         if self._db is not None:
             await self._db.close()
             self._db = None
@@ -302,11 +371,37 @@ class SqliteStore:
         started = time.perf_counter()
         self._note_write(operation)
         async with self._lock, self._noting_write(operation):
-            result: T = await db._execute(  # type: ignore[no-untyped-call]  # aiosqlite leaves it untyped
-                _run_transaction, db, operation, body)
+            inline = self._inline
+            try:
+                if inline is None:
+                    raise _Busy(operation)
+                result = _run_inline(inline, operation, body)
+                self._committed_inline()
+            except _Busy:
+                if inline is not None:
+                    self.thread_fallbacks += 1
+                result = await db._execute(  # type: ignore[no-untyped-call]  # aiosqlite leaves it untyped
+                    _run_transaction, db, operation, body)
         if self._observer is not None:
             self._observer(operation, time.perf_counter() - started)
         return result
+
+    def _committed_inline(self) -> None:
+        """Count inline commits; every ``CHECKPOINT_EVERY`` start a passive checkpoint on
+        the worker thread (the loop goes on; our writers wait for the lock meanwhile)."""
+        self._inline_commits += 1
+        if self._inline_commits % CHECKPOINT_EVERY == 0 and (self._checkpoint is None or self._checkpoint.done()):
+            self._checkpoint = asyncio.get_running_loop().create_task(self._run_checkpoint())
+
+    async def _run_checkpoint(self) -> None:
+        """Under the lock: a checkpoint racing our own commits would never copy the whole
+        WAL, and SQLite restarts the WAL from its beginning only after a whole copy."""
+        try:
+            async with self._lock:
+                if self._db is not None:
+                    await self._db.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)", ())
+        except (sqlite3.Error, ValueError):
+            pass  # the next one will do it
 
     async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         try:
@@ -382,11 +477,14 @@ class SqliteStore:
                 and time.monotonic() - self._routing_checked < max_age_s):
             return self._routing
 
-        def load() -> tuple[int, list[Any], list[Any], list[Any]] | tuple[int]:
+        def load(inline_version: int | None) -> tuple[int, list[Any], list[Any], list[Any]] | tuple[int]:
             conn = db._conn
-            version = conn.execute("PRAGMA data_version").fetchone()[0]
-            if (version, generation) == cached_key:
-                return (version,)
+            if inline_version is None:
+                version = conn.execute("PRAGMA data_version").fetchone()[0]
+                if (version, generation) == cached_key:
+                    return (version,)
+            else:
+                version = inline_version
             projects = conn.execute(f"SELECT {_PROJECT_COLS} FROM projects").fetchall()
             numbers = conn.execute("SELECT number, project_id FROM access_numbers ORDER BY number").fetchall()
             blocked = conn.execute(f"SELECT {_BLOCKED_COLS} FROM blacklist ORDER BY id").fetchall()
@@ -394,7 +492,15 @@ class SqliteStore:
 
         try:
             async with self._lock:  # never between the statements of an open write
-                loaded = await db._execute(load)  # type: ignore[no-untyped-call]  # untyped in aiosqlite
+                # With the inline connection, its data_version says whether another
+                # connection committed (its own commits are the call path's: never a
+                # change of configuration), without a thread hop; rows come from the
+                # thread, at least as new as that version.
+                inline_version = self._inline_data_version()
+                if inline_version is not None and (inline_version, generation) == cached_key:
+                    loaded: tuple[Any, ...] = (inline_version,)
+                else:
+                    loaded = await db._execute(load, inline_version)  # type: ignore[no-untyped-call]  # untyped
         except sqlite3.Error as exc:
             raise StoreUnavailable(str(exc)) from exc
         self._routing_checked = time.monotonic()
@@ -414,6 +520,16 @@ class SqliteStore:
             blocked=tuple(BlockedNumber(*r) for r in blocked_rows))
         self._routing_key = (version, generation)
         return self._routing
+
+    def _inline_data_version(self) -> int | None:
+        """``PRAGMA data_version`` of the inline connection (a counter in shared memory:
+        no lock); -1, which matches no snapshot, if it cannot be read; None without one."""
+        if self._inline is None:
+            return None
+        try:
+            return int(self._inline.execute("PRAGMA data_version").fetchone()[0])
+        except sqlite3.Error:
+            return -1
 
     async def projects(self) -> list[Project]:
         rows = await self._read("SELECT name FROM projects ORDER BY name")
