@@ -31,7 +31,8 @@ from agi import (
 from rating.billing import talk_seconds_from_ms
 from rating.models import Cdr
 from rating.pins import load_or_create_secret
-from rating.store.sqlite import SqliteStore
+from rating.store import open_store
+from rating.store.base import OperatorStore
 
 from .call import Call, CallFinished
 from .clock import Clock, SystemClock
@@ -70,7 +71,7 @@ class _Hooks:
 @dataclass
 class Engine:
     settings: Settings
-    store: SqliteStore
+    store: OperatorStore
     clock: Clock
     metrics: Metrics
     secret: bytes
@@ -83,7 +84,7 @@ class Engine:
     async def create(cls, settings: Settings, *, clock: Clock | None = None,
                      metrics: Metrics | None = None) -> Engine:
         metrics = metrics or Metrics(version=VERSION)
-        store = SqliteStore(settings.database, observer=metrics.observe_store)
+        store = open_store(settings.database, observer=metrics.observe_store)
         await store.open()
         secret = load_or_create_secret(settings.secret_path)
         return cls(settings=settings, store=store, clock=clock or SystemClock(), metrics=metrics, secret=secret)
@@ -214,16 +215,19 @@ class Engine:
             await self.store.write_cdr(self._cdr(call))
             return
         debit = call.project.rule.debit(call.talk_s)
+        factor_pm, quota = call.charge_terms()
         call.debited_s = await self.store.settle_and_record(call.grant, debit_s=debit, cdr=self._cdr(call),
-                                                            now_ms=self.clock.now_ms())
+                                                            now_ms=self.clock.now_ms(), factor_pm=factor_pm,
+                                                            quota=quota)
         self._settled(call)
 
     async def _settle(self, call: Call) -> None:
         if call.grant is None or call.project is None or call.grant_settled:
             return
         debit = call.project.rule.debit(call.talk_s)
+        factor_pm, quota = call.charge_terms()
         call.debited_s = await self.store.settle(call.grant, debit_s=debit, uniqueid=call.uniqueid,
-                                                 now_ms=self.clock.now_ms())
+                                                 now_ms=self.clock.now_ms(), factor_pm=factor_pm, quota=quota)
         self._settled(call)
 
     def _settled(self, call: Call) -> None:
@@ -239,7 +243,10 @@ class Engine:
             caller_e164=call.caller.e164 if call.caller else None, dialled=call.dialled,
             destination=call.destination, start_ms=call.start_ms, answer_ms=call.answer_ms,
             end_ms=self.clock.now_ms(), talk_s=call.talk_s, debited_s=call.debited_s,
-            outcome=(call.outcome or Outcome.ABANDONED).value, hangup_side=call.hangup_side.value)
+            outcome=(call.outcome or Outcome.ABANDONED).value, hangup_side=call.hangup_side.value,
+            call_type=call.type_of_call(), route_position=call.leg.route.position if call.leg else None,
+            leg=call.leg.number if call.leg else None, zone=call.leg.zone.value if call.leg else "",
+            number_type=call.leg.kind.value if call.leg else "", factor_pm=call.charge_terms()[0])
 
     async def _end_channel(self, call: Call, fault: bool) -> None:
         """A fault leaves the channel to the dialplan (IVR_RESULT=error: play 'service
