@@ -51,11 +51,14 @@ from ..models import (
     Card,
     Cdr,
     Grant,
+    HoldCall,
+    HoldSettlement,
     LedgerEntry,
     Project,
     Routing,
 )
 from ..routes import Route
+from ..settlement import settlement
 from ..zones import QuotaPeriod, charge
 from ._rows import ROUTE_COLS, default_timezone, policy_of, route_of, tariff_of
 from ._schema import MIGRATIONS, SchemaMode, check_schema
@@ -179,7 +182,7 @@ async def _quota_left(db: Conn, card_id: int, quota: QuotaPeriod | None) -> int:
 
 
 async def _reserve(db: Conn, *, card_id: int, uniqueid: str, rule: BillingRule, max_calls: int, hold_s: int,
-                   now_ms: int, quota: QuotaPeriod | None = None) -> Grant:
+                   now_ms: int, quota: QuotaPeriod | None = None, call: HoldCall | None = None) -> Grant:
     """Inside a transaction: see ``PostgresStore.reserve``."""
     # The row lock serialises every engine's holds on this card until COMMIT.
     row = await db.fetchrow(_q(f"SELECT {_CARD_COLS} FROM cards WHERE id = ? FOR UPDATE"), card_id)
@@ -203,8 +206,12 @@ async def _reserve(db: Conn, *, card_id: int, uniqueid: str, rule: BillingRule, 
     if status != "UPDATE 1":  # pragma: no cover - the row lock makes this unreachable
         raise InsufficientBalance(f"card {card_id} changed under the reservation")
     reservation_id = await db.fetchval(_q(
-        "INSERT INTO reservations (card_id, uniqueid, seconds, created_ms, expires_ms) VALUES (?, ?, ?, ?, ?)"
-        " RETURNING id"), card_id, uniqueid, plan.seconds, now_ms, plan.expires_ms)
+        "INSERT INTO reservations (card_id, uniqueid, seconds, created_ms, expires_ms, max_talk_s, connect_s,"
+        " minimum_s, initial_s, increment_s, caller_raw, caller_e164, dialled, call_start_ms)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"),
+        card_id, uniqueid, plan.seconds, now_ms, plan.expires_ms, plan.max_talk_s, rule.connect_s,
+        rule.minimum_s, rule.initial_s, rule.increment_s, call.caller_raw if call else None,
+        call.caller_e164 if call else None, call.dialled if call else None, call.start_ms if call else None)
     return Grant(reservation_id=reservation_id, card_id=card_id, reserved_s=plan.seconds,
                  max_talk_s=plan.max_talk_s, available_before_s=plan.available_before_s,
                  quota_left_s=await _quota_left(db, card_id, quota))
@@ -231,6 +238,44 @@ async def _settle(db: Conn, grant: Grant, *, debit_s: int, uniqueid: str, now_ms
         await db.execute(_q("INSERT INTO ledger (card_id, at_ms, kind, seconds, reference)"
                             " VALUES (?, ?, 'debit', ?, ?)"), grant.card_id, now_ms, -debit, uniqueid)
     return debit, quota_used
+
+
+async def _settle_hold(db: Conn, hold_id: int, *, uniqueid: str, talk_ms: int, cdr: Cdr, now_ms: int,
+                       limit_s: int | None, factor_pm: int, quota: QuotaPeriod | None) -> HoldSettlement:
+    """Inside a transaction: see ``SqliteStore.settle_hold`` (the same steps)."""
+    row = await db.fetchrow(_q(
+        "SELECT r.card_id, r.uniqueid, r.seconds, r.state, r.max_talk_s, r.connect_s, r.minimum_s,"
+        " r.initial_s, r.increment_s, r.caller_raw, r.caller_e164, r.dialled, r.call_start_ms, r.created_ms,"
+        " c.project_id, p.connect_s, p.minimum_s, p.initial_s, p.increment_s"
+        " FROM reservations r JOIN cards c ON c.id = r.card_id JOIN projects p ON p.id = c.project_id"
+        " WHERE r.id = ?"), hold_id)
+    if row is None or row[1] != uniqueid:
+        return HoldSettlement(state="unknown", hold_id=hold_id)
+    (card_id, _, reserved_s, state, max_talk_s, connect_s, minimum_s, initial_s, increment_s, caller_raw,
+     caller_e164, dialled, start_ms, created_ms, project_id, *project_rule) = tuple(row)
+    if state != "open":
+        return HoldSettlement(state="already_settled" if state == "settled" else state, hold_id=hold_id,
+                              card_id=card_id)
+    rule = (BillingRule(connect_s=connect_s, minimum_s=minimum_s, initial_s=initial_s, increment_s=increment_s)
+            if connect_s is not None else BillingRule(*project_rule))
+    if max_talk_s is None:
+        max_talk_s = rule.max_talk(reserved_s)
+    if limit_s is not None:
+        max_talk_s = min(max_talk_s, limit_s)
+    decided = settlement(rule, talk_ms=talk_ms, max_talk_s=max_talk_s, reserved_s=reserved_s)
+    grant = Grant(reservation_id=hold_id, card_id=card_id, reserved_s=reserved_s, max_talk_s=max_talk_s,
+                  available_before_s=0)
+    debited, quota_used = await _settle(db, grant, debit_s=decided.debit_s, uniqueid=uniqueid, now_ms=now_ms,
+                                        factor_pm=factor_pm, quota=quota)
+    cdr.project_id, cdr.card_id = project_id, card_id
+    if caller_raw is not None:
+        cdr.caller_raw, cdr.caller_e164 = caller_raw, caller_e164
+    cdr.dialled = dialled if dialled is not None else cdr.dialled
+    cdr.start_ms = start_ms if start_ms is not None else created_ms
+    cdr.talk_s, cdr.debited_s, cdr.quota_used_s, cdr.factor_pm = decided.talk_s, debited, quota_used, factor_pm
+    await _insert_cdr(db, cdr)
+    return HoldSettlement(state="settled", hold_id=hold_id, card_id=card_id, talk_s=decided.talk_s,
+                          debited_s=debited)
 
 
 async def _insert_cdr(db: Conn, cdr: Cdr) -> None:
@@ -613,7 +658,8 @@ class PostgresStore:
 
     # --- reserve and settle -----------------------------------------------
     async def reserve(self, *, card_id: int, uniqueid: str, rule: BillingRule, max_calls: int,
-                      hold_s: int, now_ms: int, quota: QuotaPeriod | None = None) -> Grant:
+                      hold_s: int, now_ms: int, quota: QuotaPeriod | None = None,
+                      call: HoldCall | None = None) -> Grant:
         """As ``SqliteStore.reserve``: the card row locked, one short transaction.
 
         Raises:
@@ -621,13 +667,14 @@ class PostgresStore:
         """
         async def body(db: Conn) -> Grant:
             return await _reserve(db, card_id=card_id, uniqueid=uniqueid, rule=rule, max_calls=max_calls,
-                                  hold_s=hold_s, now_ms=now_ms, quota=quota)
+                                  hold_s=hold_s, now_ms=now_ms, quota=quota, call=call)
 
         return await self._transaction("reserve", body)
 
     async def reserve_bound(self, *, project_id: int, caller: str, uniqueid: str, rule: BillingRule,
                             max_calls: int, hold_s: int, now_ms: int,
-                            quota: QuotaPeriod | None = None) -> BoundReservation | None:
+                            quota: QuotaPeriod | None = None,
+                            call: HoldCall | None = None) -> BoundReservation | None:
         async def body(db: Conn) -> BoundReservation | None:
             row = await db.fetchrow(_q(f"SELECT {_CARD_COLS} FROM cards WHERE id ="
                                        " (SELECT card_id FROM bindings WHERE project_id = ? AND caller = ?)"),
@@ -638,7 +685,7 @@ class PostgresStore:
             try:
                 async with db.transaction():  # a savepoint: a refusal leaves nothing behind
                     grant = await _reserve(db, card_id=card.id, uniqueid=uniqueid, rule=rule, max_calls=max_calls,
-                                           hold_s=hold_s, now_ms=now_ms, quota=quota)
+                                           hold_s=hold_s, now_ms=now_ms, quota=quota, call=call)
             except CardUnusable as refusal:
                 return BoundReservation(card=card, grant=None, refusal=refusal)
             return BoundReservation(card=card, grant=grant, refusal=None)
@@ -657,6 +704,9 @@ class PostgresStore:
     async def settle_and_record(self, grant: Grant, *, debit_s: int, cdr: Cdr, now_ms: int,
                                 factor_pm: int = 1000, quota: QuotaPeriod | None = None) -> int:
         async def body(db: Conn) -> int:
+            # One CDR per call: a hold settled already (by the settle route, with its CDR) writes none.
+            if await db.fetchval(_q("SELECT state FROM reservations WHERE id = ?"), grant.reservation_id) == "settled":
+                return 0
             cdr.debited_s, cdr.quota_used_s = await _settle(db, grant, debit_s=debit_s, uniqueid=cdr.uniqueid,
                                                             now_ms=now_ms, factor_pm=factor_pm, quota=quota)
             cdr.factor_pm = factor_pm
@@ -664,6 +714,16 @@ class PostgresStore:
             return cdr.debited_s
 
         return await self._transaction("settle_and_record", body)
+
+    async def settle_hold(self, hold_id: int, *, uniqueid: str, talk_ms: int, cdr: Cdr, now_ms: int,
+                          limit_s: int | None = None, factor_pm: int = 1000,
+                          quota: QuotaPeriod | None = None) -> HoldSettlement:
+        """As ``SqliteStore.settle_hold``: by hold id, from any engine, idempotent, one CDR."""
+        async def body(db: Conn) -> HoldSettlement:
+            return await _settle_hold(db, hold_id, uniqueid=uniqueid, talk_ms=talk_ms, cdr=cdr, now_ms=now_ms,
+                                      limit_s=limit_s, factor_pm=factor_pm, quota=quota)
+
+        return await self._transaction("settle", body)
 
     # --- ledger, CDRs ------------------------------------------------------
     async def ledger(self, card_id: int) -> list[LedgerEntry]:

@@ -387,3 +387,22 @@ async def test_postgres_refuses_an_older_or_newer_schema(postgres_server: Any) -
     await conn.close()
     with pytest.raises(SchemaMismatch, match="newer"):
         await open_store(url).open()
+
+
+async def test_settle_hold_by_id_once_with_one_cdr(store: OperatorStore) -> None:
+    from rating.models import HoldCall
+
+    p = await new_project(store)
+    card = await new_card(store, p, 600)
+    grant = await store.reserve(card_id=card.id, uniqueid="h1", rule=RULE, max_calls=1, hold_s=60, now_ms=NOW,
+                                call=HoldCall(caller_raw="0791234567", caller_e164="+41791234567",
+                                              dialled="+41441234567", start_ms=NOW - 5000))
+    first = await store.settle_hold(grant.reservation_id, uniqueid="h1", talk_ms=30_500, cdr=cdr("h1", card),
+                                    now_ms=NOW + 40_000)
+    again = await store.settle_hold(grant.reservation_id, uniqueid="h1", talk_ms=30_500, cdr=cdr("h1", card),
+                                    now_ms=NOW + 41_000)
+    assert (first.state, again.state) == ("settled", "already_settled")
+    assert first.debited_s > 0 and (await store.card(card.id)).balance_s == 600 - first.debited_s
+    assert await store.settle_and_record(grant, debit_s=31, cdr=cdr("h1", card), now_ms=NOW + 42_000) == 0
+    [row] = await store.cdrs(card_id=card.id)
+    assert (row.uniqueid, row.start_ms, row.debited_s) == ("h1", NOW - 5000, first.debited_s)
