@@ -94,7 +94,8 @@ class Engine:
     async def create(cls, settings: Settings, *, clock: Clock | None = None,
                      metrics: Metrics | None = None) -> Engine:
         metrics = metrics or Metrics(version=VERSION)
-        store = open_store(settings.database, observer=metrics.observe_store)
+        store = open_store(settings.database, observer=metrics.observe_store,
+                           on_failure=metrics.observe_store_failure)
         await store.open()
         secret = load_or_create_secret(settings.secret_path)
         return cls(settings=settings, store=store, clock=clock or SystemClock(), metrics=metrics, secret=secret)

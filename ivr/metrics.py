@@ -24,6 +24,9 @@ class Metrics:
         self.pin_failures = Counter("ivr_pin_failures_total", "Wrong or missing PIN entries", registry=r)
         self.store_duration = Histogram("ivr_store_operation_duration_seconds", "Store write transactions",
                                         ["operation"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.store_unavailable = Counter("ivr_store_unavailable_total",
+                                         "Store operations that failed: database unreachable, locked, failing over",
+                                         ["operation"], registry=r)
         self.call_faults = Counter("ivr_call_faults_total", "Calls ended by an engine fault", registry=r)
         Info("ivr_build", "Engine build", registry=r).info({"version": version})
 
@@ -32,3 +35,6 @@ class Metrics:
 
     def observe_store(self, operation: str, seconds: float) -> None:
         self.store_duration.labels(operation).observe(seconds)
+
+    def observe_store_failure(self, operation: str) -> None:
+        self.store_unavailable.labels(operation).inc()

@@ -22,7 +22,7 @@ from ..errors import InvalidDatabase
 from ._schema import SchemaMode
 
 if TYPE_CHECKING:
-    from .base import OperatorStore, StoreObserver
+    from .base import FailureObserver, OperatorStore, StoreObserver
 
 __all__ = ["Database", "open_store", "parse_database"]
 
@@ -80,11 +80,11 @@ def parse_database(value: str) -> Database:
 
 
 def open_store(value: str | Database, *, observer: StoreObserver | None = None, schema: SchemaMode = "check",
-               must_exist: bool = False) -> OperatorStore:
+               must_exist: bool = False, on_failure: FailureObserver | None = None) -> OperatorStore:
     """A store for the ``database`` setting, not yet opened (``await store.open()``).
     ``schema``: what ``open`` does with an older schema (``_schema.check_schema``).
     ``must_exist``: a SQLite file that does not exist is refused instead of created
-    (commands that only read).
+    (commands that only read). ``on_failure`` hears of every StoreUnavailable (metrics).
 
     Raises:
         InvalidDatabase.
@@ -99,7 +99,7 @@ def open_store(value: str | Database, *, observer: StoreObserver | None = None, 
             raise InvalidDatabase(f"PostgreSQL needs the asyncpg driver ({exc.name} is missing):"
                                   " pip install 'ivr-prepaid[postgres]'") from exc
 
-        return PostgresStore(db.target, observer=observer, schema=schema)
+        return PostgresStore(db.target, observer=observer, schema=schema, on_failure=on_failure)
     from .sqlite import SqliteStore
 
-    return SqliteStore(db.target, observer=observer, schema=schema)
+    return SqliteStore(db.target, observer=observer, schema=schema, on_failure=on_failure)

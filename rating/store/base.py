@@ -35,9 +35,10 @@ from ..models import (
 from ..routes import Route
 from ..zones import QuotaPeriod
 
-__all__ = ["CallStore", "OperatorStore", "StoreObserver"]
+__all__ = ["CallStore", "FailureObserver", "OperatorStore", "StoreObserver"]
 
 StoreObserver = Callable[[str, float], None]  # (operation, seconds): a transaction done
+FailureObserver = Callable[[str], None]       # (operation): it failed with StoreUnavailable
 
 
 class CallStore(Protocol):

@@ -62,7 +62,7 @@ from ..settlement import settlement
 from ..zones import QuotaPeriod, charge
 from ._rows import ROUTE_COLS, default_timezone, policy_of, route_of, tariff_of
 from ._schema import MIGRATIONS, SchemaMode, check_schema
-from .base import StoreObserver
+from .base import FailureObserver, StoreObserver
 
 __all__ = ["PostgresStore", "postgres_script"]
 
@@ -346,7 +346,8 @@ async def _legacy_to_routes(db: Conn, project_id: int, changes: Mapping[str, Any
 
 class PostgresStore:
     def __init__(self, url: str, *, observer: StoreObserver | None = None, schema: SchemaMode = "check",
-                 min_size: int = 1, max_size: int = 10) -> None:
+                 min_size: int = 1, max_size: int = 10, on_failure: FailureObserver | None = None) -> None:
+        self._on_failure = on_failure
         self.url = url
         self._pool: Any = None
         self._observer = observer
@@ -415,9 +416,14 @@ class PostgresStore:
         if self._pool is None:
             raise StoreUnavailable("store is not open")
         started = time.perf_counter()
-        with _translated(operation):
-            async with self._pool.acquire(timeout=CONNECT_TIMEOUT_S) as conn, conn.transaction():
-                result = await body(conn)
+        try:
+            with _translated(operation):
+                async with self._pool.acquire(timeout=CONNECT_TIMEOUT_S) as conn, conn.transaction():
+                    result = await body(conn)
+        except StoreUnavailable:
+            if self._on_failure is not None:
+                self._on_failure(operation)
+            raise
         if self._observer is not None:
             self._observer(operation, time.perf_counter() - started)
         return result
@@ -425,8 +431,13 @@ class PostgresStore:
     async def _fetch(self, sql: str, *args: Any) -> list[Any]:
         if self._pool is None:
             raise StoreUnavailable("store is not open")
-        with _translated("read"):
-            return list(await self._pool.fetch(_q(sql), *args, timeout=COMMAND_TIMEOUT_S))
+        try:
+            with _translated("read"):
+                return list(await self._pool.fetch(_q(sql), *args, timeout=COMMAND_TIMEOUT_S))
+        except StoreUnavailable:
+            if self._on_failure is not None:
+                self._on_failure("read")
+            raise
 
     async def _fetchval(self, sql: str, *args: Any) -> Any:
         rows = await self._fetch(sql, *args)

@@ -81,7 +81,7 @@ from ..settlement import settlement
 from ..zones import QuotaPeriod, charge
 from ._rows import ROUTE_COLS, default_timezone, policy_of, route_of, tariff_of
 from ._schema import MIGRATIONS, SchemaMode, check_schema
-from .base import StoreObserver
+from .base import FailureObserver, StoreObserver
 
 __all__ = ["SqliteStore", "StoreObserver"]
 
@@ -439,7 +439,8 @@ def _open_inline(path: str) -> sqlite3.Connection:
 
 class SqliteStore:
     def __init__(self, path: str | Path, *, observer: StoreObserver | None = None,
-                 schema: SchemaMode = "check") -> None:
+                 schema: SchemaMode = "check", on_failure: FailureObserver | None = None) -> None:
+        self._on_failure = on_failure
         self.path = str(path)
         self._conn: sqlite3.Connection | None = None
         self._worker: _Worker | None = None
@@ -551,6 +552,10 @@ class SqliteStore:
                         self.thread_fallbacks += 1
                     result = await self._on_worker(lambda: _run_transaction(self._db(), operation, body),
                                                    operation)
+            except StoreUnavailable:
+                if self._on_failure is not None:
+                    self._on_failure(operation)
+                raise
             finally:
                 # Mark the routing snapshot stale once more when the write ends (committed or
                 # rolled back): a snapshot read while it was open may hold its uncommitted rows.

@@ -353,7 +353,8 @@ async def test_postgres_going_away_fails_promptly_and_the_pool_reconnects(postgr
     from rating.errors import StoreUnavailable
 
     url = postgres_server.create_database("outage")
-    store = open_store(url)
+    failures: list[str] = []
+    store = open_store(url, on_failure=failures.append)  # the engine counts these: ivr_store_unavailable_total
     await store.open()
     try:
         p = await new_project(store)
@@ -363,6 +364,7 @@ async def test_postgres_going_away_fails_promptly_and_the_pool_reconnects(postgr
         with pytest.raises(StoreUnavailable):
             await store.reserve(card_id=card.id, uniqueid="down", rule=RULE, max_calls=1, hold_s=60, now_ms=NOW)
         assert _time.monotonic() - started < 30  # prompt (about 2 s when the host answers; generous when loaded)
+        assert failures == ["reserve"]
         postgres_server.start()
         grant = await store.reserve(card_id=card.id, uniqueid="up", rule=RULE, max_calls=1, hold_s=60, now_ms=NOW)
         assert await store.settle(grant, debit_s=10, uniqueid="up", now_ms=NOW) == 10
