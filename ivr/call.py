@@ -53,6 +53,7 @@ class Call:
     hangup_side: HangupSide = HangupSide.UNKNOWN
     answered: bool = False
     dial_started: float | None = None   # clock.monotonic() while a Dial runs
+    hold_mark: str | None = None        # IVR_HOLD as set on the channel (None: never set)
     suspended: bool = False             # the operator's account is locked with calls suspended
     _pending: list[str] = field(default_factory=list)
 

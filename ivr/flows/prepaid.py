@@ -8,15 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from agi import ChannelHungUp, dial
+from agi import ChannelHungUp
 from prompts import Prompt, remaining_time
 from rating import errors
 from rating.billing import talk_seconds_from_ms
-from rating.models import Card, CardStatus, Grant
+from rating.models import Card, CardStatus, Grant, HoldCall
 from rating.numbers import parse_caller
 from rating.pins import is_pin_shaped, pin_hash
 
 from ..call import Call
+from ..dialplan import dial_service, format_hold
 from ..outcome import HangupSide, Outcome
 
 __all__ = ["prepaid"]
@@ -113,7 +114,8 @@ async def reserve_bound_line(call: Call) -> Grant | None:
     project = call.project
     found = await call.store.reserve_bound(
         project_id=project.id, caller=call.caller.e164 or "", uniqueid=call.uniqueid, rule=project.rule,
-        max_calls=project.max_simultaneous_calls, hold_s=_hold_s(call), now_ms=call.clock.now_ms())
+        max_calls=project.max_simultaneous_calls, hold_s=_hold_s(call), now_ms=call.clock.now_ms(),
+        call=_hold_call(call))
     if found is None:
         return None
     call.card = found.card
@@ -131,6 +133,12 @@ def _hold_s(call: Call) -> int:
     """How long a hold may outlive its talk time: ringing (twice, with a fallback) and prompts."""
     assert call.project
     return call.project.ring_timeout_s * 2 + 600
+
+
+def _hold_call(call: Call) -> HoldCall:
+    """The call's facts kept with its hold: whoever settles it writes the CDR from them."""
+    return HoldCall(caller_raw=call.env.get("callerid"), caller_e164=call.caller.e164 if call.caller else None,
+                    dialled=call.dialled, start_ms=call.start_ms)
 
 
 def _held(call: Call, grant: Grant) -> Grant:
@@ -208,7 +216,8 @@ async def reserve(call: Call, card: Card) -> Grant:
     try:
         grant = await call.store.reserve(
             card_id=card.id, uniqueid=call.uniqueid, rule=project.rule,
-            max_calls=project.max_simultaneous_calls, hold_s=_hold_s(call), now_ms=call.clock.now_ms())
+            max_calls=project.max_simultaneous_calls, hold_s=_hold_s(call), now_ms=call.clock.now_ms(),
+            call=_hold_call(call))
     except errors.CardUnusable as refusal:
         await call.finish(*_REFUSALS[type(refusal)])
     return _held(call, grant)
@@ -224,18 +233,23 @@ async def connect(call: Call, grant: Grant) -> None:
         call.destination = destination
         warning_ms = project.warning_s * 1000 if project.warning_s else 0
         call.dial_started = call.clock.monotonic()
-        result = await dial(call.channel, destination, timeout_s=project.ring_timeout_s,
-                            limit_ms=grant.max_talk_s * 1000, warning_ms=warning_ms,
-                            warning_sound=call.sound(Prompt.ONE_MINUTE_WARNING))
+        result = await dial_service(call.channel, destination, hold_id=grant.reservation_id,
+                                    timeout_s=project.ring_timeout_s, limit_ms=grant.max_talk_s * 1000,
+                                    warning_ms=warning_ms, warning_sound=call.sound(Prompt.ONE_MINUTE_WARNING),
+                                    hold_set=call.hold_mark)
+        call.hold_mark = format_hold(grant.reservation_id, destination)
         call.dial_started = None
-        if result.stamp_missing:
-            call.log.warning("talk_stamp_missing", hint="load the [ivr-stamp] context from asterisk-conf/")
+        talk = result.talk
+        if result.status == "ANSWER" and talk.source != "stamps":
+            call.log.warning("talk_stamp_missing", source=talk.source,
+                             hint="load [ivr-stamp] and [ivr-stamp-end] from asterisk-conf/")
         call.log.info("dial_finished", destination=destination, status=result.status,
-                      talk_ms=result.talk_ms, caller_hung_up=result.caller_hung_up)
+                      talk_ms=talk.ms, caller_hung_up=result.caller_hung_up)
         if result.status == "ANSWER":
-            call.talk_s = talk_seconds_from_ms(result.talk_ms, grant.max_talk_s)
-            if result.answered_epoch is not None:
-                call.answer_ms = int(result.answered_epoch * 1000)
+            call.talk_s = talk_seconds_from_ms(talk.ms, grant.max_talk_s)
+            answered = result.facts.dial.callee_answered
+            if answered is not None:
+                call.answer_ms = int(answered * 1000)
             call.outcome = Outcome.ANSWERED
             if result.caller_hung_up:
                 call.hangup_side = HangupSide.CALLER

@@ -52,10 +52,13 @@ from ..models import (
     Card,
     Cdr,
     Grant,
+    HoldCall,
+    HoldSettlement,
     LedgerEntry,
     Project,
     Routing,
 )
+from ..settlement import is_stale, settlement
 from ._schema import MIGRATIONS
 
 __all__ = ["SqliteStore", "StoreObserver"]
@@ -123,13 +126,15 @@ _ROUTING_NEUTRAL = frozenset({"reserve", "settle", "write_cdr", "settle_and_reco
 
 
 def _reserve(db: sqlite3.Connection, *, card_id: int, uniqueid: str, rule: BillingRule, max_calls: int,
-             hold_s: int, now_ms: int) -> Grant:
+             hold_s: int, now_ms: int, call: HoldCall | None = None) -> Grant:
     """On the worker thread, inside a transaction: see ``SqliteStore.reserve``."""
     # Holds of crashed engines expire, so a card is never locked forever.
     stale = db.execute(
-        "SELECT id, seconds FROM reservations WHERE card_id = ? AND state = 'open'"
+        "SELECT id, seconds, expires_ms FROM reservations WHERE card_id = ? AND state = 'open'"
         " AND expires_ms < ?", (card_id, now_ms)).fetchall()
-    for res_id, seconds in stale:
+    for res_id, seconds, expires_ms in stale:
+        if not is_stale(expires_ms, now_ms):  # pragma: no cover - the query selects stale ones
+            continue
         db.execute("UPDATE reservations SET state = 'released' WHERE id = ?", (res_id,))
         db.execute("UPDATE cards SET reserved_s = reserved_s - ?,"
                    " active_calls = MAX(active_calls - 1, 0) WHERE id = ?", (seconds, card_id))
@@ -156,26 +161,75 @@ def _reserve(db: sqlite3.Connection, *, card_id: int, uniqueid: str, rule: Billi
     if cur.rowcount != 1:  # pragma: no cover - the write lock makes this unreachable
         raise InsufficientBalance(f"card {card_id} changed under the reservation")
     cur = db.execute(
-        "INSERT INTO reservations (card_id, uniqueid, seconds, created_ms, expires_ms)"
-        " VALUES (?, ?, ?, ?, ?)",
-        (card_id, uniqueid, seconds, now_ms, now_ms + (max_talk + hold_s) * 1000 + RESERVATION_GRACE_MS))
+        "INSERT INTO reservations (card_id, uniqueid, seconds, created_ms, expires_ms, max_talk_s, connect_s,"
+        " minimum_s, initial_s, increment_s, caller_raw, caller_e164, dialled, call_start_ms)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (card_id, uniqueid, seconds, now_ms, now_ms + (max_talk + hold_s) * 1000 + RESERVATION_GRACE_MS,
+         max_talk, rule.connect_s, rule.minimum_s, rule.initial_s, rule.increment_s,
+         call.caller_raw if call else None, call.caller_e164 if call else None,
+         call.dialled if call else None, call.start_ms if call else None))
     return Grant(reservation_id=cur.lastrowid or 0, card_id=card_id, reserved_s=seconds,
                  max_talk_s=max_talk, available_before_s=card.available_s)
 
 
 def _settle(db: sqlite3.Connection, grant: Grant, *, debit_s: int, uniqueid: str, now_ms: int) -> int:
     """On the worker thread, inside a transaction: see ``SqliteStore.settle``."""
+    return _settle_open(db, grant, debit_s=debit_s, uniqueid=uniqueid, now_ms=now_ms) or 0
+
+
+def _settle_open(db: sqlite3.Connection, grant: Grant, *, debit_s: int, uniqueid: str, now_ms: int) -> int | None:
+    """Settle the hold if it is still open and return the seconds debited; None when it
+    was not open (settled or released before: nothing changes). The conditional UPDATE
+    decides who settles a hold that several paths try to settle."""
     debit_s = max(0, min(debit_s, grant.reserved_s))
     cur = db.execute("UPDATE reservations SET state = 'settled' WHERE id = ? AND state = 'open'",
                      (grant.reservation_id,))
     if cur.rowcount != 1:
-        return 0
+        return None
     db.execute("UPDATE cards SET balance_s = balance_s - ?, reserved_s = reserved_s - ?,"
                " active_calls = active_calls - 1 WHERE id = ?", (debit_s, grant.reserved_s, grant.card_id))
     if debit_s:
         db.execute("INSERT INTO ledger (card_id, at_ms, kind, seconds, reference) VALUES (?, ?, 'debit', ?, ?)",
                    (grant.card_id, now_ms, -debit_s, uniqueid))
     return debit_s
+
+
+def _settle_hold(db: sqlite3.Connection, hold_id: int, *, uniqueid: str, talk_ms: int, cdr: Cdr,
+                 now_ms: int) -> HoldSettlement:
+    """On the worker thread, inside a transaction: see ``SqliteStore.settle_hold``."""
+    row = db.execute(
+        "SELECT r.card_id, r.uniqueid, r.seconds, r.state, r.max_talk_s, r.connect_s, r.minimum_s,"
+        " r.initial_s, r.increment_s, r.caller_raw, r.caller_e164, r.dialled, r.call_start_ms, r.created_ms,"
+        " c.project_id, p.connect_s, p.minimum_s, p.initial_s, p.increment_s"
+        " FROM reservations r JOIN cards c ON c.id = r.card_id JOIN projects p ON p.id = c.project_id"
+        " WHERE r.id = ?", (hold_id,)).fetchone()
+    if row is None or row[1] != uniqueid:
+        return HoldSettlement(state="unknown", hold_id=hold_id)
+    (card_id, _, reserved_s, state, max_talk_s, connect_s, minimum_s, initial_s, increment_s, caller_raw,
+     caller_e164, dialled, start_ms, created_ms, project_id, *project_rule) = row
+    if state != "open":
+        return HoldSettlement(state="already_settled" if state == "settled" else state, hold_id=hold_id,
+                              card_id=card_id)
+    # The rule the hold was granted with; a hold made before migration 4 has none: the
+    # project's current rule, the talk limit recomputed from the seconds held.
+    rule = (BillingRule(connect_s=connect_s, minimum_s=minimum_s, initial_s=initial_s, increment_s=increment_s)
+            if connect_s is not None else BillingRule(*project_rule))
+    if max_talk_s is None:
+        max_talk_s = rule.max_talk(reserved_s)
+    decided = settlement(rule, talk_ms=talk_ms, max_talk_s=max_talk_s, reserved_s=reserved_s)
+    grant = Grant(reservation_id=hold_id, card_id=card_id, reserved_s=reserved_s, max_talk_s=max_talk_s,
+                  available_before_s=0)
+    debited = _settle_open(db, grant, debit_s=decided.debit_s, uniqueid=uniqueid, now_ms=now_ms)
+    assert debited is not None  # the row was open under this transaction's write lock
+    cdr.project_id, cdr.card_id = project_id, card_id
+    cdr.caller_raw = caller_raw if caller_raw is not None else cdr.caller_raw
+    cdr.caller_e164 = caller_e164 if caller_raw is not None else cdr.caller_e164
+    cdr.dialled = dialled if dialled is not None else cdr.dialled
+    cdr.start_ms = start_ms if start_ms is not None else created_ms
+    cdr.talk_s, cdr.debited_s = decided.talk_s, debited
+    _insert_cdr(db, cdr)
+    return HoldSettlement(state="settled", hold_id=hold_id, card_id=card_id, talk_s=decided.talk_s,
+                          debited_s=debited)
 
 
 def _insert_cdr(db: sqlite3.Connection, cdr: Cdr) -> None:
@@ -551,21 +605,24 @@ class SqliteStore:
 
     # --- reserve and settle -----------------------------------------------
     async def reserve(self, *, card_id: int, uniqueid: str, rule: BillingRule, max_calls: int,
-                      hold_s: int, now_ms: int) -> Grant:
+                      hold_s: int, now_ms: int, call: HoldCall | None = None) -> Grant:
         """Hold card time for one call, atomically.
 
         The free time (balance minus other calls' holds) is shared among the call
         slots still free, so a second simultaneous call cannot spend the first's.
-        ``hold_s`` is how long the hold may live beyond its talk time (ring, prompts).
+        ``hold_s`` is how long the hold may live beyond its talk time (ring, prompts);
+        ``call`` is kept with the hold for the CDR of a settlement by another engine.
 
         Raises:
             NotFound, CardBlocked, CardExpired, CardInUse, InsufficientBalance.
         """
         return await self._transaction("reserve", lambda db: _reserve(
-            db, card_id=card_id, uniqueid=uniqueid, rule=rule, max_calls=max_calls, hold_s=hold_s, now_ms=now_ms))
+            db, card_id=card_id, uniqueid=uniqueid, rule=rule, max_calls=max_calls, hold_s=hold_s, now_ms=now_ms,
+            call=call))
 
     async def reserve_bound(self, *, project_id: int, caller: str, uniqueid: str, rule: BillingRule,
-                            max_calls: int, hold_s: int, now_ms: int) -> BoundReservation | None:
+                            max_calls: int, hold_s: int, now_ms: int,
+                            call: HoldCall | None = None) -> BoundReservation | None:
         """The card bound to ``caller`` in the project, and a hold on it, in one transaction
         (one thread hop for a bound caller instead of two). ``None`` when the line is not
         bound; a refusal (``CardUnusable``) is returned, not raised, with the card."""
@@ -578,7 +635,7 @@ class SqliteStore:
             card = _card(row)
             try:
                 grant = _reserve(db, card_id=card.id, uniqueid=uniqueid, rule=rule, max_calls=max_calls,
-                                 hold_s=hold_s, now_ms=now_ms)
+                                 hold_s=hold_s, now_ms=now_ms, call=call)
             except CardUnusable as refusal:
                 return BoundReservation(card=card, grant=None, refusal=refusal)
             return BoundReservation(card=card, grant=grant, refusal=None)
@@ -593,13 +650,35 @@ class SqliteStore:
 
     async def settle_and_record(self, grant: Grant, *, debit_s: int, cdr: Cdr, now_ms: int) -> int:
         """``settle`` and ``write_cdr`` in one transaction (one commit per call instead of
-        two); the CDR gets the seconds really debited. Returns them."""
+        two); the CDR gets the seconds really debited. Returns them.
+
+        One CDR per call: when the hold was settled already (by the settle route or a
+        reconciliation, which wrote the call's CDR with it) nothing is written; a hold
+        released as stale has no CDR yet, so this one is written (debiting nothing)."""
         def body(db: sqlite3.Connection) -> int:
-            cdr.debited_s = _settle(db, grant, debit_s=debit_s, uniqueid=cdr.uniqueid, now_ms=now_ms)
+            debited = _settle_open(db, grant, debit_s=debit_s, uniqueid=cdr.uniqueid, now_ms=now_ms)
+            if debited is None:
+                row = db.execute("SELECT state FROM reservations WHERE id = ?", (grant.reservation_id,)).fetchone()
+                if row is not None and row[0] == "settled":
+                    return 0
+            cdr.debited_s = debited or 0
             _insert_cdr(db, cdr)
             return cdr.debited_s
 
         return await self._transaction("settle_and_record", body)
+
+    async def settle_hold(self, hold_id: int, *, uniqueid: str, talk_ms: int, cdr: Cdr,
+                          now_ms: int) -> HoldSettlement:
+        """Settle a hold by its id, from any engine sharing the database (the settle route,
+        a reconciliation): debit ``talk_ms`` by the rule and talk limit the hold was
+        granted with (capped at the seconds held) and write ``cdr`` — completed with the
+        project, card and the call's facts kept with the hold — in one transaction.
+
+        Idempotent: a hold that is not open, unknown, or made for another ``uniqueid``
+        changes nothing (see ``HoldSettlement.state``), so the card is debited once and
+        one CDR is written whoever arrives first."""
+        return await self._transaction("settle", lambda db: _settle_hold(
+            db, hold_id, uniqueid=uniqueid, talk_ms=talk_ms, cdr=cdr, now_ms=now_ms))
 
     # --- ledger, CDRs ------------------------------------------------------
     async def ledger(self, card_id: int) -> list[LedgerEntry]:
