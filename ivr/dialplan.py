@@ -47,6 +47,8 @@ from rating.settlement import DialFacts, TalkTime, parse_stamp, talk_time
 
 __all__ = [
     "ANSWERED_STAMP",
+    "CUT_BLOCKED",
+    "CUT_VAR",
     "ENDED_STAMP",
     "HOLD_VAR",
     "PREPAID_SCRIPT",
@@ -77,6 +79,8 @@ HOLD_VAR = "IVR_HOLD"            # "r<hold id> <destination>" during a Dial, "" 
 RESULT_VAR = "IVR_RESULT"        # "error": the engine failed, the dialplan says "unavailable"
 ANSWERED_STAMP = "IVR_ANSWERED"  # SHARED(): the callee's answer, epoch.ms (Asterisk's clock)
 ENDED_STAMP = "IVR_ENDED"        # SHARED(): the callee's hang-up, epoch.ms
+CUT_VAR = "IVR_CUT"              # set over AMI (Setvar) before the operator hangs up the callee:
+CUT_BLOCKED = "blocked"          #   the card was blocked (ivr card block --hangup): the caller hears it
 
 # Contexts.
 STAMP_CONTEXT = "ivr-stamp"          # Dial U() on the callee's answer
@@ -161,6 +165,7 @@ class ServiceDial:
 
     facts: ChannelFacts
     caller_hung_up: bool
+    cut: str = ""          # IVR_CUT: why the operator cut the callee ("" none)
 
     @property
     def status(self) -> str:
@@ -186,6 +191,10 @@ async def dial_service(channel: AgiChannel, destination: str, *, hold_id: int, t
     hold = format_hold(hold_id, destination)
     if hold != hold_set:
         await channel.set_variable(HOLD_VAR, hold)
-    reply = await dial(channel, destination, timeout_s=timeout_s, limit_ms=limit_ms, read=SETTLE_FACTS,
-                       on_answer=f"{STAMP_CONTEXT}^{own}", warning_ms=warning_ms, warning_sound=warning_sound)
-    return ServiceDial(facts=parse_facts(reply.values), caller_hung_up=reply.caller_hung_up)
+    # IVR_CUT rides on the same GET FULL VARIABLE (no round trip more per call); no fact
+    # holds a ',' after IVR_HOLD (a dial string has none), so it is split off the end.
+    reply = await dial(channel, destination, timeout_s=timeout_s, limit_ms=limit_ms,
+                       read=SETTLE_FACTS + ",${" + CUT_VAR + "}", on_answer=f"{STAMP_CONTEXT}^{own}",
+                       warning_ms=warning_ms, warning_sound=warning_sound)
+    values, _, cut = reply.values.rpartition(",")
+    return ServiceDial(facts=parse_facts(values), caller_hung_up=reply.caller_hung_up, cut=cut.strip())

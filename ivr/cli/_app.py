@@ -25,6 +25,7 @@ from rating.errors import RatingError
 from rating.store.sqlite import SqliteStore
 
 from .. import operations as ops
+from ..ami import AmiError
 from ..settings import Settings, SettingsError, load_settings
 
 T = TypeVar("T")
@@ -38,7 +39,7 @@ class Cancelled(CliError):
     """The operator did not confirm: nothing changed."""
 
 
-EXPECTED_ERRORS = (RatingError, CliError, SettingsError, ValueError, OSError)
+EXPECTED_ERRORS = (RatingError, CliError, SettingsError, ValueError, OSError, AmiError)
 
 
 def _quiet_broken_pipe() -> NoReturn:

@@ -17,7 +17,7 @@ from rating.numbers import parse_caller
 from rating.pins import is_pin_shaped, pin_hash
 
 from ..call import Call
-from ..dialplan import dial_service, format_hold
+from ..dialplan import CUT_BLOCKED, dial_service, format_hold
 from ..outcome import HangupSide, Outcome
 
 __all__ = ["prepaid"]
@@ -257,6 +257,7 @@ async def connect(call: Call, grant: Grant) -> None:
                 call.hangup_side = HangupSide.LIMIT
             else:
                 call.hangup_side = HangupSide.CALLEE
+                await tell_why_cut(call, result.cut)
             return
         if result.caller_hung_up:
             call.hangup_side = HangupSide.CALLER
@@ -268,3 +269,13 @@ async def connect(call: Call, grant: Grant) -> None:
     prompt = {Outcome.BUSY: Prompt.BUSY, Outcome.NO_ANSWER: Prompt.NO_ANSWER}.get(
         call.outcome or Outcome.FAILED, Prompt.SERVICE_UNAVAILABLE)
     await call.finish(call.outcome or Outcome.FAILED, prompt)
+
+
+async def tell_why_cut(call: Call, reason: str) -> None:
+    """The callee's leg ended before the limit: if the operator cut it (``ivr card block
+    --hangup`` leaves ``IVR_CUT`` on this channel over AMI, then hangs up the callee,
+    which keeps the caller up: e5), the caller hears why before the goodbye."""
+    if reason == CUT_BLOCKED:
+        call.hangup_side = HangupSide.ENGINE
+        call.log.info("call_cut_by_operator", reason=reason)
+        await call.finish(Outcome.ANSWERED, Prompt.CARD_BLOCKED)
