@@ -130,7 +130,8 @@ class AmiClient:
     def __init__(self, host: str, port: int, user: str, secret: str, *, action_timeout_s: float = 5.0,
                  ping_interval_s: float = 5.0, reconnect_s: int = 2,
                  on_event: Callable[[str, dict[str, str]], None] | None = None,
-                 on_login: Callable[[], None] | None = None) -> None:
+                 on_login: Callable[[], None] | None = None, logger: Any = None) -> None:
+        self.log = logger if logger is not None else log
         self.host, self.port, self.user = host, port, user
         self._secret = secret
         self.action_timeout_s = action_timeout_s
@@ -206,23 +207,23 @@ class AmiClient:
         self._refused = None
         self.logins += 1
         self._ready.set()
-        log.info("ami_connected", address=self.address, logins=self.logins)
+        self.log.info("ami_connected", address=self.address, logins=self.logins)
         self._was_connected = True
         if self._on_login_hook is not None:
             try:
                 self._on_login_hook()
             except Exception:
-                log.exception("ami_login_hook_failed")
+                self.log.exception("ami_login_hook_failed")
 
     def _disconnected(self, manager: Any, exc: object) -> None:
         if self._ready.is_set():
-            log.warning("ami_disconnected", address=self.address, reconnect_s=self.reconnect_s)
+            self.log.warning("ami_disconnected", address=self.address, reconnect_s=self.reconnect_s)
         self._ready.clear()
 
     def _login_refused(self, response: Any) -> None:
         message = response.get("Message", "") if response is not None else ""
         if self._refused is None:
-            log.error("ami_login_refused", address=self.address, user=self.user, message=message,
+            self.log.error("ami_login_refused", address=self.address, user=self.user, message=message,
                       hint="check ami_user and ami_secret against manager.conf")
         self._refused = message or "refused"
 
@@ -237,7 +238,7 @@ class AmiClient:
             if self._on_event is not None:
                 self._on_event(name, fields)
         except Exception:
-            log.exception("ami_event_handler_failed")
+            self.log.exception("ami_event_handler_failed")
 
     async def _watch(self) -> None:
         """Our own ping (pitfall 3): no answer within the action timeout aborts the
@@ -249,13 +250,13 @@ class AmiClient:
             try:
                 await self.action({"Action": "Ping"})
             except AmiError:
-                log.warning("ami_ping_unanswered", address=self.address, timeout_s=self.action_timeout_s)
+                self.log.warning("ami_ping_unanswered", address=self.address, timeout_s=self.action_timeout_s)
                 protocol = self._manager.protocol
                 self._ready.clear()
                 if protocol is not None and getattr(protocol, "transport", None) is not None:
                     protocol.transport.abort()
             except Exception:
-                log.exception("ami_watchdog_failed")
+                self.log.exception("ami_watchdog_failed")
 
     # ------------------------------------------------------------------ actions
 

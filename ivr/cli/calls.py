@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from typing import Any
+
 import click
+import structlog
 
 from rating.store.sqlite import SqliteStore
 
@@ -29,12 +32,18 @@ def require_ami(settings: Settings, what: str) -> None:
                                " or the TOML file), as for ivr serve; nothing changed")
 
 
+def _drop(logger: Any, method: str, event: Any) -> Any:
+    raise structlog.DropEvent
+
+
 @asynccontextmanager
 async def cli_ami(settings: Settings, what: str) -> AsyncIterator[AmiClient]:
     """An AMI connection for one command. Raises AmiNotConfigured, AmiUnavailable, AmiLoginRefused."""
     require_ami(settings, what)
+    # The command's own one-line error says what went wrong; the client's logs stay quiet.
+    quiet = structlog.wrap_logger(None, processors=[_drop])
     client = AmiClient(settings.ami_host, settings.ami_port, settings.ami_user, settings.ami_secret,
-                       action_timeout_s=settings.ami_timeout_s)
+                       action_timeout_s=settings.ami_timeout_s, logger=quiet)
     await client.start()
     try:
         await client.wait_ready(AMI_LOGIN_WAIT_S)
