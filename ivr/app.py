@@ -297,10 +297,11 @@ class Engine:
         and the facts the dialplan kept in AstDB (``ivr.dialplan.parse_unsettled``).
         Returns what happened (None: the facts name no hold). Raises RatingError when
         the store fails."""
-        hold_id = facts.hold_id
-        if hold_id is None:
+        mark = facts.mark
+        if mark is None:
             log.warning("settle_without_hold", hold=facts.hold, settled_by=settled_by)
             return None
+        hold_id = mark.hold_id
         talk = facts.talk
         dial = facts.dial
         now_ms = self.clock.now_ms()
@@ -311,8 +312,11 @@ class Engine:
                   answer_ms=int(dial.callee_answered * 1000) if dial.callee_answered is not None else None,
                   end_ms=int(dial.callee_ended * 1000) if dial.callee_ended is not None else now_ms,
                   talk_s=0, debited_s=0, outcome=outcome.value,
-                  hangup_side=(HangupSide.CALLEE if settled_by == "after-agi" else HangupSide.UNKNOWN).value)
-        result = await self.store.settle_hold(hold_id, uniqueid=uniqueid, talk_ms=talk.ms, cdr=cdr, now_ms=now_ms)
+                  hangup_side=(HangupSide.CALLEE if settled_by == "after-agi" else HangupSide.UNKNOWN).value,
+                  call_type=mark.call_type, route_position=mark.rule, leg=mark.leg, zone=mark.zone,
+                  number_type=mark.kind, factor_pm=mark.factor_pm)
+        result = await self.store.settle_hold(hold_id, uniqueid=uniqueid, talk_ms=talk.ms, cdr=cdr, now_ms=now_ms,
+                                              limit_s=mark.limit_s, factor_pm=mark.factor_pm, quota=mark.quota)
         if result.state == "settled":
             self.metrics.debited_seconds.inc(result.debited_s)
             self.metrics.calls.labels(SETTLE_SCRIPT, outcome.value).inc()
@@ -354,16 +358,19 @@ class Engine:
             await self.store.write_cdr(self._cdr(call))
             return
         debit = call.project.rule.debit(call.talk_s)
+        factor_pm, quota = call.charge_terms()
         call.debited_s = await self.store.settle_and_record(call.grant, debit_s=debit, cdr=self._cdr(call),
-                                                            now_ms=self.clock.now_ms())
+                                                            now_ms=self.clock.now_ms(), factor_pm=factor_pm,
+                                                            quota=quota)
         self._settled(call)
 
     async def _settle(self, call: Call) -> None:
         if call.grant is None or call.project is None or call.grant_settled:
             return
         debit = call.project.rule.debit(call.talk_s)
+        factor_pm, quota = call.charge_terms()
         call.debited_s = await self.store.settle(call.grant, debit_s=debit, uniqueid=call.uniqueid,
-                                                 now_ms=self.clock.now_ms())
+                                                 now_ms=self.clock.now_ms(), factor_pm=factor_pm, quota=quota)
         self._settled(call)
 
     def _settled(self, call: Call) -> None:
@@ -379,7 +386,10 @@ class Engine:
             caller_e164=call.caller.e164 if call.caller else None, dialled=call.dialled,
             destination=call.destination, start_ms=call.start_ms, answer_ms=call.answer_ms,
             end_ms=self.clock.now_ms(), talk_s=call.talk_s, debited_s=call.debited_s,
-            outcome=(call.outcome or Outcome.ABANDONED).value, hangup_side=call.hangup_side.value)
+            outcome=(call.outcome or Outcome.ABANDONED).value, hangup_side=call.hangup_side.value,
+            call_type=call.type_of_call(), route_position=call.leg.route.position if call.leg else None,
+            leg=call.leg.number if call.leg else None, zone=call.leg.zone.value if call.leg else "",
+            number_type=call.leg.kind.value if call.leg else "", factor_pm=call.charge_terms()[0])
 
     async def _end_channel(self, call: Call, fault: bool) -> None:
         """A fault leaves the channel to the dialplan (IVR_RESULT=error: play 'service

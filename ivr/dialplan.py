@@ -6,8 +6,11 @@ checks that the two agree. Change one, change both.
 
 How a call is settled whatever dies (issue 8)
 ---------------------------------------------
-Before each Dial the engine sets ``IVR_HOLD`` on its channel: ``r<hold id>`` and the
-destination, e.g. ``r42 Local/100@prepaid-service/n``. The Dial stamps the callee's
+Before each Dial the engine sets ``IVR_HOLD`` on its channel: ``r<hold id>``, the leg's
+terms as ``key=value`` words, the destination last (a dial string has no spaces), e.g.
+``r42 limit=600 factor=1000 rule=1 leg=1 zone=internal kind=dial_string type=service
+Local/100@prepaid-service/n`` (with a quota: ``quota=2026-12/3600``): what another
+engine needs to settle the leg exactly as this one would have (:class:`HoldMark`). The Dial stamps the callee's
 answer (``U(ivr-stamp^<agi_channel>)`` → ``SHARED(IVR_ANSWERED)``) and its hang-up
 (``[ivr-stamp]`` pushes ``[ivr-stamp-end]`` as the callee's hangup handler →
 ``SHARED(IVR_ENDED)``), both in Asterisk's clock, epoch seconds with ms. Once the hold
@@ -44,6 +47,7 @@ from dataclasses import dataclass
 
 from agi import AgiChannel, check_channel_name, dial
 from rating.settlement import DialFacts, TalkTime, parse_stamp, talk_time
+from rating.zones import QuotaPeriod
 
 __all__ = [
     "ANSWERED_STAMP",
@@ -61,6 +65,7 @@ __all__ = [
     "UNSETTLED_FAMILY",
     "UNSETTLED_VALUE",
     "ChannelFacts",
+    "HoldMark",
     "ServiceDial",
     "dial_service",
     "format_hold",
@@ -97,17 +102,67 @@ SETTLE_FACTS = ",".join("${" + name + "}" for name in _FACTS)
 UNSETTLED_VALUE = "v1,${EPOCH}," + SETTLE_FACTS
 
 
+@dataclass(frozen=True)
+class HoldMark:
+    """What ``IVR_HOLD`` says: the hold, the Dial's destination and the leg's terms."""
+
+    hold_id: int
+    destination: str | None = None
+    limit_s: int | None = None          # the leg's L() in seconds
+    factor_pm: int = 1000               # the leg's zone factor
+    quota: QuotaPeriod | None = None    # the card's monthly quota the leg may use
+    rule: int | None = None             # the forwarding rule's position
+    leg: int | None = None              # 1 = the call's first Dial
+    zone: str = ""
+    kind: str = ""
+    call_type: str = ""
+
+    def format(self) -> str:
+        words = [f"r{self.hold_id}"]
+        if self.limit_s is not None:
+            words.append(f"limit={self.limit_s}")
+        words.append(f"factor={self.factor_pm}")
+        if self.quota is not None:
+            words.append(f"quota={self.quota.month}/{self.quota.limit_s}")
+        for key, value in (("rule", self.rule), ("leg", self.leg), ("zone", self.zone), ("kind", self.kind),
+                           ("type", self.call_type)):
+            if value not in (None, ""):
+                words.append(f"{key}={value}")
+        if self.destination:
+            words.append(self.destination)
+        return " ".join(words)
+
+
 def format_hold(hold_id: int, destination: str) -> str:
-    return f"r{hold_id} {destination}"
+    return HoldMark(hold_id, destination).format()
 
 
-def parse_hold(text: str) -> tuple[int, str | None] | None:
-    """``"r42 Local/…"`` -> ``(42, "Local/…")``; ``"r42"`` -> ``(42, None)``; None when
-    empty or not a hold."""
-    head, _, destination = text.strip().partition(" ")
-    if len(head) < 2 or head[0] != "r" or not head[1:].isdigit():
+def _int(text: str) -> int | None:
+    return int(text) if text.isdigit() else None
+
+
+def parse_hold(text: str) -> HoldMark | None:
+    """``IVR_HOLD`` as :meth:`HoldMark.format` writes it (``"r42"`` alone is a hold too);
+    None when empty or not a hold. Unknown ``key=value`` words are ignored."""
+    words = text.split()
+    if not words or len(words[0]) < 2 or words[0][0] != "r" or not words[0][1:].isdigit():
         return None
-    return int(head[1:]), destination.strip() or None
+    terms: dict[str, str] = {}
+    destination = None
+    for word in words[1:]:
+        key, sep, value = word.partition("=")
+        if sep and key in ("limit", "factor", "quota", "rule", "leg", "zone", "kind", "type"):
+            terms[key] = value
+        else:
+            destination = word
+    quota = None
+    month, _, limit = terms.get("quota", "").partition("/")
+    if month and limit.isdigit():
+        quota = QuotaPeriod(month=month, limit_s=int(limit))
+    return HoldMark(hold_id=int(words[0][1:]), destination=destination, limit_s=_int(terms.get("limit", "")),
+                    factor_pm=_int(terms.get("factor", "")) or 1000, quota=quota,
+                    rule=_int(terms.get("rule", "")), leg=_int(terms.get("leg", "")), zone=terms.get("zone", ""),
+                    kind=terms.get("kind", ""), call_type=terms.get("type", ""))
 
 
 @dataclass(frozen=True)
@@ -120,14 +175,18 @@ class ChannelFacts:
     written_epoch: int | None = None   # AstDB only: when the dialplan wrote the facts
 
     @property
+    def mark(self) -> HoldMark | None:
+        return parse_hold(self.hold)
+
+    @property
     def hold_id(self) -> int | None:
-        parsed = parse_hold(self.hold)
-        return parsed[0] if parsed else None
+        mark = self.mark
+        return mark.hold_id if mark else None
 
     @property
     def destination(self) -> str | None:
-        parsed = parse_hold(self.hold)
-        return parsed[1] if parsed else None
+        mark = self.mark
+        return mark.destination if mark else None
 
     @property
     def talk(self) -> TalkTime:
@@ -176,24 +235,26 @@ class ServiceDial:
         return self.facts.talk
 
 
-async def dial_service(channel: AgiChannel, destination: str, *, hold_id: int, timeout_s: int,
-                       limit_ms: int, warning_ms: int = 0, warning_sound: str | None = None,
-                       hold_set: str | None = None) -> ServiceDial:
-    """Mark the channel with the hold (unless ``hold_set`` already is that value), Dial
-    with both stamps, read the facts a settlement needs.
+async def dial_service(channel: AgiChannel, mark: HoldMark, *, timeout_s: int, warning_ms: int = 0,
+                       warning_sound: str | None = None, hold_set: str | None = None) -> ServiceDial:
+    """Mark the channel with the hold and the leg's terms (unless ``hold_set`` already is
+    that value), Dial ``mark.destination`` for at most ``mark.limit_s`` with both stamps,
+    read the facts a settlement needs.
 
     Raises:
         LocalProtocolError: an unsafe destination or channel name.
         ChannelHungUp / ConnectionLost / … from the channel.
     """
+    assert mark.destination is not None and mark.limit_s is not None
     env = channel.env
     own = check_channel_name(env.get("channel") if env else "")
-    hold = format_hold(hold_id, destination)
+    hold = mark.format()
     if hold != hold_set:
         await channel.set_variable(HOLD_VAR, hold)
-    # IVR_CUT rides on the same GET FULL VARIABLE (no round trip more per call); no fact
-    # holds a ',' after IVR_HOLD (a dial string has none), so it is split off the end.
-    reply = await dial(channel, destination, timeout_s=timeout_s, limit_ms=limit_ms,
+    # IVR_CUT rides on the same GET FULL VARIABLE (no round trip more per call); nothing
+    # after IVR_HOLD holds a ',' (neither the hold's words nor a dial string), so it is
+    # split off the end.
+    reply = await dial(channel, mark.destination, timeout_s=timeout_s, limit_ms=mark.limit_s * 1000,
                        read=SETTLE_FACTS + ",${" + CUT_VAR + "}", on_answer=f"{STAMP_CONTEXT}^{own}",
                        warning_ms=warning_ms, warning_sound=warning_sound)
     values, _, cut = reply.values.rpartition(",")
