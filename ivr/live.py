@@ -18,7 +18,7 @@ from decimal import Decimal
 
 from rating.models import OpenHold
 from rating.settlement import parse_stamp
-from rating.store.sqlite import SqliteStore
+from rating.store.base import OperatorStore
 
 from .ami import AmiClient, Channel
 from .dialplan import ANSWERED_STAMP, CUT_BLOCKED, CUT_VAR, PREPAID_SCRIPT
@@ -71,7 +71,7 @@ def _callee(own: Channel, channels: list[Channel]) -> Channel | None:
     return None
 
 
-async def live_calls(ami: AmiClient, store: SqliteStore) -> list[LiveCall]:
+async def live_calls(ami: AmiClient, store: OperatorStore) -> list[LiveCall]:
     """The calls Asterisk has up now that are the engine's. Raises AmiError, RatingError."""
     channels = await ami.channels()
     holds: dict[str, OpenHold] = {h.uniqueid: h for h in await store.open_holds()}
@@ -100,7 +100,7 @@ async def live_calls(ami: AmiClient, store: SqliteStore) -> list[LiveCall]:
     return calls
 
 
-async def end_card_calls(ami: AmiClient, store: SqliteStore, card_id: int) -> list[LiveCall]:
+async def end_card_calls(ami: AmiClient, store: OperatorStore, card_id: int) -> list[LiveCall]:
     """End the live calls of a blocked card so that its callers hear why: the reason goes
     on the call's channel (``IVR_CUT``), then the callee's leg is hung up, which ends the
     Dial and keeps the caller (e5); the engine plays "card blocked". A call not talking

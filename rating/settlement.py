@@ -1,4 +1,5 @@
-"""Settling a hold: the talk time from the channel's stamps, the debit, when a hold is stale.
+"""Settling a hold: the talk time from the channel's stamps, the debit, when a hold is stale
+(``is_stale``, kept with the other hold decisions in ``rating.holds`` and re-exported).
 
 Written once, used by every path that settles a call: the engine after its own Dial,
 the settle route (``agi://…/settle``) run by the dialplan after ``AGI()`` returned
@@ -41,6 +42,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from .billing import BillingRule, talk_seconds_from_ms
+from .holds import is_stale, settlement_debit
 
 __all__ = [
     "DialFacts",
@@ -132,11 +134,5 @@ class Settlement:
 def settlement(rule: BillingRule, *, talk_ms: int, max_talk_s: int, reserved_s: int) -> Settlement:
     """What a hold's settlement writes for ``talk_ms`` of measured talk."""
     talk_s = talk_seconds_from_ms(talk_ms, max_talk_s)
-    debit = min(rule.debit(talk_s), max(0, reserved_s))
+    debit = settlement_debit(reserved_s, rule.debit(talk_s))
     return Settlement(talk_s=talk_s, debit_s=debit)
-
-
-def is_stale(expires_ms: int, now_ms: int) -> bool:
-    """A hold past its expiry belongs to a call that cannot still be running (the hold
-    lives max talk + ringing + prompts + a grace): any reservation may release it."""
-    return expires_ms < now_ms

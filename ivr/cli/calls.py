@@ -9,7 +9,7 @@ from typing import Any
 import click
 import structlog
 
-from rating.store.sqlite import SqliteStore
+from rating.store.base import OperatorStore
 
 from ..ami import AmiClient, AmiUnavailable
 from ..live import live_calls
@@ -63,7 +63,7 @@ def calls(ctx: click.Context, as_json: bool) -> None:
 @calls.command("list", hidden=True)
 @json_option
 @with_store
-async def calls_list(store: SqliteStore, settings: Settings, *, as_json: bool) -> None:
+async def calls_list(store: OperatorStore, settings: Settings, *, as_json: bool) -> None:
     async with cli_ami(settings, "ivr calls") as ami:
         found = await live_calls(ami, store)
     rows = [f"{'UNIQUEID':<22} {'PROJECT':<12} {'CARD':>6} {'CALLER':<16} {'DESTINATION':<28} {'STATE':<8} TALK"]
@@ -76,7 +76,7 @@ async def calls_list(store: SqliteStore, settings: Settings, *, as_json: bool) -
 @click.argument("uniqueid")
 @json_option
 @with_store
-async def calls_hangup(store: SqliteStore, settings: Settings, *, uniqueid: str, as_json: bool) -> None:
+async def calls_hangup(store: OperatorStore, settings: Settings, *, uniqueid: str, as_json: bool) -> None:
     """End a live call: its channel is hung up; the engine settles it as the caller leaving."""
     async with cli_ami(settings, "ivr calls hangup") as ami:
         call = next((c for c in await live_calls(ami, store) if c.uniqueid == uniqueid), None)
