@@ -48,6 +48,13 @@ The fake mirrors ``res_agi.c``'s ``run_agi()`` loop, not an idealised protocol:
   return of Dial (b4f), ``U(ivr-stamp^<channel>)`` stamps
   ``SHARED(IVR_ANSWERED)`` at the callee's answer (b4k).
 
+* AMI (``place_call(..., ami=AmiServer())``, ``_ami.py``): the call's channels are
+  listed by ``CoreShowChannels`` (e4) and can be hung up. With ``time_scale > 0`` an AMI
+  Hangup of the AGI channel during ``EXEC Dial`` ends the Dial at once as a caller
+  hang-up would (``200 result=-1``, then ``HANGUP``, e4); of the callee's leg, ends it
+  and keeps the caller (``200 result=0`` with ``g``, e5). Outside a Dial the hang-up
+  takes effect when the running command ends (not modelled mid-command).
+
 Not modelled: DTMF typed during a prompt (keys are read after it; STREAM
 FILE is never interrupted by a key), ``$[...]`` expressions (left as text),
 dialplan functions other than CALLERID, CDR, SHARED, STRFTIME, CHANNEL and

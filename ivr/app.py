@@ -93,6 +93,7 @@ class Engine:
     hand_over_dials: bool = False   # not yet: the fake Asterisk learns the settle route first
     ami: AmiClient | None = None
     reconciler: Reconciler | None = None
+    _holds_task: asyncio.Task[None] | None = None
 
     @classmethod
     async def create(cls, settings: Settings, *, clock: Clock | None = None,
@@ -116,6 +117,15 @@ class Engine:
         await self._start_ami()
         return self.server
 
+    async def _count_holds(self) -> None:
+        """Without AMI nothing reconciles, but ivr_holds_open still tells the operator."""
+        while True:
+            try:
+                self.metrics.holds_open.set(len(await self.store.open_holds()))
+            except Exception:
+                log.exception("holds_count_failed")
+            await asyncio.sleep(self.settings.reconcile_s)
+
     async def _start_ami(self) -> None:
         """The optional AMI connection and the reconciliation it drives (ivr/reconcile.py)."""
         s = self.settings
@@ -126,6 +136,7 @@ class Engine:
                                 "estimate holds whose facts are lost", "list live calls (ivr calls)",
                                 "hang up calls (ivr calls hangup, ivr card block --hangup)"],
                         hint="set ami_host and ami_secret (manager.conf)")
+            self._holds_task = asyncio.create_task(self._count_holds())
             return
         reconciler: Reconciler | None = None
 
@@ -182,6 +193,8 @@ class Engine:
             self._account_task.cancel()
         if self.reconciler is not None:
             await self.reconciler.stop()
+        if self._holds_task is not None:
+            self._holds_task.cancel()
         if self.server is not None:
             await self.server.close()
             grace = self.settings.grace_s if grace_s is None else grace_s
