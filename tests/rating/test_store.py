@@ -108,6 +108,8 @@ async def test_reserve_and_settle(store: OperatorStore) -> None:
     card = await new_card(store, p, 600)
     grant = await store.reserve(card_id=card.id, uniqueid="u1", rule=RULE, max_calls=1, hold_s=60, now_ms=NOW)
     assert (grant.reserved_s, grant.max_talk_s, grant.available_before_s) == (600, 600, 600)
+    assert [(h.hold_id, h.uniqueid, h.seconds) for h in await store.open_holds()] == [
+        (grant.reservation_id, "u1", 600)]
     held = await store.card(card.id)
     assert (held.reserved_s, held.active_calls) == (600, 1)
     with pytest.raises(CardInUse):
@@ -406,5 +408,6 @@ async def test_settle_hold_by_id_once_with_one_cdr(store: OperatorStore) -> None
     assert (first.state, again.state) == ("settled", "already_settled")
     assert first.debited_s > 0 and (await store.card(card.id)).balance_s == 600 - first.debited_s
     assert await store.settle_and_record(grant, debit_s=31, cdr=cdr("h1", card), now_ms=NOW + 42_000) == 0
+    assert await store.open_holds(card_id=card.id) == []
     [row] = await store.cdrs(card_id=card.id)
     assert (row.uniqueid, row.start_ms, row.debited_s) == ("h1", NOW - 5000, first.debited_s)
