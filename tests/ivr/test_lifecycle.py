@@ -95,9 +95,9 @@ async def test_sigterm_bills_no_guess_dials_go_to_the_next_engine(tmp_path: Path
             caller_id=caller, extension=ACCESS, time_scale=0.1, uniqueid=uniqueid, idle_timeout_s=30,
             dials=[DialScript(ring_ms=1000, talk_ms=talk_ms)], continuation=dialplan())))
 
-    long = call(callers[0], "u.long", 50_000)
+    long = call(callers[0], "u.long", 90_000)
     await asyncio.sleep(1.5)            # u.long is in its Dial
-    short = call(callers[1], "u.short", 30_000)
+    short = call(callers[1], "u.short", 70_000)
     await asyncio.sleep(0.2)            # u.short is in its announcement
     proc.send_signal(signal.SIGTERM)
     await asyncio.sleep(0.2)
@@ -118,9 +118,9 @@ async def test_sigterm_bills_no_guess_dials_go_to_the_next_engine(tmp_path: Path
     async with SqliteStore(db) as store:
         cdrs = {c.uniqueid: c for c in await store.cdrs()}
         assert set(cdrs) == {"u.short", "u.long"}
-        assert (cdrs["u.long"].outcome, cdrs["u.long"].talk_s, cdrs["u.long"].debited_s) == ("ANSWERED", 50, 50)
-        assert (cdrs["u.short"].outcome, cdrs["u.short"].talk_s, cdrs["u.short"].debited_s) == ("ANSWERED", 30, 30)
-        for caller, talk in ((callers[0], 50), (callers[1], 30)):
+        assert (cdrs["u.long"].outcome, cdrs["u.long"].talk_s, cdrs["u.long"].debited_s) == ("ANSWERED", 90, 90)
+        assert (cdrs["u.short"].outcome, cdrs["u.short"].talk_s, cdrs["u.short"].debited_s) == ("ANSWERED", 70, 70)
+        for caller, talk in ((callers[0], 90), (callers[1], 70)):
             card = await store.card(cards[caller])
             assert (card.balance_s, card.reserved_s, card.active_calls) == (600 - talk, 0, 0)
     assert [d["status"] for d in short_rec.dials] == ["ANSWER"]  # type: ignore[attr-defined]

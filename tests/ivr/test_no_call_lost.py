@@ -48,7 +48,7 @@ async def test_kill_9_mid_dial_restart_before_the_end_settles_exactly(tmp_path: 
     db = tmp_path / "ivr.sqlite3"
     cards = await prepare(db, [CALLER])
     proc, port, _ = await start_engine(db)
-    task = call(port, "u.kill", talk_s=60)
+    task = call(port, "u.kill", talk_s=90)
     await asyncio.sleep(1.2 + 0.6)   # the Dial began ~0.6 s after the IVR answer; 12 s into the call
     proc.kill()                       # kill -9: no finally, no settle, no CDR
     await proc.wait()
@@ -57,15 +57,15 @@ async def test_kill_9_mid_dial_restart_before_the_end_settles_exactly(tmp_path: 
     record = await task
     (cdr,), (balance, reserved, active) = await settled_state(db, cards[CALLER])
     assert len(record.sessions) == 1 and record.sessions[0].closed_by == "server"
-    assert (cdr.outcome, cdr.talk_s, cdr.debited_s) == ("ANSWERED", 60, 60)   # exact (±1 s): 60 s talked
+    assert (cdr.outcome, cdr.talk_s, cdr.debited_s) == ("ANSWERED", 90, 90)   # exact (±1 s): 90 s talked
     assert (cdr.card_id, cdr.dialled, cdr.caller_e164) == (cards[CALLER], ACCESS, CALLER)
-    assert (balance, reserved, active) == (600 - 60, 0, 0)                    # the card is free
+    assert (balance, reserved, active) == (600 - 90, 0, 0)                    # the card is free
     assert record.database == {} and record.variables["IVR_HOLD"] == ""
     restarted.send_signal(signal.SIGTERM)
     _, stderr = await asyncio.wait_for(restarted.communicate(), 20)
     events = log_events(stderr)
     (settled,) = [e for e in events if e["event"] == "hold_settled"]
-    assert (settled["settled_by"], settled["talk_source"], settled["debited_s"]) == ("after-agi", "stamps", 60)
+    assert (settled["settled_by"], settled["talk_source"], settled["debited_s"]) == ("after-agi", "stamps", 90)
 
 
 async def test_kill_9_and_back_long_after_the_end_facts_wait_in_astdb(tmp_path: Path) -> None:
@@ -109,9 +109,9 @@ async def test_sigterm_hands_live_dials_over_and_the_next_engine_settles(tmp_pat
     callers = ["+41790000001", "+41790000002"]
     cards = await prepare(db, callers)
     proc, port, _ = await start_engine(db, "--grace", "3")
-    long = call(port, "u.long", talk_s=30, caller=callers[0])
+    long = call(port, "u.long", talk_s=90, caller=callers[0])
     await asyncio.sleep(1.2)
-    proc.send_signal(signal.SIGTERM)   # grace 3 s, the call has ~2.5 s real (25 s) to go... and more
+    proc.send_signal(signal.SIGTERM)   # grace 3 s; the call has ~8 s real to go
     _, stderr = await asyncio.wait_for(proc.communicate(), 20)
     assert proc.returncode == 0
     events = log_events(stderr)
@@ -120,8 +120,8 @@ async def test_sigterm_hands_live_dials_over_and_the_next_engine_settles(tmp_pat
     successor, _, _ = await start_engine(db, port=port)   # the deploy's new engine
     record = await long
     (cdr,), state = await settled_state(db, cards[callers[0]])
-    assert (cdr.outcome, cdr.talk_s, cdr.debited_s) == ("ANSWERED", 30, 30)
-    assert state == (600 - 30, 0, 0) and len(record.sessions) == 1
+    assert (cdr.outcome, cdr.talk_s, cdr.debited_s) == ("ANSWERED", 90, 90)
+    assert state == (600 - 90, 0, 0) and len(record.sessions) == 1
     successor.send_signal(signal.SIGTERM)
     await asyncio.wait_for(successor.communicate(), 20)
 
@@ -147,8 +147,8 @@ async def test_caller_hangs_up_while_the_engine_is_gone_the_hangup_handler_settl
     db = tmp_path / "ivr.sqlite3"
     cards = await prepare(db, [CALLER])
     proc, port, _ = await start_engine(db)
-    # e2: the caller leaves 40 s after the IVR answered, the engine died before
-    task = call(port, "u.e2", talk_s=60, hangup_at_ms=40_000)
+    # e2: the caller leaves 70 s after the IVR answered, the engine died before
+    task = call(port, "u.e2", talk_s=120, hangup_at_ms=70_000)
     await asyncio.sleep(1.2)
     proc.kill()
     await proc.wait()
@@ -157,7 +157,7 @@ async def test_caller_hangs_up_while_the_engine_is_gone_the_hangup_handler_settl
     (cdr,), state = await settled_state(db, cards[CALLER])
     (session,) = record.sessions   # only the hangup handler's, on the dead channel
     assert [c.split()[0] for c in session.commands] == ["GET", "SET"]
-    talk = 40 - record.dials[0]["answered_at_ms"] / 1000 if record.dials else None
+    talk = 70 - record.dials[0]["answered_at_ms"] / 1000 if record.dials else None
     assert talk is not None and abs(cdr.talk_s - talk) <= 1 and cdr.debited_s == cdr.talk_s
     assert state == (600 - cdr.debited_s, 0, 0)
     restarted.send_signal(signal.SIGTERM)
