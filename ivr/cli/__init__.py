@@ -1,10 +1,11 @@
 """The operator's command line: ``ivr …`` (console entry point ``ivr = ivr.cli:main``).
 
-One module per group: ``projects``, ``cards``, ``blacklist``, ``cdrs``, ``account``;
+One module per group: ``projects``, ``cards``, ``blacklist``, ``cdrs``, ``account``, ``routes``
+(route and zone);
 the engine's own commands (serve, config, demo, call) live in ``_engine``.
 """
 
-from . import _engine, account, blacklist, cards, cdrs, projects, prompts  # noqa: F401  (they register commands)
+from . import _engine, account, blacklist, cards, cdrs, projects, prompts, routes  # noqa: F401  (they register commands)
 from ._app import main
 
 __all__ = ["main"]
