@@ -154,7 +154,8 @@ def test_report_by_type_and_zone(cli: Cli, calls: None, tmp_path: Path) -> None:
     listed = list(csv.DictReader(io.StringIO(cli("cdr", "list", "--csv", "-").stdout)))
     assert [(r["call_type"], r["zone"], r["factor_pm"]) for r in listed][:2] == [
         ("service", "internal", "1000"), ("forwarded", "eu", "1300")]
-    assert cli.fails("cdr", "list", "--type", "sometimes", code=2).startswith("BadParameter: Invalid value for '--type'")
+    assert cli.fails("cdr", "list", "--type", "sometimes", code=2).startswith(
+        "BadParameter: Invalid value for '--type'")
     table_head = cli("cdr", "list").stdout.splitlines()[0].split()
     assert table_head[6:8] == ["TYPE", "ZONE"]
 
