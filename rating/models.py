@@ -209,3 +209,44 @@ class BoundReservation:
     card: Card
     grant: Grant | None
     refusal: Exception | None
+
+
+@dataclass(frozen=True)
+class HoldCall:
+    """The call a hold is for, kept with the hold so that any engine can write its CDR."""
+
+    caller_raw: str
+    caller_e164: str | None
+    dialled: str
+    start_ms: int
+
+
+@dataclass(frozen=True)
+class HoldSettlement:
+    """What settling a hold by its id did.
+
+    ``state``: "settled" (this call debited it and wrote the CDR), "already_settled"
+    (someone did before: nothing changed), "released" (expired and released: nothing
+    changed), "unknown" (no such hold, or one of another call: nothing changed)."""
+
+    state: str
+    hold_id: int
+    card_id: int | None = None
+    talk_s: int = 0
+    debited_s: int = 0
+
+
+@dataclass(frozen=True)
+class OpenHold:
+    """A hold not settled yet, as reconciliation and ``ivr calls`` see it."""
+
+    hold_id: int
+    uniqueid: str
+    card_id: int
+    project_id: int
+    project: str
+    seconds: int            # held
+    max_talk_s: int | None  # None: a hold from before migration 4
+    created_ms: int
+    expires_ms: int
+    caller_raw: str | None

@@ -9,7 +9,7 @@ import click
 
 from rating.models import Project
 from rating.routes import Route
-from rating.store.sqlite import SqliteStore
+from rating.store.base import OperatorStore
 from rating.zones import RATED_ZONES
 
 from .. import operations as ops
@@ -79,7 +79,7 @@ def route() -> None:
 @click.option("--position", type=int, help="Insert as rule N (default: last).")
 @json_option
 @with_store
-async def route_add(store: SqliteStore, settings: Settings, *, project_name: str, destination: str, when: str,
+async def route_add(store: OperatorStore, settings: Settings, *, project_name: str, destination: str, when: str,
                     hours: str | None, closed_on: str, ring_timeout: int | None, position: int | None,
                     as_json: bool) -> None:
     """Add a rule. DESTINATION is a dial string (PJSIP/100@office) or a phone number
@@ -96,7 +96,7 @@ async def route_add(store: SqliteStore, settings: Settings, *, project_name: str
 @click.argument("project_name", metavar="PROJECT")
 @json_option
 @with_store
-async def route_list(store: SqliteStore, settings: Settings, *, project_name: str, as_json: bool) -> None:
+async def route_list(store: OperatorStore, settings: Settings, *, project_name: str, as_json: bool) -> None:
     """The rules in the order calls try them."""
     project = await ops.project(store, project_name)
     emit(as_json, [route_dict(r, project) for r in project.routes], route_table(project))
@@ -108,7 +108,7 @@ async def route_list(store: SqliteStore, settings: Settings, *, project_name: st
 @yes_option
 @json_option
 @with_store
-async def route_remove(store: SqliteStore, settings: Settings, *, project_name: str, position: int, yes: bool,
+async def route_remove(store: OperatorStore, settings: Settings, *, project_name: str, position: int, yes: bool,
                        as_json: bool) -> None:
     """Remove rule POSITION (the rules after it move up)."""
     project = await ops.project(store, project_name)
@@ -128,7 +128,7 @@ async def route_remove(store: SqliteStore, settings: Settings, *, project_name: 
 @click.option("--to", "to", type=int, required=True, help="The new position.")
 @json_option
 @with_store
-async def route_move(store: SqliteStore, settings: Settings, *, project_name: str, position: int, to: int,
+async def route_move(store: OperatorStore, settings: Settings, *, project_name: str, position: int, to: int,
                      as_json: bool) -> None:
     """Move rule POSITION to --to (the others shift)."""
     project = await ops.project(store, project_name)
@@ -153,7 +153,7 @@ def zones_dict(project: Project) -> dict[str, Any]:
 @click.option("--quota", "quota_minutes", help="Minutes per card and calendar month charged at 1000 (0: none).")
 @json_option
 @with_store
-async def zone_set(store: SqliteStore, settings: Settings, *, project_name: str, factors: tuple[str, ...],
+async def zone_set(store: OperatorStore, settings: Settings, *, project_name: str, factors: tuple[str, ...],
                    quota_minutes: str | None, as_json: bool) -> None:
     """Set factors: ZONE is national, national_mobile, eu, europe or world; FACTOR in per-mille
     (1200 = +0.2) or as a multiplier (1.2). Example: ivr zone set P national=1200 eu=1300 --quota 15"""
@@ -172,7 +172,7 @@ async def zone_set(store: SqliteStore, settings: Settings, *, project_name: str,
 @click.argument("project_name", metavar="PROJECT")
 @json_option
 @with_store
-async def zone_list(store: SqliteStore, settings: Settings, *, project_name: str, as_json: bool) -> None:
+async def zone_list(store: OperatorStore, settings: Settings, *, project_name: str, as_json: bool) -> None:
     """Each zone's factor and the included quota."""
     project = await ops.project(store, project_name)
     emit(as_json, zones_dict(project), zone_table(project))

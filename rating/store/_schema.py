@@ -1,4 +1,45 @@
-"""Versioned migrations, applied in order; ``PRAGMA user_version`` records the last one."""
+"""Versioned migrations, applied in order, the same versions for every backend.
+
+SQLite records the last one in ``PRAGMA user_version``, PostgreSQL in the table
+``ivr_schema``. The list is append-only: a migration on main is never edited.
+Written in SQLite's dialect; ``postgres.py`` translates each (BIGINT for the
+``INTEGER`` columns: times in ms do not fit 32 bits) unless ``POSTGRES_OVERRIDES``
+gives it by hand.
+
+What is automatic (``check_schema``): an empty database gets the whole schema when
+it is first opened — SQLite's zero setup (``make run``), and a new PostgreSQL
+database. An older schema is migrated only by ``ivr db migrate`` (back up first; with
+several engines, each refuses to start on a schema it does not know), a newer one
+is refused: ``SchemaMismatch`` in one line either way.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from ..errors import SchemaMismatch
+
+# check: refuse an older or newer schema (engines, the CLI); migrate: upgrade an older
+# one (ivr db migrate); inspect: change nothing, refuse nothing (ivr db status).
+SchemaMode = Literal["check", "migrate", "inspect"]
+
+
+def check_schema(found: int, known: int, mode: SchemaMode) -> range:
+    """The migrations (1-based numbers) to apply to a schema at version ``found``.
+
+    Raises:
+        SchemaMismatch: newer than ``known``, or older and ``mode`` is "check".
+    """
+    if mode == "inspect":
+        return range(0)
+    if found > known:
+        raise SchemaMismatch(f"the database schema is version {found}, newer than this ivr knows ({known}):"
+                             " upgrade ivr")
+    if 0 < found < known and mode == "check":
+        raise SchemaMismatch(f"the database schema is version {found}, this ivr needs {known}:"
+                             " run 'ivr db migrate' (back the database up first)")
+    return range(found + 1, known + 1)
+
 
 MIGRATIONS: list[str] = [
     # 1: the core engine
@@ -184,5 +225,19 @@ MIGRATIONS: list[str] = [
         zone = CASE WHEN destination IS NULL THEN '' ELSE 'internal' END,
         number_type = CASE WHEN destination IS NULL THEN '' ELSE 'dial_string' END;
     CREATE INDEX cdrs_type ON cdrs(call_type, start_ms);
+    """,
+    # 5: any engine can settle any call (issue 8): a hold keeps what its settlement
+    # needs when the engine that made it is gone — the talk limit and billing rule it
+    # was granted with, and the call's facts for the CDR the settle route writes.
+    """
+    ALTER TABLE reservations ADD COLUMN max_talk_s INTEGER;
+    ALTER TABLE reservations ADD COLUMN connect_s INTEGER;
+    ALTER TABLE reservations ADD COLUMN minimum_s INTEGER;
+    ALTER TABLE reservations ADD COLUMN initial_s INTEGER;
+    ALTER TABLE reservations ADD COLUMN increment_s INTEGER;
+    ALTER TABLE reservations ADD COLUMN caller_raw TEXT;
+    ALTER TABLE reservations ADD COLUMN caller_e164 TEXT;
+    ALTER TABLE reservations ADD COLUMN dialled TEXT;
+    ALTER TABLE reservations ADD COLUMN call_start_ms INTEGER;
     """,
 ]
