@@ -768,7 +768,8 @@ class PostgresStore:
 
     async def find_cdrs(self, *, since_ms: int | None = None, until_ms: int | None = None,
                         project_id: int | None = None, card_id: int | None = None,
-                        outcomes: Sequence[str] = (), last: int | None = None) -> list[Cdr]:
+                        outcomes: Sequence[str] = (), last: int | None = None, call_types: Sequence[str] = (),
+                        zones: Sequence[str] = ()) -> list[Cdr]:
         clauses: list[str] = []
         args: list[Any] = []
         for clause, value in (("start_ms >= ?", since_ms), ("start_ms < ?", until_ms),
@@ -776,9 +777,10 @@ class PostgresStore:
             if value is not None:
                 clauses.append(clause)
                 args.append(value)
-        if outcomes:
-            clauses.append(f"outcome IN ({', '.join('?' for _ in outcomes)})")
-            args.extend(outcomes)
+        for column, values in (("outcome", outcomes), ("call_type", call_types), ("zone", zones)):
+            if values:
+                clauses.append(f"{column} IN ({', '.join('?' for _ in values)})")
+                args.extend(values)
         where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
         limit = ""
         if last is not None:
