@@ -86,8 +86,7 @@ CDR_CSV = ["start", "uniqueid", "project", "card", "caller", "caller_e164", "dia
 
 @cdr.command("list")
 @filter_options
-@click.option("--limit", type=click.IntRange(0, 10_000_000), default=100, show_default=True,
-              help="The latest this many (0: all).")
+@click.option("--limit", type=int, default=100, show_default=True, help="The latest this many (0: all).")
 @click.option("--csv", "csv_path", help="Write the CDRs as CSV to this file ('-': stdout).")
 @yes_option
 @json_option
