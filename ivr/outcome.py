@@ -13,6 +13,7 @@ class Outcome(enum.StrEnum):
     CARD_BLOCKED = "CARD_BLOCKED"
     CARD_EXPIRED = "CARD_EXPIRED"
     PIN_FAILED = "PIN_FAILED"
+    PIN_THROTTLED = "PIN_THROTTLED"  # PIN entry refused: too many wrong PINs, or too many callers entering one
     BLOCKED_CALLER = "BLOCKED_CALLER"
     BLOCKED_DESTINATION = "BLOCKED_DESTINATION"  # the service/fallback number is blocked outbound
     UNKNOWN_NUMBER = "UNKNOWN_NUMBER"

@@ -35,6 +35,14 @@ def hms(seconds: int) -> str:
     return f"{sign}{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
+def long_duration(seconds: int) -> str:
+    """``11.4 years``, ``3.2 days``, ``10 hours``, ``5 min``: the order of magnitude people need."""
+    for unit, size in (("years", 365 * 86_400), ("days", 86_400), ("hours", 3600)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{max(seconds // 60, 1)} min"
+
+
 def money(cents: int, currency: str | None) -> str:
     return format_money(cents, currency or "").strip()
 

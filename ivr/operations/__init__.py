@@ -102,6 +102,7 @@ from .projects import (
     project,
     update_project,
 )
+from .security import GuessingFigure, clear_pin_failures, guessing_figure, pin_failures
 
 __all__ = [
     "AccountLevel",
@@ -114,6 +115,7 @@ __all__ = [
     "CdrFilter",
     "CurrencyMismatch",
     "DIRECTIONS",
+    "GuessingFigure",
     "ImportResult",
     "LANGUAGES",
     "MAX_BATCH",
@@ -147,11 +149,13 @@ __all__ = [
     "check_outcome",
     "check_pattern",
     "check_project_values",
+    "clear_pin_failures",
     "create_card",
     "create_project",
     "day_start_ms",
     "ensure_purchases_allowed",
     "find_cdrs",
+    "guessing_figure",
     "import_blacklist",
     "list_cards",
     "month_of",
@@ -162,6 +166,7 @@ __all__ = [
     "parse_date",
     "pay",
     "period_ms",
+    "pin_failures",
     "plan_bind",
     "project",
     "quote",

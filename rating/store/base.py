@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from ..billing import BillingRule
-from ..models import AccountSettings, BoundReservation, Card, Cdr, Grant, Routing
+from ..models import AccountSettings, BindResult, BoundReservation, Card, Cdr, Grant, PinAttempt, Routing
 
 __all__ = ["CallStore"]
 
@@ -27,7 +27,8 @@ class CallStore(Protocol):
 
     async def card_by_pin_hash(self, project_id: int, pin_hash: str) -> Card | None: ...
     async def bind(self, *, project_id: int, caller: str, card_id: int, now_ms: int, source: str,
-                   max_bound: int) -> None: ...
+                   max_bound: int, evict: bool = True, actor: str = "") -> BindResult:
+        """Bind (history kept); above ``max_bound`` lines: evict the oldest, or refuse."""
     async def activate(self, card_id: int, now_ms: int) -> None: ...
 
     async def reserve(self, *, card_id: int, uniqueid: str, rule: BillingRule, max_calls: int,
@@ -42,8 +43,13 @@ class CallStore(Protocol):
     async def settle_and_record(self, grant: Grant, *, debit_s: int, cdr: Cdr, now_ms: int) -> int: ...
     async def write_cdr(self, cdr: Cdr) -> None: ...
 
-    async def record_pin_failure(self, project_id: int, caller_key: str, now_ms: int) -> None: ...
-    async def pin_failures_since(self, project_id: int, caller_key: str, since_ms: int) -> tuple[int, int]: ...
+    async def begin_pin_attempt(self, *, project_id: int, caller_key: str, now_ms: int, window_ms: int,
+                                line_cap: int | None, project_cap: int, entering_cap: int,
+                                entering_ms: int) -> PinAttempt:
+        """Check the throttle and record the attempt atomically (one transaction)."""
+
+    async def end_pin_attempt(self, attempt_id: int, *, wrong: bool, since_ms: int) -> int:
+        """Keep a wrong PIN, drop an empty or right one; the line's wrong PINs since then."""
 
     async def account_settings(self) -> AccountSettings: ...
     async def account_owed_cents(self, *, before_ms: int | None = None) -> int: ...
