@@ -31,7 +31,8 @@ from agi import (
 from rating.billing import talk_seconds_from_ms
 from rating.models import Cdr
 from rating.pins import load_or_create_secret
-from rating.store.sqlite import SqliteStore
+from rating.store import open_store
+from rating.store.base import OperatorStore
 
 from .call import Call, CallFinished
 from .clock import Clock, SystemClock
@@ -70,7 +71,7 @@ class _Hooks:
 @dataclass
 class Engine:
     settings: Settings
-    store: SqliteStore
+    store: OperatorStore
     clock: Clock
     metrics: Metrics
     secret: bytes
@@ -83,7 +84,7 @@ class Engine:
     async def create(cls, settings: Settings, *, clock: Clock | None = None,
                      metrics: Metrics | None = None) -> Engine:
         metrics = metrics or Metrics(version=VERSION)
-        store = SqliteStore(settings.database, observer=metrics.observe_store)
+        store = open_store(settings.database, observer=metrics.observe_store)
         await store.open()
         secret = load_or_create_secret(settings.secret_path)
         return cls(settings=settings, store=store, clock=clock or SystemClock(), metrics=metrics, secret=secret)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from rating.store.sqlite import SqliteStore
+from rating.store.base import OperatorStore
 
 from .. import operations as ops
 from ..clock import SystemClock
@@ -29,7 +29,7 @@ def _line_key(line: str | None, region: str) -> str | None:
 @click.option("--line", help="Only this caller number ('anonymous': withheld numbers).")
 @json_option
 @with_store
-async def pin_failures_list(store: SqliteStore, settings: Settings, *, project_name: str | None,
+async def pin_failures_list(store: OperatorStore, settings: Settings, *, project_name: str | None,
                             line: str | None, as_json: bool) -> None:
     """Wrong PINs within the throttle's window, most first."""
     p = await ops.project(store, project_name) if project_name else None
@@ -61,7 +61,7 @@ async def pin_failures_list(store: SqliteStore, settings: Settings, *, project_n
 @yes_option
 @json_option
 @with_store
-async def pin_failures_clear(store: SqliteStore, settings: Settings, *, project_name: str | None,
+async def pin_failures_clear(store: OperatorStore, settings: Settings, *, project_name: str | None,
                              line: str | None, everything: bool, yes: bool, as_json: bool) -> None:
     """Forget wrong PINs so the throttle lets the line (or the project) in again."""
     if not (project_name or line or everything):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from rating.guessing import ONE_YEAR_S, expected_seconds_to_hit, min_safe_pin_length
 from rating.models import PinFailureSummary, Project
-from rating.store.sqlite import SqliteStore
+from rating.store.base import OperatorStore
 
 from ..settings import Settings
 
@@ -37,19 +37,19 @@ def figure(project: Project, settings: Settings, active_cards: int) -> GuessingF
         safe_pin_length=min_safe_pin_length(valid=max(active_cards, 1), guesses=guesses, window_s=window_s))
 
 
-async def guessing_figure(store: SqliteStore, project: Project, settings: Settings, *, now_ms: int,
+async def guessing_figure(store: OperatorStore, project: Project, settings: Settings, *, now_ms: int,
                           more_cards: int = 0) -> GuessingFigure:
     """The figure for the project's active cards (plus ``more_cards`` about to be bought)."""
     return figure(project, settings, await store.active_card_count(project.id, now_ms) + more_cards)
 
 
-async def pin_failures(store: SqliteStore, settings: Settings, *, now_ms: int, project: Project | None = None,
+async def pin_failures(store: OperatorStore, settings: Settings, *, now_ms: int, project: Project | None = None,
                        line: str | None = None) -> list[PinFailureSummary]:
     """Wrong PINs within the throttle's window, per project and line (``anonymous``: withheld)."""
     return await store.pin_failures(since_ms=now_ms - settings.pin_throttle_window_s * 1000,
                                     project_id=project.id if project else None, caller_key=line)
 
 
-async def clear_pin_failures(store: SqliteStore, *, project: Project | None = None, line: str | None = None) -> int:
+async def clear_pin_failures(store: OperatorStore, *, project: Project | None = None, line: str | None = None) -> int:
     """Forget wrong PINs so the throttle lets the line (or project) in again; returns how many."""
     return await store.clear_pin_failures(project_id=project.id if project else None, caller_key=line)
