@@ -226,7 +226,21 @@ MIGRATIONS: list[str] = [
         number_type = CASE WHEN destination IS NULL THEN '' ELSE 'dial_string' END;
     CREATE INDEX cdrs_type ON cdrs(call_type, start_ms);
     """,
-    # 5: security (issue 9) — a PIN attempt is recorded before its prompt (pending until
+    # 5: any engine can settle any call (issue 8): a hold keeps what its settlement
+    # needs when the engine that made it is gone — the talk limit and billing rule it
+    # was granted with, and the call's facts for the CDR the settle route writes.
+    """
+    ALTER TABLE reservations ADD COLUMN max_talk_s INTEGER;
+    ALTER TABLE reservations ADD COLUMN connect_s INTEGER;
+    ALTER TABLE reservations ADD COLUMN minimum_s INTEGER;
+    ALTER TABLE reservations ADD COLUMN initial_s INTEGER;
+    ALTER TABLE reservations ADD COLUMN increment_s INTEGER;
+    ALTER TABLE reservations ADD COLUMN caller_raw TEXT;
+    ALTER TABLE reservations ADD COLUMN caller_e164 TEXT;
+    ALTER TABLE reservations ADD COLUMN dialled TEXT;
+    ALTER TABLE reservations ADD COLUMN call_start_ms INTEGER;
+    """,
+    # 6: security (issue 9) — a PIN attempt is recorded before its prompt (pending until
     # the answer: an empty entry is deleted, a wrong one kept), the project chooses whether a
     # binding above the card's limit evicts the oldest line, and every bind / unbind is kept.
     """

@@ -28,6 +28,8 @@ from ..models import (
     Card,
     Cdr,
     Grant,
+    HoldCall,
+    HoldSettlement,
     LedgerEntry,
     PinAttempt,
     PinFailureSummary,
@@ -60,12 +62,14 @@ class CallStore(Protocol):
     async def activate(self, card_id: int, now_ms: int) -> None: ...
 
     async def reserve(self, *, card_id: int, uniqueid: str, rule: BillingRule, max_calls: int,
-                      hold_s: int, now_ms: int, quota: QuotaPeriod | None = None) -> Grant:
+                      hold_s: int, now_ms: int, quota: QuotaPeriod | None = None,
+                      call: HoldCall | None = None) -> Grant:
         """Raises NotFound, CardBlocked, CardExpired, CardInUse, InsufficientBalance."""
 
     async def reserve_bound(self, *, project_id: int, caller: str, uniqueid: str, rule: BillingRule,
                             max_calls: int, hold_s: int, now_ms: int,
-                            quota: QuotaPeriod | None = None) -> BoundReservation | None:
+                            quota: QuotaPeriod | None = None,
+                            call: HoldCall | None = None) -> BoundReservation | None:
         """The bound line's card and a hold on it in one step; None when not bound."""
 
     async def settle(self, grant: Grant, *, debit_s: int, uniqueid: str, now_ms: int,
@@ -76,6 +80,12 @@ class CallStore(Protocol):
     async def settle_and_record(self, grant: Grant, *, debit_s: int, cdr: Cdr, now_ms: int,
                                 factor_pm: int = 1000, quota: QuotaPeriod | None = None) -> int: ...
     async def write_cdr(self, cdr: Cdr) -> None: ...
+    async def settle_hold(self, hold_id: int, *, uniqueid: str, talk_ms: int, cdr: Cdr, now_ms: int,
+                          limit_s: int | None = None, factor_pm: int = 1000,
+                          quota: QuotaPeriod | None = None) -> HoldSettlement:
+        """Settle a hold by its id, from any engine (the settle route, reconciliation):
+        idempotent — not open, unknown or another call's: nothing changes; otherwise debit
+        once and write the call's one CDR (see SqliteStore.settle_hold)."""
 
     async def begin_pin_attempt(self, *, project_id: int, caller_key: str, now_ms: int, window_ms: int,
                                 line_cap: int | None, project_cap: int, entering_cap: int,

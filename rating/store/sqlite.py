@@ -56,6 +56,8 @@ from ..models import (
     Card,
     Cdr,
     Grant,
+    HoldCall,
+    HoldSettlement,
     LedgerEntry,
     PinAttempt,
     PinFailureSummary,
@@ -63,6 +65,7 @@ from ..models import (
     Routing,
 )
 from ..routes import Route
+from ..settlement import settlement
 from ..zones import QuotaPeriod, charge
 from ._rows import ROUTE_COLS, default_timezone, policy_of, route_of, tariff_of
 from ._schema import MIGRATIONS, SchemaMode, check_schema
@@ -189,7 +192,7 @@ def _quota_left(db: sqlite3.Connection, card_id: int, quota: QuotaPeriod | None)
 
 
 def _reserve(db: sqlite3.Connection, *, card_id: int, uniqueid: str, rule: BillingRule, max_calls: int,
-             hold_s: int, now_ms: int, quota: QuotaPeriod | None = None) -> Grant:
+             hold_s: int, now_ms: int, quota: QuotaPeriod | None = None, call: HoldCall | None = None) -> Grant:
     """Inside a transaction: see ``SqliteStore.reserve``."""
     # Holds of crashed engines expire, so a card is never locked forever.
     for res_id, seconds, expires_ms in db.execute(
@@ -211,8 +214,12 @@ def _reserve(db: sqlite3.Connection, *, card_id: int, uniqueid: str, rule: Billi
     if cur.rowcount != 1:  # pragma: no cover - the write lock makes this unreachable
         raise InsufficientBalance(f"card {card_id} changed under the reservation")
     cur = db.execute(
-        "INSERT INTO reservations (card_id, uniqueid, seconds, created_ms, expires_ms) VALUES (?, ?, ?, ?, ?)",
-        (card_id, uniqueid, plan.seconds, now_ms, plan.expires_ms))
+        "INSERT INTO reservations (card_id, uniqueid, seconds, created_ms, expires_ms, max_talk_s, connect_s,"
+        " minimum_s, initial_s, increment_s, caller_raw, caller_e164, dialled, call_start_ms)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (card_id, uniqueid, plan.seconds, now_ms, plan.expires_ms, plan.max_talk_s, rule.connect_s,
+         rule.minimum_s, rule.initial_s, rule.increment_s, call.caller_raw if call else None,
+         call.caller_e164 if call else None, call.dialled if call else None, call.start_ms if call else None))
     return Grant(reservation_id=cur.lastrowid or 0, card_id=card_id, reserved_s=plan.seconds,
                  max_talk_s=plan.max_talk_s, available_before_s=plan.available_before_s,
                  quota_left_s=_quota_left(db, card_id, quota))
@@ -306,6 +313,51 @@ def _begin_pin_attempt(db: sqlite3.Connection, *, project_id: int, caller_key: s
                    (project_id, now_ms - PIN_FAILURE_RETENTION_MS))
     return PinAttempt(attempt_id=attempt_id, refused=refused, by_caller=int(by_caller),
                       in_project=int(in_project), entering=int(entering))
+
+
+def _settle_hold(db: sqlite3.Connection, hold_id: int, *, uniqueid: str, talk_ms: int, cdr: Cdr, now_ms: int,
+                 limit_s: int | None, factor_pm: int, quota: QuotaPeriod | None) -> HoldSettlement:
+    """Inside a transaction: see ``SqliteStore.settle_hold``."""
+    row = db.execute(
+        "SELECT r.card_id, r.uniqueid, r.seconds, r.state, r.max_talk_s, r.connect_s, r.minimum_s,"
+        " r.initial_s, r.increment_s, r.caller_raw, r.caller_e164, r.dialled, r.call_start_ms, r.created_ms,"
+        " c.project_id, p.connect_s, p.minimum_s, p.initial_s, p.increment_s"
+        " FROM reservations r JOIN cards c ON c.id = r.card_id JOIN projects p ON p.id = c.project_id"
+        " WHERE r.id = ?", (hold_id,)).fetchone()
+    if row is None or row[1] != uniqueid:
+        return HoldSettlement(state="unknown", hold_id=hold_id)
+    (card_id, _, reserved_s, state, max_talk_s, connect_s, minimum_s, initial_s, increment_s, caller_raw,
+     caller_e164, dialled, start_ms, created_ms, project_id, *project_rule) = row
+    if state != "open":
+        return HoldSettlement(state="already_settled" if state == "settled" else state, hold_id=hold_id,
+                              card_id=card_id)
+    # The rule the hold was granted with; a hold made before migration 5 has none: the
+    # project's current rule, the talk limit recomputed from the seconds held.
+    rule = (BillingRule(connect_s=connect_s, minimum_s=minimum_s, initial_s=initial_s, increment_s=increment_s)
+            if connect_s is not None else BillingRule(*project_rule))
+    if max_talk_s is None:
+        max_talk_s = rule.max_talk(reserved_s)
+    if limit_s is not None:  # the leg's own L() (its zone factor), never above the hold's
+        max_talk_s = min(max_talk_s, limit_s)
+    decided = settlement(rule, talk_ms=talk_ms, max_talk_s=max_talk_s, reserved_s=reserved_s)
+    grant = Grant(reservation_id=hold_id, card_id=card_id, reserved_s=reserved_s, max_talk_s=max_talk_s,
+                  available_before_s=0)
+    debited, quota_used = _settle(db, grant, debit_s=decided.debit_s, uniqueid=uniqueid, now_ms=now_ms,
+                                  factor_pm=factor_pm, quota=quota)
+    cdr.project_id, cdr.card_id = project_id, card_id
+    if caller_raw is not None:
+        cdr.caller_raw, cdr.caller_e164 = caller_raw, caller_e164
+    cdr.dialled = dialled if dialled is not None else cdr.dialled
+    cdr.start_ms = start_ms if start_ms is not None else created_ms
+    cdr.talk_s, cdr.debited_s, cdr.quota_used_s, cdr.factor_pm = decided.talk_s, debited, quota_used, factor_pm
+    _insert_cdr(db, cdr)
+    return HoldSettlement(state="settled", hold_id=hold_id, card_id=card_id, talk_s=decided.talk_s,
+                          debited_s=debited)
+
+
+def _hold_state(db: sqlite3.Connection, hold_id: int) -> str | None:
+    row = db.execute("SELECT state FROM reservations WHERE id = ?", (hold_id,)).fetchone()
+    return None if row is None else str(row[0])
 
 
 def _insert_cdr(db: sqlite3.Connection, cdr: Cdr) -> None:
@@ -756,8 +808,10 @@ class SqliteStore:
 
     # --- reserve and settle -----------------------------------------------
     async def reserve(self, *, card_id: int, uniqueid: str, rule: BillingRule, max_calls: int,
-                      hold_s: int, now_ms: int, quota: QuotaPeriod | None = None) -> Grant:
-        """Hold card time for one call, atomically.
+                      hold_s: int, now_ms: int, quota: QuotaPeriod | None = None,
+                      call: HoldCall | None = None) -> Grant:
+        """Hold card time for one call, atomically. ``call`` is kept with the hold for the
+        CDR of a settlement by another engine (``settle_hold``).
 
         The free time (balance minus other calls' holds) is shared among the call
         slots still free, so a second simultaneous call cannot spend the first's.
@@ -769,11 +823,12 @@ class SqliteStore:
         """
         return await self._transaction("reserve", lambda db: _reserve(
             db, card_id=card_id, uniqueid=uniqueid, rule=rule, max_calls=max_calls, hold_s=hold_s, now_ms=now_ms,
-            quota=quota))
+            quota=quota, call=call))
 
     async def reserve_bound(self, *, project_id: int, caller: str, uniqueid: str, rule: BillingRule,
                             max_calls: int, hold_s: int, now_ms: int,
-                            quota: QuotaPeriod | None = None) -> BoundReservation | None:
+                            quota: QuotaPeriod | None = None,
+                            call: HoldCall | None = None) -> BoundReservation | None:
         """The card bound to ``caller`` in the project, and a hold on it, in one transaction
         (one thread hop for a bound caller instead of two). ``None`` when the line is not
         bound; a refusal (``CardUnusable``) is returned, not raised, with the card."""
@@ -786,7 +841,7 @@ class SqliteStore:
             card = _card(row)
             try:
                 grant = _reserve(db, card_id=card.id, uniqueid=uniqueid, rule=rule, max_calls=max_calls,
-                                 hold_s=hold_s, now_ms=now_ms, quota=quota)
+                                 hold_s=hold_s, now_ms=now_ms, quota=quota, call=call)
             except CardUnusable as refusal:
                 return BoundReservation(card=card, grant=None, refusal=refusal)
             return BoundReservation(card=card, grant=grant, refusal=None)
@@ -807,8 +862,14 @@ class SqliteStore:
     async def settle_and_record(self, grant: Grant, *, debit_s: int, cdr: Cdr, now_ms: int,
                                 factor_pm: int = 1000, quota: QuotaPeriod | None = None) -> int:
         """``settle`` and ``write_cdr`` in one transaction (one commit per call instead of
-        two); the CDR gets the seconds really debited and the quota used. Returns the seconds."""
+        two); the CDR gets the seconds really debited and the quota used. Returns the seconds.
+
+        One CDR per call: when the hold was settled already (by the settle route or a
+        reconciliation, which wrote the call's CDR with it) nothing is written; a hold
+        released as stale has no CDR yet, so this one is written (debiting nothing)."""
         def body(db: sqlite3.Connection) -> int:
+            if _hold_state(db, grant.reservation_id) == "settled":
+                return 0
             cdr.debited_s, cdr.quota_used_s = _settle(db, grant, debit_s=debit_s, uniqueid=cdr.uniqueid,
                                                       now_ms=now_ms, factor_pm=factor_pm, quota=quota)
             cdr.factor_pm = factor_pm
@@ -816,6 +877,22 @@ class SqliteStore:
             return cdr.debited_s
 
         return await self._transaction("settle_and_record", body)
+
+    async def settle_hold(self, hold_id: int, *, uniqueid: str, talk_ms: int, cdr: Cdr, now_ms: int,
+                          limit_s: int | None = None, factor_pm: int = 1000,
+                          quota: QuotaPeriod | None = None) -> HoldSettlement:
+        """Settle a hold by its id, from any engine sharing the database (the settle route,
+        a reconciliation): debit ``talk_ms`` by the rule and talk limit the hold was
+        granted with (and the leg's ``limit_s``, zone ``factor_pm`` and ``quota``, as
+        ``settle``), capped at the seconds held, and write ``cdr`` — completed with the
+        project, card and the call's facts kept with the hold — in one transaction.
+
+        Idempotent: a hold that is not open, unknown, or made for another ``uniqueid``
+        changes nothing (see ``HoldSettlement.state``), so the card is debited once and
+        one CDR is written whoever arrives first."""
+        return await self._transaction("settle", lambda db: _settle_hold(
+            db, hold_id, uniqueid=uniqueid, talk_ms=talk_ms, cdr=cdr, now_ms=now_ms, limit_s=limit_s,
+            factor_pm=factor_pm, quota=quota))
 
     # --- ledger, CDRs ------------------------------------------------------
     async def ledger(self, card_id: int) -> list[LedgerEntry]:
