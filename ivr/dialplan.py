@@ -231,7 +231,8 @@ class ServiceDial:
 
 
 async def dial_service(channel: AgiChannel, mark: HoldMark, *, timeout_s: int, warning_ms: int = 0,
-                       warning_sound: str | None = None, hold_set: str | None = None) -> ServiceDial:
+                       warning_sound: str | None = None, hold_set: str | None = None,
+                       dial_timeout_s: float | None = None) -> ServiceDial:
     """Mark the channel with the hold and the leg's terms (unless ``hold_set`` already is
     that value), Dial ``mark.destination`` for at most ``mark.limit_s`` with both stamps,
     read the facts a settlement needs.
@@ -248,5 +249,5 @@ async def dial_service(channel: AgiChannel, mark: HoldMark, *, timeout_s: int, w
         await channel.set_variable(HOLD_VAR, hold)
     reply = await dial(channel, mark.destination, timeout_s=timeout_s, limit_ms=mark.limit_s * 1000,
                        read=SETTLE_FACTS, on_answer=f"{STAMP_CONTEXT}^{own}", warning_ms=warning_ms,
-                       warning_sound=warning_sound)
+                       warning_sound=warning_sound, dial_timeout_s=dial_timeout_s)
     return ServiceDial(facts=parse_facts(reply.values), caller_hung_up=reply.caller_hung_up)

@@ -20,6 +20,7 @@ class Outcome(enum.StrEnum):
     SUSPENDED = "SUSPENDED"        # the operator's account is locked and calls are suspended
     CLOSED = "CLOSED"              # outside the office hours of every rule: the closed prompt, no debit
     ABANDONED = "ABANDONED"        # the caller hung up before being connected
+    LOST = "LOST"                  # Dial never returned (ring + limit + margin): the hold is left to reconciliation
     INTERRUPTED = "INTERRUPTED"    # engine shutdown cut the call's supervision during the Dial
     ERROR = "ERROR"                # an engine fault (logged with the uniqueid)
 

@@ -30,7 +30,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 4573
     database: str = "ivr.sqlite3"
-    secret_file: str = ""              # default: <database>.secret next to the database
+    secret_file: str = ""              # default: $XDG_STATE_HOME/ivr/secret (~/.local/state/ivr/secret),
+                                       # apart from the database; an old <database>.secret is still used
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9102           # 0 = no metrics endpoint
     sounds_dir: str = ""               # default: the packaged prompts/sounds
@@ -48,6 +49,8 @@ class Settings:
     pin_delay_max_ms: int = 16000      # … up to this
     allowed_peers: str = "127.0.0.0/8,::1"  # FastAGI peers (addresses or networks, comma-separated)
     max_connections: int = 2000        # FastAGI connections at once; more are closed at once
+    talk_clock_cap: int = 1            # 1: talk never exceeds the engine's own clock around the Dial;
+                                       # 0 only for simulations that compress time (asterisk_sim, bench)
     dial_margin_s: int = 60            # EXEC Dial gets ring timeout + talk limit + this, then the call is lost
     env_timeout_s: float = 10.0
     account_check_s: float = 30.0      # how often the engine rereads the operator's account state
@@ -66,12 +69,26 @@ class Settings:
         if db.path is None:
             raise SettingsError("setting 'secret_file' is needed with a PostgreSQL database: every engine"
                                 " and the CLI must hash PINs with the same secret")
-        return Path(db.target + ".secret")
+        legacy = Path(db.target + ".secret")
+        if legacy.exists():  # installs from before issue 9 keep their secret (with a warning)
+            return legacy
+        return state_dir() / "secret"
+
+    @property
+    def secret_beside_database(self) -> bool:
+        """The secret is the old ``<database>.secret``: one backup of the directory holds both."""
+        return not self.secret_file and self.secret_path.name.endswith(".secret")
 
     def masked(self) -> dict[str, Any]:
         """The settings to show. None holds a secret itself: the PIN-hashing secret lives
         in the file ``secret_file`` names, so there is nothing to mask yet."""
         return dataclasses.asdict(self)
+
+
+def state_dir() -> Path:
+    """Where the engine keeps its own state apart from the database: ``$XDG_STATE_HOME/ivr``."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "ivr"
 
 
 def peer_networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:

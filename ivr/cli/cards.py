@@ -15,6 +15,7 @@ from rating.pins import load_or_create_secret
 from rating.store.base import OperatorStore
 
 from .. import operations as ops
+from .._safe import csv_row
 from ..clock import SystemClock
 from ..settings import Settings
 from ._app import confirm, emit, json_option, main, note, open_new_file, os_user, with_store, yes_option
@@ -139,7 +140,7 @@ async def _buy_one(store: OperatorStore, secret: bytes, p: Project, minutes: int
     new = await ops.create_card(store, secret, project=p, minutes=minutes, note=note_text, now_ms=_now())
     if out is not None:
         writer = csv.writer(out)
-        writer.writerows([CSV_COLUMNS, _csv_row(new, p, minutes)])
+        writer.writerows([CSV_COLUMNS, csv_row(_csv_row(new, p, minutes))])
     c = new.card
     emit(as_json, _new_card_dict(new, p, minutes),
          [f"card {c.id} bought for project {p.name}",
@@ -163,7 +164,7 @@ async def _buy_batch(store: OperatorStore, secret: bytes, p: Project, q: ops.Quo
                                            count=q.count, now_ms=_now()):
                 bought.append(new)
                 if writer is not None and out is not None:
-                    writer.writerow(_csv_row(new, p, q.minutes))
+                    writer.writerow(csv_row(_csv_row(new, p, q.minutes)))
                     out.flush()  # a PIN is never only in memory
                 bar.update(1)
     except RatingError as exc:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 
-from agi import ChannelHungUp
+from agi import ChannelHungUp, CommandTimeout
 from prompts import Prompt, remaining_time
 from rating import errors
 from rating.billing import talk_seconds_from_ms
@@ -250,7 +250,7 @@ def _hold_s(call: Call) -> int:
 
 def _hold_call(call: Call) -> HoldCall:
     """The call's facts kept with its hold: whoever settles it writes the CDR from them."""
-    return HoldCall(caller_raw=call.env.get("callerid"), caller_e164=call.caller.e164 if call.caller else None,
+    return HoldCall(caller_raw=call.caller_raw, caller_e164=call.caller.e164 if call.caller else None,
                     dialled=call.dialled, start_ms=call.start_ms)
 
 
@@ -406,12 +406,24 @@ async def connect(call: Call, grant: Grant, first: Leg) -> None:
         mark = HoldMark(hold_id=grant.reservation_id, destination=leg.dial_string, limit_s=limit_s,
                         factor_pm=factor_pm, quota=quota, rule=leg.route.position, leg=leg.number,
                         zone=leg.zone.value, kind=leg.kind.value, call_type=leg.call_type)
-        call.dial_started = call.clock.monotonic()
-        result = await dial_service(call.channel, mark, timeout_s=leg.route.ring_timeout_s or project.ring_timeout_s,
-                                    warning_ms=warning_ms, warning_sound=call.sound(Prompt.ONE_MINUTE_WARNING),
-                                    hold_set=call.hold_mark)
+        call.dial_started = started = call.clock.monotonic()
+        ring_s = leg.route.ring_timeout_s or project.ring_timeout_s
+        try:
+            result = await dial_service(call.channel, mark, timeout_s=ring_s, warning_ms=warning_ms,
+                                        warning_sound=call.sound(Prompt.ONE_MINUTE_WARNING), hold_set=call.hold_mark,
+                                        dial_timeout_s=ring_s + limit_s + call.settings.dial_margin_s)
+        except CommandTimeout:
+            # Dial did not return within ring + limit + margin: the peer lies or hangs. Bill
+            # no guess; the hold stays open for the settle route / reconciliation (or expires).
+            call.dial_lost, call.outcome = True, Outcome.LOST
+            call.log.warning("dial_lost", hold=grant.reservation_id, waited_s=ring_s + limit_s
+                             + call.settings.dial_margin_s)
+            raise
         call.hold_mark = mark.format()
         call.dial_started = None
+        # Asterisk's figures are the peer's word: talk never exceeds what this engine saw pass
+        # around the Dial on its own monotonic clock (a lying ANSWEREDTIME_MS debits nothing more).
+        observed_ms = int((call.clock.monotonic() - started) * 1000) + 1
         talk = result.talk
         if result.status == "ANSWER" and talk.source != "stamps":
             call.log.warning("talk_stamp_missing", source=talk.source,
@@ -420,7 +432,10 @@ async def connect(call: Call, grant: Grant, first: Leg) -> None:
                       zone=leg.zone.value, status=result.status, talk_ms=talk.ms,
                       caller_hung_up=result.caller_hung_up)
         if result.status == "ANSWER":
-            call.talk_s = talk_seconds_from_ms(talk.ms, limit_s)
+            capped_ms = min(talk.ms, observed_ms) if call.settings.talk_clock_cap else talk.ms
+            call.talk_s = talk_seconds_from_ms(capped_ms, limit_s)
+            if capped_ms < talk.ms:
+                call.log.warning("talk_capped_by_engine_clock", reported_ms=talk.ms, observed_ms=observed_ms)
             answered = result.facts.dial.callee_answered
             if answered is not None:
                 call.answer_ms = int(answered * 1000)

@@ -25,6 +25,7 @@ on its thread, and ``run_in_executor`` costs about 30 % more CPU per hop.
 from __future__ import annotations
 
 import asyncio
+import os
 import queue
 import sqlite3
 import threading
@@ -175,6 +176,18 @@ def _set_result(future: asyncio.Future[Any], result: Any) -> None:
 def _set_exception(future: asyncio.Future[Any], exc: Exception) -> None:
     if not future.done():
         future.set_exception(exc)
+
+
+def _private(path: str, *, create: bool) -> None:
+    """Mode 0600 for a database file whatever the umask (cards, bindings and PIN hashes are
+    in it): created so, or tightened if it exists with more."""
+    if create and not os.path.exists(path):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    try:
+        if os.stat(path).st_mode & 0o077:
+            os.chmod(path, 0o600)
+    except FileNotFoundError:
+        pass
 
 
 def _card(row: Sequence[Any]) -> Card:
@@ -476,9 +489,13 @@ class SqliteStore:
         def connect() -> int:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                _private(self.path, create=True)
             # Created on the worker thread and only ever used there.
             conn = self._conn = sqlite3.connect(self.path, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
+            if self.path != ":memory:":
+                for suffix in ("-wal", "-shm", "-journal"):  # SQLite gives them the file's mode; make sure
+                    _private(self.path + suffix, create=False)
             conn.execute("PRAGMA busy_timeout=5000")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA synchronous=NORMAL")

@@ -64,7 +64,7 @@ async def make_harness(tmp_path: Path, settings_options: dict[str, Any] | None =
     # config_refresh_s=0: every call sees configuration changes at once (deterministic tests);
     # pin_delay_ms=0: no pause after a wrong PIN unless a test is about it
     options_s: dict[str, Any] = dict(database=str(tmp_path / "ivr.sqlite3"), port=0, metrics_port=0, grace_s=5,
-                                     config_refresh_s=0, pin_delay_ms=0)
+                                     config_refresh_s=0, pin_delay_ms=0, talk_clock_cap=0)
     options_s.update(settings_options or {})
     settings = Settings(**options_s)
     engine = await Engine.create(settings, metrics=Metrics(), clock=clock)

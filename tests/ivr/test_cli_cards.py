@@ -12,6 +12,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from ivr.settings import load_settings
 from rating.pins import pin_hash
 
 from .test_cli_helpers import Cli, query, snapshot
@@ -29,7 +30,7 @@ def buy(cli: Cli, minutes: int = 60, note: str = "Hans Muster") -> dict[str, Any
 
 
 def pin_works(cli: Cli, card_id: str, pin: str) -> bool:
-    secret = Path(str(cli.db) + ".secret").read_bytes().strip()
+    secret = load_settings(overrides={"database": str(cli.db)}).secret_path.read_bytes().strip()
     rows = query(cli.db, "SELECT id FROM cards WHERE project_id = 1 AND pin_hash = ?", pin_hash(secret, 1, pin))
     return rows == [(int(card_id),)]
 
