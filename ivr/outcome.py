@@ -22,6 +22,8 @@ class Outcome(enum.StrEnum):
     ABANDONED = "ABANDONED"        # the caller hung up before being connected
     LOST = "LOST"                  # Dial never returned (ring + limit + margin): the hold is left to reconciliation
     INTERRUPTED = "INTERRUPTED"    # engine shutdown cut the call's supervision during the Dial
+    RECONCILED = "RECONCILED"      # estimated: the call ended while no engine could be reached and
+                                   # its facts were lost too (ivr/reconcile.py: the estimation policy)
     ERROR = "ERROR"                # an engine fault (logged with the uniqueid)
 
 

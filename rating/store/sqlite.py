@@ -20,6 +20,22 @@ their whole transaction as one function there: one hop instead of one per statem
 ``sqlite3`` connection, fed by a queue, answering through ``call_soon_threadsafe`` —
 what aiosqlite does inside, but aiosqlite offers no public call that runs a function
 on its thread, and ``run_in_executor`` costs about 30 % more CPU per hop.
+
+Inline transactions: even one hop costs more than the SQL, so transactions first run
+inline, on the event loop, on a second connection of our own (``_inline``) whose
+``busy_timeout`` is 0: ``BEGIN IMMEDIATE`` either takes the write lock at once or
+fails at once with ``SQLITE_BUSY`` (another process — the operator CLI, another
+engine — holds it), and only then does the transaction go to the worker thread,
+which waits there in ``busy_timeout``. So the loop never waits for a lock, and a lock
+held elsewhere never blocks it. Between ``BEGIN`` and ``COMMIT`` nothing awaits, so
+no other task runs inside an inline transaction; both connections write only under
+``_lock``, so they never contend with each other. The inline connection never
+checkpoints the WAL itself (``wal_autocheckpoint=0``: a checkpoint copies pages and
+syncs the file); the worker thread runs a passive one every ``CHECKPOINT_EVERY``
+inline commits instead, under ``_lock`` (racing our own commits it would never copy
+the whole WAL, and SQLite restarts the WAL from its beginning only after a whole
+copy). The routing snapshot's change check (``PRAGMA data_version``) reads the inline
+connection, whose own commits are never a change by another connection.
 """
 
 from __future__ import annotations
@@ -60,6 +76,7 @@ from ..models import (
     HoldCall,
     HoldSettlement,
     LedgerEntry,
+    OpenHold,
     PinAttempt,
     PinFailureSummary,
     Project,
@@ -118,11 +135,13 @@ def _translated(operation: str) -> Iterator[None]:
         raise StoreUnavailable(f"{operation}: {exc}") from exc
 
 
-def _run_transaction(conn: sqlite3.Connection, operation: str, body: Callable[[sqlite3.Connection], T]) -> T:
-    """On the worker thread: ``BEGIN IMMEDIATE``, ``body``, ``COMMIT``, or ``ROLLBACK``
-    if anything failed; sqlite3 errors translated."""
+def _run_transaction(conn: sqlite3.Connection, operation: str, body: Callable[[sqlite3.Connection], T], *,
+                     begun: bool = False) -> T:
+    """``BEGIN IMMEDIATE`` (unless ``begun``), ``body``, ``COMMIT``, or ``ROLLBACK`` if
+    anything failed; sqlite3 errors translated."""
     with _translated(operation):
-        conn.execute("BEGIN IMMEDIATE")
+        if not begun:
+            conn.execute("BEGIN IMMEDIATE")
         committed = False
         try:
             result = body(conn)
@@ -135,6 +154,29 @@ def _run_transaction(conn: sqlite3.Connection, operation: str, body: Callable[[s
                 except sqlite3.Error:
                     pass  # nothing was left open
     return result
+
+
+# Inline commits between two passive WAL checkpoints on the worker thread (a call
+# writes a few pages per transaction: near SQLite's own 1,000-page threshold).
+CHECKPOINT_EVERY = 100
+
+
+class _Busy(Exception):
+    """The inline ``BEGIN IMMEDIATE`` found the write lock taken: go to the thread."""
+
+
+def _run_inline(conn: sqlite3.Connection, operation: str, body: Callable[[sqlite3.Connection], T]) -> T:
+    """``_run_transaction`` on the event loop, with ``busy_timeout=0``. Raises _Busy,
+    before anything ran, when another connection holds the write lock."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            raise _Busy(operation) from exc
+        raise StoreUnavailable(f"{operation}: {exc}") from exc
+    except sqlite3.Error as exc:
+        raise StoreUnavailable(f"{operation}: {exc}") from exc
+    return _run_transaction(conn, operation, body, begun=True)
 
 
 class _Worker:
@@ -466,6 +508,18 @@ def _migrate(db: sqlite3.Connection, schema: SchemaMode) -> int:
     return version
 
 
+def _open_inline(path: str) -> sqlite3.Connection:
+    """The event loop's own connection: never waits for a lock, never checkpoints."""
+    conn = sqlite3.connect(path, isolation_level=None, timeout=0)
+    try:
+        for pragma in ("busy_timeout=0", "foreign_keys=ON", "synchronous=NORMAL", "wal_autocheckpoint=0"):
+            conn.execute(f"PRAGMA {pragma}")
+    except sqlite3.Error:
+        conn.close()
+        raise
+    return conn
+
+
 class SqliteStore:
     def __init__(self, path: str | Path, *, observer: StoreObserver | None = None,
                  schema: SchemaMode = "check") -> None:
@@ -480,6 +534,10 @@ class SqliteStore:
         self._observer = observer
         self._schema: SchemaMode = schema
         self.schema_found: int | None = None  # the version ``open`` found (``ivr db status|migrate``)
+        self._inline: sqlite3.Connection | None = None
+        self._inline_commits = 0
+        self._checkpoint: asyncio.Task[None] | None = None
+        self.thread_fallbacks = 0  # inline transactions that found the write lock taken
 
     # --- lifecycle ---------------------------------------------------------
     async def open(self) -> None:
@@ -503,6 +561,9 @@ class SqliteStore:
 
         try:
             self.schema_found = await self._on_worker(connect, f"cannot open database {self.path}")
+            if self.path != ":memory:":  # a second :memory: connection would be another database
+                with _translated(f"cannot open database {self.path}"):
+                    self._inline = _open_inline(self.path)
         except (RatingError, OSError) as exc:
             await self.close()
             if isinstance(exc, OSError):
@@ -510,6 +571,12 @@ class SqliteStore:
             raise
 
     async def close(self) -> None:
+        if self._checkpoint is not None:
+            await asyncio.gather(self._checkpoint, return_exceptions=True)
+            self._checkpoint = None
+        if self._inline is not None:
+            self._inline.close()
+            self._inline = None
         if self._worker is None:
             return
         worker, self._worker = self._worker, None  # no new jobs; those queued run first
@@ -560,7 +627,17 @@ class SqliteStore:
         self._note_write(operation)
         async with self._lock:
             try:
-                result = await self._on_worker(lambda: _run_transaction(self._db(), operation, body), operation)
+                inline = self._inline
+                try:
+                    if inline is None:
+                        raise _Busy(operation)
+                    result = _run_inline(inline, operation, body)  # module docstring: inline transactions
+                    self._committed_inline()
+                except _Busy:
+                    if inline is not None:
+                        self.thread_fallbacks += 1
+                    result = await self._on_worker(lambda: _run_transaction(self._db(), operation, body),
+                                                   operation)
             finally:
                 # Mark the routing snapshot stale once more when the write ends (committed or
                 # rolled back): a snapshot read while it was open may hold its uncommitted rows.
@@ -568,6 +645,31 @@ class SqliteStore:
         if self._observer is not None:
             self._observer(operation, time.perf_counter() - started)
         return result
+
+    def _committed_inline(self) -> None:
+        """Count inline commits; every ``CHECKPOINT_EVERY`` start a passive checkpoint on
+        the worker thread (the loop goes on; our writers wait for the lock meanwhile)."""
+        self._inline_commits += 1
+        if self._inline_commits % CHECKPOINT_EVERY == 0 and (self._checkpoint is None or self._checkpoint.done()):
+            self._checkpoint = asyncio.get_running_loop().create_task(self._run_checkpoint())
+
+    async def _run_checkpoint(self) -> None:
+        try:
+            async with self._lock:
+                await self._on_worker(lambda: self._db().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall(),
+                                      "checkpoint")
+        except RatingError:
+            pass  # the store is closing, or busy: the next one will do it
+
+    def _inline_data_version(self) -> int | None:
+        """``PRAGMA data_version`` of the inline connection (no lock needed); -1, which
+        matches no snapshot, if it cannot be read; None without an inline connection."""
+        if self._inline is None:
+            return None
+        try:
+            return int(self._inline.execute("PRAGMA data_version").fetchone()[0])
+        except sqlite3.Error:
+            return -1
 
     async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         return await self._on_worker(lambda: self._db().execute(sql, params).fetchall(), "read")
@@ -642,12 +744,23 @@ class SqliteStore:
                 and time.monotonic() - self._routing_checked < max_age_s):
             return self._routing
 
+        # With the inline connection, its data_version says whether another connection
+        # committed (its own commits are never that) without a thread hop; the rows then
+        # come from the thread, at least as new as that version.
+        inline_version = self._inline_data_version()
+        if inline_version is not None and (inline_version, generation) == cached_key and self._routing is not None:
+            self._routing_checked = time.monotonic()
+            return self._routing
+
         def load() -> tuple[int, list[Any], list[Any], list[Any], list[Any]] | tuple[int]:
             # One function on the worker thread: never between the statements of a write.
             conn = self._db()
-            version = conn.execute("PRAGMA data_version").fetchone()[0]
-            if (version, generation) == cached_key:
-                return (version,)
+            if inline_version is None:
+                version = conn.execute("PRAGMA data_version").fetchone()[0]
+                if (version, generation) == cached_key:
+                    return (version,)
+            else:
+                version = inline_version
             projects = conn.execute(f"SELECT {_PROJECT_COLS} FROM projects").fetchall()
             numbers = conn.execute("SELECT number, project_id FROM access_numbers ORDER BY number").fetchall()
             blocked = conn.execute(f"SELECT {_BLOCKED_COLS} FROM blacklist ORDER BY id").fetchall()
@@ -910,6 +1023,18 @@ class SqliteStore:
         return await self._transaction("settle", lambda db: _settle_hold(
             db, hold_id, uniqueid=uniqueid, talk_ms=talk_ms, cdr=cdr, now_ms=now_ms, limit_s=limit_s,
             factor_pm=factor_pm, quota=quota))
+
+    async def open_holds(self, *, card_id: int | None = None) -> list[OpenHold]:
+        """Holds not settled or released yet (every engine's), oldest first."""
+        sql = ("SELECT r.id, r.uniqueid, r.card_id, c.project_id, p.name, r.seconds, r.max_talk_s, r.created_ms,"
+               " r.expires_ms, r.caller_raw FROM reservations r JOIN cards c ON c.id = r.card_id"
+               " JOIN projects p ON p.id = c.project_id WHERE r.state = 'open'")
+        params: tuple[Any, ...] = ()
+        if card_id is not None:
+            sql += " AND r.card_id = ?"
+            params = (card_id,)
+        rows = await self._read(sql + " ORDER BY r.id", params)
+        return [OpenHold(*tuple(r)) for r in rows]
 
     # --- ledger, CDRs ------------------------------------------------------
     async def ledger(self, card_id: int) -> list[LedgerEntry]:
