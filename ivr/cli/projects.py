@@ -9,12 +9,14 @@ import click
 
 from rating.models import CardStatus, Project
 from rating.store.base import OperatorStore
+from rating.zones import RATED_ZONES
 
 from .. import operations as ops
 from ..clock import SystemClock
 from ..settings import Settings
 from ._app import emit, json_option, main, with_store
 from ._format import long_duration, money, national_display, parse_amount, table
+from .routes import route_dict, route_table, times, zone_table, zones_dict
 
 
 @main.group()
@@ -35,6 +37,9 @@ def project_dict(p: Project) -> dict[str, Any]:
         "warning_s": p.warning_s, "pin_length": p.pin_length, "max_bound_numbers": p.max_bound_numbers,
         "max_simultaneous_calls": p.max_simultaneous_calls, "card_validity_days": p.card_validity_days,
         "when_bindings_full": "evict" if p.evict_oldest_binding else "refuse",
+        "timezone": p.timezone, "trunk": p.trunk or None, "allow_countries": list(p.policy.countries),
+        "blocked_number_types": [k.value for k in p.policy.blocked_kinds],
+        "routes": [route_dict(r, p) for r in p.routes], **{k: v for k, v in zones_dict(p).items() if k != "project"},
     }
 
 
@@ -58,6 +63,17 @@ _LABELS: list[tuple[str, str, Callable[[Project], str]]] = [
     ("max_simultaneous_calls", "simultaneous calls", lambda p: f"at most {p.max_simultaneous_calls} per card"),
     ("card_validity_days", "card validity",
      lambda p: f"{p.card_validity_days} days from purchase" if p.card_validity_days else "unlimited"),
+    ("timezone", "time zone", lambda p: p.timezone),
+    ("trunk", "trunk", lambda p: p.trunk or "none (numbers cannot be dialled)"),
+    ("allow_countries", "allowed countries", lambda p: ", ".join(p.policy.countries) or "none"),
+    ("block_types", "blocked types",
+     lambda p: ", ".join(k.value for k in p.policy.blocked_kinds) or "none"),
+    ("zone_factors", "zone factors", lambda p: ", ".join(
+        f"{z.value} {times(p.tariff.factor(z))}" for z in RATED_ZONES if p.tariff.factor(z) != 1000) or "none"),
+    ("quota_s", "included quota",
+     lambda p: f"{p.tariff.quota_s // 60} min per card and month" if p.tariff.quota_s else "none"),
+    ("routes", "rules", lambda p: "; ".join(f"{r.position}. {r.destination} ({r.conditions_text()}"
+                                             f"{', ' + r.hours.text() if r.hours else ''})" for r in p.routes)),
 ]
 
 
@@ -155,11 +171,17 @@ async def project_create(store: OperatorStore, settings: Settings, *, name: str,
 @click.option("--when-bindings-full", type=click.Choice(["refuse", "evict"]),
               help="A PIN call from a new line when the card has its bound numbers: refuse to bind it"
                    " (default) or drop the card's oldest number.")
+@click.option("--allow-countries", help="Countries numbers may be dialled in: DE,AT,CH,FR,PL (ISO codes).")
+@click.option("--block-types", help="Number types never dialled: premium_rate,shared_cost,personal,uan,"
+                                    "satellite (or none).")
+@click.option("--trunk", help="How numbers are dialled: PJSIP/{e164}@carrier ({international}, {national}).")
+@click.option("--timezone", help="The office hours' time zone, e.g. Europe/Zurich.")
 @json_option
 @with_store
 async def project_update(store: OperatorStore, settings: Settings, *, name: str, add_numbers: tuple[str, ...],
                          remove_numbers: tuple[str, ...], no_fallback: bool, no_validity: bool,
-                         as_json: bool, **options: Any) -> None:
+                         allow_countries: str | None, block_types: str | None, trunk: str | None,
+                         timezone: str | None, as_json: bool, **options: Any) -> None:
     """Change only the options given (prices apply to cards bought from now on)."""
     if no_fallback and options["fallback"] is not None:
         raise click.UsageError("--fallback and --no-fallback exclude each other")
@@ -173,6 +195,14 @@ async def project_update(store: OperatorStore, settings: Settings, *, name: str,
         values["card_validity_days"] = None
     if options.get("when_bindings_full") is not None:
         values["evict_oldest_binding"] = int(options["when_bindings_full"] == "evict")
+    if allow_countries is not None:
+        values["allow_countries"] = ops.parse_countries(allow_countries)
+    if block_types is not None:
+        values["block_types"] = ops.parse_kinds(block_types)
+    if trunk is not None:
+        values["trunk"] = trunk.strip()
+    if timezone is not None:
+        values["timezone"] = timezone.strip()
     after = await ops.update_project(store, before, values=values, add_numbers=add_numbers,
                                      remove_numbers=remove_numbers)
     lines = changes(before, after)
@@ -223,8 +253,9 @@ async def project_show(store: OperatorStore, settings: Settings, *, name: str, a
     summary = ", ".join(f"{n} {s}" for s, n in by_status.items() if n) or "none"
     fig = await ops.guessing_figure(store, p, settings, now_ms=now)
     emit(as_json, {**project_dict(p), "cards": by_status, "guessing": guessing_dict(fig)},
-         [f"project {p.name}", *describe(p), field_line("cards", summary),
-          field_line("PIN guessing", guessing_text(fig))])
+         [f"project {p.name}", *[line for line in describe(p) if not line.lstrip().startswith("rules:")],
+          field_line("cards", summary), field_line("PIN guessing", guessing_text(fig)), "",
+          "forwarding rules (tried in this order):", *route_table(p), "", "zone factors:", *zone_table(p)])
 
 
 def guessing_dict(fig: ops.GuessingFigure) -> dict[str, Any]:

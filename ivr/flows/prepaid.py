@@ -406,11 +406,12 @@ async def connect(call: Call, grant: Grant, first: Leg) -> None:
         mark = HoldMark(hold_id=grant.reservation_id, destination=leg.dial_string, limit_s=limit_s,
                         factor_pm=factor_pm, quota=quota, rule=leg.route.position, leg=leg.number,
                         zone=leg.zone.value, kind=leg.kind.value, call_type=leg.call_type)
+        already, call.hold_mark = call.hold_mark, mark.format()   # on the channel from here on
         call.dial_started = started = call.clock.monotonic()
         ring_s = leg.route.ring_timeout_s or project.ring_timeout_s
         try:
             result = await dial_service(call.channel, mark, timeout_s=ring_s, warning_ms=warning_ms,
-                                        warning_sound=call.sound(Prompt.ONE_MINUTE_WARNING), hold_set=call.hold_mark,
+                                        warning_sound=call.sound(Prompt.ONE_MINUTE_WARNING), hold_set=already,
                                         dial_timeout_s=ring_s + limit_s + call.settings.dial_margin_s)
         except CommandTimeout:
             # Dial did not return within ring + limit + margin: the peer lies or hangs. Bill
@@ -419,7 +420,6 @@ async def connect(call: Call, grant: Grant, first: Leg) -> None:
             call.log.warning("dial_lost", hold=grant.reservation_id, waited_s=ring_s + limit_s
                              + call.settings.dial_margin_s)
             raise
-        call.hold_mark = mark.format()
         call.dial_started = None
         # Asterisk's figures are the peer's word: talk never exceeds what this engine saw pass
         # around the Dial on its own monotonic clock (a lying ANSWEREDTIME_MS debits nothing more).
