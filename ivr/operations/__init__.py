@@ -22,6 +22,7 @@ the operator chose so, suspends new calls (``calls_suspended``).
 from __future__ import annotations
 
 from ._common import (
+    CALL_TYPES,
     CARD_SORTS,
     DIRECTIONS,
     LANGUAGES,
@@ -29,6 +30,7 @@ from ._common import (
     MAX_MINUTES,
     MAX_NOTE,
     REPORT_BY,
+    ZONES,
     AccountLocked,
     CurrencyMismatch,
 )
@@ -84,7 +86,9 @@ from .cdrs import (
     CdrFilter,
     Report,
     ReportRow,
+    check_call_type,
     check_outcome,
+    check_zone,
     day_start_ms,
     find_cdrs,
     month_of,
@@ -113,8 +117,13 @@ from .routes import (
     set_zones,
     zone_rows,
 )
+from .security import GuessingFigure, clear_pin_failures, guessing_figure, pin_failures
 
 __all__ = [
+    "CALL_TYPES",
+    "ZONES",
+    "check_call_type",
+    "check_zone",
     "add_route",
     "check_routing_values",
     "move_route",
@@ -134,6 +143,7 @@ __all__ = [
     "CdrFilter",
     "CurrencyMismatch",
     "DIRECTIONS",
+    "GuessingFigure",
     "ImportResult",
     "LANGUAGES",
     "MAX_BATCH",
@@ -167,11 +177,13 @@ __all__ = [
     "check_outcome",
     "check_pattern",
     "check_project_values",
+    "clear_pin_failures",
     "create_card",
     "create_project",
     "day_start_ms",
     "ensure_purchases_allowed",
     "find_cdrs",
+    "guessing_figure",
     "import_blacklist",
     "list_cards",
     "month_of",
@@ -182,6 +194,7 @@ __all__ = [
     "parse_date",
     "pay",
     "period_ms",
+    "pin_failures",
     "plan_bind",
     "project",
     "quote",

@@ -12,6 +12,7 @@ from rating.billing import PER_SECOND, BillingRule
 from rating.errors import AlreadyExists, InvalidInput, NotFound
 from rating.models import Project
 from rating.numbers import normalise_number, parse_caller
+from rating.routes import check_timezone, render_trunk
 from rating.store.base import OperatorStore
 
 from ._common import _SEPARATORS, LANGUAGES, CurrencyMismatch
@@ -59,6 +60,18 @@ def check_project_values(values: Mapping[str, Any]) -> None:
         raise InvalidInput(f"currency {currency!r}: a three-letter code such as EUR or CHF")
 
 
+def check_routing_values(values: Mapping[str, Any], project: Project) -> None:
+    """The routing settings of ``ivr project update`` (``timezone``, ``trunk``). Raises InvalidInput."""
+    if "timezone" in values:
+        check_timezone(values["timezone"])
+    trunk = values.get("trunk")
+    if trunk:
+        try:
+            check_dial_string(render_trunk(trunk, "+41441234567", project.region))
+        except ValueError as exc:
+            raise InvalidInput(f"trunk: {exc}") from None
+
+
 def billing_rule(connect_s: int, minimum_s: int, initial_s: int, increment_s: int) -> BillingRule:
     try:
         return BillingRule(connect_s=connect_s, minimum_s=minimum_s, initial_s=initial_s,
@@ -85,7 +98,7 @@ async def create_project(store: OperatorStore, *, name: str, numbers: list[str],
                          fallback: str | None = None, language: str = "de", region: str = "DE",
                          price_per_minute_cents: int = 0, currency: str = "EUR",
                          rule: BillingRule = PER_SECOND, ring_timeout_s: int = 30, warning_s: int = 60,
-                         pin_length: int = 8, max_bound_numbers: int = 3, max_simultaneous_calls: int = 1,
+                         pin_length: int = 12, max_bound_numbers: int = 3, max_simultaneous_calls: int = 1,
                          card_validity_days: int | None = None, now_ms: int) -> Project:
     """Create a project; its currency becomes the account's if the account has none yet.
 
@@ -131,6 +144,7 @@ async def update_project(store: OperatorStore, project: Project, *, values: Mapp
     if not values and not add_numbers and not remove_numbers:
         raise InvalidInput("nothing to change: give at least one option")
     check_project_values(values)
+    check_routing_values(values, project)
     rule = project.rule
     billing_rule(values.get("connect_s", rule.connect_s), values.get("minimum_s", rule.minimum_s),
                  values.get("initial_s", rule.initial_s), values.get("increment_s", rule.increment_s))
