@@ -29,6 +29,7 @@ from agi import (
     ProtocolError,
 )
 from rating.billing import talk_seconds_from_ms
+from rating.errors import StoreUnavailable
 from rating.models import Cdr
 from rating.pins import load_or_create_secret
 from rating.store.sqlite import SqliteStore
@@ -36,6 +37,8 @@ from rating.store.sqlite import SqliteStore
 from .call import Call, CallFinished
 from .clock import Clock, SystemClock
 from .flows.prepaid import prepaid
+from .guard import GuardedStore, Recorder
+from .journal import Journal
 from .metrics import Metrics
 from .operations import account_state
 from .outcome import HangupSide, Outcome
@@ -74,6 +77,8 @@ class Engine:
     clock: Clock
     metrics: Metrics
     secret: bytes
+    guarded: GuardedStore
+    recorder: Recorder
     server: AgiServer | None = None
     calls_suspended: bool = False
     account_level: str = "ok"
@@ -83,10 +88,17 @@ class Engine:
     async def create(cls, settings: Settings, *, clock: Clock | None = None,
                      metrics: Metrics | None = None) -> Engine:
         metrics = metrics or Metrics(version=VERSION)
-        store = SqliteStore(settings.database, observer=metrics.observe_store)
+        clock = clock or SystemClock()
+        store = SqliteStore(settings.database, observer=metrics.observe_store,
+                            busy_timeout_ms=settings.store_budget_ms)
         await store.open()
         secret = load_or_create_secret(settings.secret_path)
-        return cls(settings=settings, store=store, clock=clock or SystemClock(), metrics=metrics, secret=secret)
+        # Calls reach the store through the guard (fail closed at once while it fails);
+        # what it does not take goes to the journal (ivr.journal) and is replayed later.
+        guarded = GuardedStore(store, metrics=metrics)
+        recorder = Recorder(guarded, Journal(settings.state_path), metrics=metrics, log=log, now_ms=clock.now_ms)
+        return cls(settings=settings, store=store, clock=clock, metrics=metrics, secret=secret, guarded=guarded,
+                   recorder=recorder)
 
     async def start(self) -> AgiServer:
         routes = {name: self._route(name, flow) for name, flow in FLOWS.items()}
@@ -97,6 +109,7 @@ class Engine:
         log.info("engine_listening", host=self.settings.host, port=self.server.port)
         await self.refresh_account()
         self._account_task = asyncio.create_task(self._watch_account())
+        self.recorder.start()
         return self.server
 
     async def refresh_account(self) -> None:
@@ -130,6 +143,7 @@ class Engine:
         if self.server is not None:
             await self.server.close()
             cancelled = await self.server.drain(self.settings.grace_s if grace_s is None else grace_s)
+        await self.recorder.stop()
         await self.store.close()
         log.info("engine_stopped", cancelled_calls=cancelled)
         return cancelled
@@ -144,7 +158,7 @@ class Engine:
         assert env is not None
         structlog.contextvars.bind_contextvars(uniqueid=env.get("uniqueid"), channel=env.get("channel"),
                                                flow=flow_name)
-        call = Call(channel=channel, env=env, store=self.store, clock=self.clock, settings=self.settings,
+        call = Call(channel=channel, env=env, store=self.guarded, clock=self.clock, settings=self.settings,
                     metrics=self.metrics, secret=self.secret, log=log, flow=flow_name,
                     start_ms=self.clock.now_ms(), suspended=self.calls_suspended)
         started = self.clock.monotonic()
@@ -178,6 +192,10 @@ class Engine:
             log.warning("call_cancelled_at_shutdown", in_dial=call.dial_started is not None)
             await asyncio.shield(self._wrap_up(call, started, fault=False))
             raise
+        except StoreUnavailable as exc:  # fail closed: the dialplan says "service unavailable"
+            fault = True
+            call.outcome = Outcome.ERROR
+            log.warning("store_unavailable", error=str(exc))
         except Exception:
             fault = True
             call.outcome = Outcome.ERROR
@@ -186,11 +204,14 @@ class Engine:
         await asyncio.shield(self._wrap_up(call, started, fault=fault))
 
     async def _wrap_up(self, call: Call, started: float, *, fault: bool) -> None:
-        """Settle and write the CDR (one transaction), end the call. Never raises: if the
-        joint write fails, settling and the CDR are tried apart, so one failing does not
-        cost the other."""
+        """Settle and write the CDR (one transaction), end the call. Never raises: a store
+        that does not answer within its budget gets them journalled (replayed once it is
+        back); any other failure of the joint write tries settling and the CDR apart, so
+        one failing does not cost the other."""
         try:
             await self._settle_and_record(call)
+        except StoreUnavailable as exc:
+            await self._journal(call, str(exc))
         except Exception:
             log.exception("settle_and_record_failed")
             try:
@@ -211,12 +232,20 @@ class Engine:
 
     async def _settle_and_record(self, call: Call) -> None:
         if call.grant is None or call.project is None or call.grant_settled:
-            await self.store.write_cdr(self._cdr(call))
+            await self.guarded.write_cdr(self._cdr(call))
             return
         debit = call.project.rule.debit(call.talk_s)
-        call.debited_s = await self.store.settle_and_record(call.grant, debit_s=debit, cdr=self._cdr(call),
-                                                            now_ms=self.clock.now_ms())
+        call.debited_s = await self.guarded.settle_and_record(call.grant, debit_s=debit, cdr=self._cdr(call),
+                                                              now_ms=self.clock.now_ms())
         self._settled(call)
+
+    async def _journal(self, call: Call, reason: str) -> None:
+        """The settlement (the debit by the project's rule, capped at the hold when replayed)
+        and the CDR, for the journal; the hold stays open until the replay settles it."""
+        grant = None if call.grant_settled or call.project is None else call.grant
+        debit = call.project.rule.debit(call.talk_s) if grant is not None and call.project else 0
+        await self.recorder.journal_call(grant, debit_s=debit, cdr=self._cdr(call), now_ms=self.clock.now_ms(),
+                                         reason=reason)
 
     async def _settle(self, call: Call) -> None:
         if call.grant is None or call.project is None or call.grant_settled:

@@ -27,6 +27,8 @@ class Settings:
     port: int = 4573
     database: str = "ivr.sqlite3"
     secret_file: str = ""              # default: <database>.secret next to the database
+    state_dir: str = ""                # the settlement journal; default: <database>.state next to the database
+    store_budget_ms: int = 750         # a call's store write waits at most this for a lock, then fails closed
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9102           # 0 = no metrics endpoint
     sounds_dir: str = ""               # default: the packaged prompts/sounds
@@ -47,6 +49,10 @@ class Settings:
     @property
     def secret_path(self) -> Path:
         return Path(self.secret_file) if self.secret_file else Path(self.database + ".secret")
+
+    @property
+    def state_path(self) -> Path:
+        return Path(self.state_dir) if self.state_dir else Path(self.database + ".state")
 
     def masked(self) -> dict[str, Any]:
         """The settings to show. None holds a secret itself: the PIN-hashing secret lives
@@ -103,6 +109,8 @@ def _validate(s: Settings) -> None:
         raise SettingsError(f"setting 'metrics_port': {s.metrics_port} is not a TCP port")
     if not 0 <= s.config_refresh_s <= 60:
         raise SettingsError("setting 'config_refresh_s' must be between 0 and 60 seconds")
+    if not 0 < s.store_budget_ms <= 60_000:
+        raise SettingsError("setting 'store_budget_ms' must be between 1 and 60000 ms")
     if s.grace_s < 0:
         raise SettingsError("setting 'grace_s' must be >= 0")
     if not 0 < s.pin_throttle_window_s <= 7 * 86400:

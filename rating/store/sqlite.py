@@ -97,7 +97,10 @@ def _run_transaction(db: aiosqlite.Connection, operation: str, body: Callable[[s
         raise StoreUnavailable(f"{operation}: {exc}") from exc
     committed = False
     try:
-        result = body(conn)
+        try:
+            result = body(conn)
+        except sqlite3.OperationalError as exc:  # locked, disk full, read-only, I/O: not our mistake
+            raise StoreUnavailable(f"{operation}: {exc}") from exc
         try:
             conn.execute("COMMIT")
             committed = True
@@ -117,9 +120,10 @@ _PROJECT_COLS = ("id, name, service, fallback, ring_timeout_s, language, region,
                  " max_bound_numbers, max_simultaneous_calls, card_validity_days")
 # Writes of the call path: they never change projects, numbers or blocks, so they leave
 # the routing snapshot valid.
-_ROUTING_NEUTRAL = frozenset({"reserve", "settle", "write_cdr", "settle_and_record", "bind", "activate",
-                              "pin_failure", "create_card", "recharge", "adjust", "set_pin", "set_blocked",
-                              "set_expiry", "unbind", "add_payment", "account_currency", "account_settings"})
+_ROUTING_NEUTRAL = frozenset({"reserve", "settle", "write_cdr", "settle_and_record", "settle_and_record_once",
+                              "bind", "activate", "pin_failure", "create_card", "recharge", "adjust", "set_pin",
+                              "set_blocked", "set_expiry", "unbind", "add_payment", "account_currency",
+                              "account_settings"})
 
 
 def _reserve(db: sqlite3.Connection, *, card_id: int, uniqueid: str, rule: BillingRule, max_calls: int,
@@ -197,8 +201,13 @@ def _project(r: Sequence[Any], numbers: tuple[str, ...]) -> Project:
 
 
 class SqliteStore:
-    def __init__(self, path: str | Path, *, observer: StoreObserver | None = None) -> None:
+    def __init__(self, path: str | Path, *, observer: StoreObserver | None = None,
+                 busy_timeout_ms: int = 5000) -> None:
+        """``busy_timeout_ms``: how long a write waits for another process's write lock
+        (SQLite's busy handler) and for this connection's own queue of writes; then it
+        fails with StoreUnavailable. The engine gives calls a short budget, the CLI waits longer."""
         self.path = str(path)
+        self.busy_timeout_ms = busy_timeout_ms
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
         self._config_generation = 0
@@ -214,7 +223,7 @@ class SqliteStore:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             self._db = await aiosqlite.connect(self.path, isolation_level=None)
             await self._db.execute("PRAGMA journal_mode=WAL")
-            await self._db.execute("PRAGMA busy_timeout=5000")
+            await self._db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
             await self._db.execute("PRAGMA foreign_keys=ON")
             await self._db.execute("PRAGMA synchronous=NORMAL")
             await self._migrate()
@@ -301,12 +310,27 @@ class SqliteStore:
         db = self._conn
         started = time.perf_counter()
         self._note_write(operation)
-        async with self._lock, self._noting_write(operation):
+        async with self._queued(operation), self._noting_write(operation):
             result: T = await db._execute(  # type: ignore[no-untyped-call]  # aiosqlite leaves it untyped
                 _run_transaction, db, operation, body)
         if self._observer is not None:
             self._observer(operation, time.perf_counter() - started)
         return result
+
+    @asynccontextmanager
+    async def _queued(self, operation: str) -> AsyncIterator[None]:
+        """The writer lock, waited for at most ``busy_timeout_ms``: calls queued behind a
+        write stuck in SQLite's busy handler fail within their budget instead of each
+        waiting for all the ones before it."""
+        try:
+            async with asyncio.timeout(self.busy_timeout_ms / 1000):
+                await self._lock.acquire()
+        except TimeoutError:
+            raise StoreUnavailable(f"{operation}: the store's writer is busy") from None
+        try:
+            yield
+        finally:
+            self._lock.release()
 
     async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         try:
@@ -600,6 +624,28 @@ class SqliteStore:
             return cdr.debited_s
 
         return await self._transaction("settle_and_record", body)
+
+    async def settle_and_record_once(self, grant: Grant | None, *, debit_s: int, cdr: Cdr,
+                                     now_ms: int) -> int | None:
+        """A journalled settlement and CDR, written exactly once however often it is
+        replayed: nothing when this CDR is there already (same uniqueid, start and end)
+        or, for a hold, when the hold was settled (with its CDR) by anyone. Otherwise as
+        ``settle_and_record`` (or ``write_cdr`` without a hold). Returns the seconds
+        debited, or None when nothing was written."""
+        def body(db: sqlite3.Connection) -> int | None:
+            if db.execute("SELECT 1 FROM cdrs WHERE start_ms = ? AND uniqueid = ? AND end_ms = ?",
+                          (cdr.start_ms, cdr.uniqueid, cdr.end_ms)).fetchone():
+                return None
+            if grant is not None:
+                row = db.execute("SELECT state FROM reservations WHERE id = ?",
+                                 (grant.reservation_id,)).fetchone()
+                if row is not None and row[0] == "settled":
+                    return None
+                cdr.debited_s = _settle(db, grant, debit_s=debit_s, uniqueid=cdr.uniqueid, now_ms=now_ms)
+            _insert_cdr(db, cdr)
+            return cdr.debited_s
+
+        return await self._transaction("settle_and_record_once", body)
 
     # --- ledger, CDRs ------------------------------------------------------
     async def ledger(self, card_id: int) -> list[LedgerEntry]:
