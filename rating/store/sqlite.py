@@ -227,7 +227,10 @@ class SqliteStore:
             await self._db.execute("PRAGMA foreign_keys=ON")
             await self._db.execute("PRAGMA synchronous=NORMAL")
             await self._migrate()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, StoreUnavailable) as exc:
+            await self.close()  # its thread would keep the process alive (a CLI hanging on a locked file)
+            if isinstance(exc, StoreUnavailable):
+                raise
             raise StoreUnavailable(f"cannot open database {self.path}: {exc}") from exc
 
     async def close(self) -> None:
