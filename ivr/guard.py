@@ -161,6 +161,7 @@ class Recorder:
         self.oldest_ms: int | None = None
         self._unwritten: list[tuple[Grant | None, int, Cdr, int]] = []  # not even journalled (yet)
         self._wake = asyncio.Event()
+        self._damage_reported: set[tuple[int, str]] = set()
         self._task: asyncio.Task[None] | None = None
         metrics.journal_entries.set_function(lambda: self.backlog + len(self._unwritten))
         metrics.journal_oldest_age.set_function(self._oldest_age_s)
@@ -203,6 +204,9 @@ class Recorder:
             await self.replay_once()  # a last try before the store closes; what is left stays
         except Exception:
             self.log.exception("journal_replay_failed")
+        for grant, debit_s, cdr, _ in self._unwritten:  # neither store nor journal took them
+            self.log.error("call_not_kept", debit_s=debit_s, hold=grant.reservation_id if grant else None,
+                           cdr=cdr.__dict__)
 
     async def _run(self) -> None:
         await asyncio.to_thread(self.journal.ensure_ballast)
@@ -251,7 +255,9 @@ class Recorder:
         for entry, error in result.failed:
             self.log.error("journal_entry_refused", entry=entry.id, uniqueid=entry.cdr.uniqueid, error=error)
         for damage in result.damaged:
-            self.log.warning("journal_line_damaged", line=damage.line, reason=damage.reason, torn=damage.torn)
+            if (damage.line, damage.reason) not in self._damage_reported:  # once, not every retry
+                self._damage_reported.add((damage.line, damage.reason))
+                self.log.warning("journal_line_damaged", line=damage.line, reason=damage.reason, torn=damage.torn)
         contents = await asyncio.to_thread(self.journal.read)
         self.backlog, self.oldest_ms = len(contents.pending), contents.oldest_ms
         return result

@@ -151,19 +151,19 @@ async def test_the_debit_is_capped_at_the_hold(tmp_path: Path) -> None:
 async def test_a_second_replayer_skips_while_one_holds_the_replay_lock(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "state")
     journal.append(None, debit_s=0, cdr=cdr("u.1"), at_ms=1)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import fcntl,os,sys,time; fd=os.open(sys.argv[1], os.O_RDWR|os.O_CREAT, 0o600);"
-         " fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(30)",
-         str(journal.directory / "replay.lock")], stdout=subprocess.PIPE)
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "import fcntl,os,sys,time; fd=os.open(sys.argv[1], os.O_RDWR|os.O_CREAT, 0o600);"
+        " fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(30)",
+        str(journal.directory / "replay.lock"), stdout=asyncio.subprocess.PIPE)
     try:
-        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+        assert holder.stdout is not None and await holder.stdout.readline() == b"held\n"
         async with SqliteStore(tmp_path / "ivr.sqlite3") as store:
             with pytest.raises(JournalBusy):
                 await do_replay(journal, store)
             assert await store.cdrs() == []
     finally:
         holder.kill()
-        holder.communicate()
+        await holder.communicate()
 
 
 async def test_two_cli_replays_at_once_write_each_call_once(tmp_path: Path) -> None:
