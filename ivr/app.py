@@ -235,8 +235,10 @@ class Engine:
             await self.guarded.write_cdr(self._cdr(call))
             return
         debit = call.project.rule.debit(call.talk_s)
+        factor_pm, quota = call.charge_terms()
         call.debited_s = await self.guarded.settle_and_record(call.grant, debit_s=debit, cdr=self._cdr(call),
-                                                              now_ms=self.clock.now_ms())
+                                                              now_ms=self.clock.now_ms(), factor_pm=factor_pm,
+                                                              quota=quota)
         self._settled(call)
 
     async def _journal(self, call: Call, reason: str) -> None:
@@ -244,15 +246,17 @@ class Engine:
         and the CDR, for the journal; the hold stays open until the replay settles it."""
         grant = None if call.grant_settled or call.project is None else call.grant
         debit = call.project.rule.debit(call.talk_s) if grant is not None and call.project else 0
+        factor_pm, quota = call.charge_terms()
         await self.recorder.journal_call(grant, debit_s=debit, cdr=self._cdr(call), now_ms=self.clock.now_ms(),
-                                         reason=reason)
+                                         factor_pm=factor_pm, quota=quota, reason=reason)
 
     async def _settle(self, call: Call) -> None:
         if call.grant is None or call.project is None or call.grant_settled:
             return
         debit = call.project.rule.debit(call.talk_s)
+        factor_pm, quota = call.charge_terms()
         call.debited_s = await self.store.settle(call.grant, debit_s=debit, uniqueid=call.uniqueid,
-                                                 now_ms=self.clock.now_ms())
+                                                 now_ms=self.clock.now_ms(), factor_pm=factor_pm, quota=quota)
         self._settled(call)
 
     def _settled(self, call: Call) -> None:
@@ -268,7 +272,10 @@ class Engine:
             caller_e164=call.caller.e164 if call.caller else None, dialled=call.dialled,
             destination=call.destination, start_ms=call.start_ms, answer_ms=call.answer_ms,
             end_ms=self.clock.now_ms(), talk_s=call.talk_s, debited_s=call.debited_s,
-            outcome=(call.outcome or Outcome.ABANDONED).value, hangup_side=call.hangup_side.value)
+            outcome=(call.outcome or Outcome.ABANDONED).value, hangup_side=call.hangup_side.value,
+            call_type=call.type_of_call(), route_position=call.leg.route.position if call.leg else None,
+            leg=call.leg.number if call.leg else None, zone=call.leg.zone.value if call.leg else "",
+            number_type=call.leg.kind.value if call.leg else "", factor_pm=call.charge_terms()[0])
 
     async def _end_channel(self, call: Call, fault: bool) -> None:
         """A fault leaves the channel to the dialplan (IVR_RESULT=error: play 'service

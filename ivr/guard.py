@@ -25,8 +25,9 @@ from rating.billing import BillingRule
 from rating.errors import StoreUnavailable
 from rating.models import AccountSettings, BoundReservation, Card, Cdr, Grant, Routing
 from rating.store.base import CallStore
+from rating.zones import QuotaPeriod
 
-from .journal import Journal, JournalBusy, ReplayResult, replay
+from .journal import Entry, Journal, JournalBusy, ReplayResult, replay
 from .metrics import Metrics
 
 __all__ = ["GuardedStore", "Recorder"]
@@ -106,31 +107,35 @@ class GuardedStore:
         await self._write("activate", lambda: self.inner.activate(card_id, now_ms))
 
     async def reserve(self, *, card_id: int, uniqueid: str, rule: BillingRule, max_calls: int,
-                      hold_s: int, now_ms: int) -> Grant:
+                      hold_s: int, now_ms: int, quota: QuotaPeriod | None = None) -> Grant:
         return await self._write("reserve", lambda: self.inner.reserve(
-            card_id=card_id, uniqueid=uniqueid, rule=rule, max_calls=max_calls, hold_s=hold_s, now_ms=now_ms))
+            card_id=card_id, uniqueid=uniqueid, rule=rule, max_calls=max_calls, hold_s=hold_s, now_ms=now_ms,
+            quota=quota))
 
     async def reserve_bound(self, *, project_id: int, caller: str, uniqueid: str, rule: BillingRule,
-                            max_calls: int, hold_s: int, now_ms: int) -> BoundReservation | None:
+                            max_calls: int, hold_s: int, now_ms: int,
+                            quota: QuotaPeriod | None = None) -> BoundReservation | None:
         return await self._write("reserve", lambda: self.inner.reserve_bound(
             project_id=project_id, caller=caller, uniqueid=uniqueid, rule=rule, max_calls=max_calls,
-            hold_s=hold_s, now_ms=now_ms))
+            hold_s=hold_s, now_ms=now_ms, quota=quota))
 
-    async def settle(self, grant: Grant, *, debit_s: int, uniqueid: str, now_ms: int) -> int:
-        return await self._write("settle", lambda: self.inner.settle(grant, debit_s=debit_s, uniqueid=uniqueid,
-                                                                     now_ms=now_ms))
+    async def settle(self, grant: Grant, *, debit_s: int, uniqueid: str, now_ms: int,
+                     factor_pm: int = 1000, quota: QuotaPeriod | None = None) -> int:
+        return await self._write("settle", lambda: self.inner.settle(
+            grant, debit_s=debit_s, uniqueid=uniqueid, now_ms=now_ms, factor_pm=factor_pm, quota=quota))
 
-    async def settle_and_record(self, grant: Grant, *, debit_s: int, cdr: Cdr, now_ms: int) -> int:
+    async def settle_and_record(self, grant: Grant, *, debit_s: int, cdr: Cdr, now_ms: int,
+                                factor_pm: int = 1000, quota: QuotaPeriod | None = None) -> int:
         return await self._write("settle_and_record", lambda: self.inner.settle_and_record(
-            grant, debit_s=debit_s, cdr=cdr, now_ms=now_ms))
+            grant, debit_s=debit_s, cdr=cdr, now_ms=now_ms, factor_pm=factor_pm, quota=quota))
 
     async def write_cdr(self, cdr: Cdr) -> None:
         await self._write("write_cdr", lambda: self.inner.write_cdr(cdr))
 
-    async def settle_and_record_once(self, grant: Grant | None, *, debit_s: int, cdr: Cdr,
-                                     now_ms: int) -> int | None:
+    async def settle_and_record_once(self, grant: Grant | None, *, debit_s: int, cdr: Cdr, now_ms: int,
+                                     factor_pm: int = 1000, quota: QuotaPeriod | None = None) -> int | None:
         return await self._write("journal_replay", lambda: self.inner.settle_and_record_once(
-            grant, debit_s=debit_s, cdr=cdr, now_ms=now_ms))
+            grant, debit_s=debit_s, cdr=cdr, now_ms=now_ms, factor_pm=factor_pm, quota=quota))
 
     async def record_pin_failure(self, project_id: int, caller_key: str, now_ms: int) -> None:
         await self._write("pin_failure", lambda: self.inner.record_pin_failure(project_id, caller_key, now_ms))
@@ -159,7 +164,7 @@ class Recorder:
         self.retry_s = retry_s
         self.backlog = 0
         self.oldest_ms: int | None = None
-        self._unwritten: list[tuple[Grant | None, int, Cdr, int]] = []  # not even journalled (yet)
+        self._unwritten: list[Entry] = []  # not even journalled (yet)
         self._wake = asyncio.Event()
         self._damage_reported: set[tuple[int, str]] = set()
         self._task: asyncio.Task[None] | None = None
@@ -167,20 +172,20 @@ class Recorder:
         metrics.journal_oldest_age.set_function(self._oldest_age_s)
 
     def _oldest_age_s(self) -> float:
-        oldest = [ms for ms in (self.oldest_ms, *(u[3] for u in self._unwritten)) if ms is not None]
+        oldest = [ms for ms in (self.oldest_ms, *(u.at_ms for u in self._unwritten)) if ms is not None]
         return max(0.0, (self.now_ms() - min(oldest)) / 1000) if oldest else 0.0
 
     async def journal_call(self, grant: Grant | None, *, debit_s: int, cdr: Cdr, now_ms: int,
-                           reason: str) -> None:
+                           factor_pm: int, quota: QuotaPeriod | None, reason: str) -> None:
         """Keep a call the store did not take; never raises (a journal that cannot be
         written either keeps the call in memory, logged in full, and retries)."""
+        entry = Entry.new(grant, debit_s=debit_s, cdr=cdr, at_ms=now_ms, factor_pm=factor_pm, quota=quota)
         try:
-            entry = await asyncio.to_thread(self.journal.append, grant, debit_s=debit_s, cdr=cdr, at_ms=now_ms)
+            await asyncio.to_thread(self.journal.append, entry)
         except OSError as exc:
-            self._unwritten.append((grant, debit_s, cdr, now_ms))
+            self._unwritten.append(entry)
             self.metrics.journal_write_failures.inc()
-            self.log.error("journal_write_failed", error=str(exc), reason=reason, debit_s=debit_s,
-                           hold=grant.reservation_id if grant else None, cdr=cdr.__dict__)
+            self.log.error("journal_write_failed", error=str(exc), reason=reason, entry=entry.record())
         else:
             self.backlog += 1
             self.oldest_ms = now_ms if self.oldest_ms is None else min(self.oldest_ms, now_ms)
@@ -204,9 +209,8 @@ class Recorder:
             await self.replay_once()  # a last try before the store closes; what is left stays
         except Exception:
             self.log.exception("journal_replay_failed")
-        for grant, debit_s, cdr, _ in self._unwritten:  # neither store nor journal took them
-            self.log.error("call_not_kept", debit_s=debit_s, hold=grant.reservation_id if grant else None,
-                           cdr=cdr.__dict__)
+        for entry in self._unwritten:  # neither store nor journal took them
+            self.log.error("call_not_kept", entry=entry.record())
 
     async def _run(self) -> None:
         await asyncio.to_thread(self.journal.ensure_ballast)
@@ -228,12 +232,12 @@ class Recorder:
         """Write what waits (in memory, then the journal) if the store takes it; None when
         there was nothing to do or another process is replaying."""
         while self._unwritten:
-            grant, debit_s, cdr, at_ms = self._unwritten[0]
+            entry = self._unwritten[0]
             try:
-                await self.store.settle_and_record_once(grant, debit_s=debit_s, cdr=cdr, now_ms=at_ms)
+                await entry.write_to(self.store)
             except StoreUnavailable:
                 try:
-                    await asyncio.to_thread(self.journal.append, grant, debit_s=debit_s, cdr=cdr, at_ms=at_ms)
+                    await asyncio.to_thread(self.journal.append, entry)
                 except OSError:
                     return None
             self._unwritten.pop(0)

@@ -57,6 +57,7 @@ from typing import Any
 from rating.errors import RatingError, StoreUnavailable
 from rating.models import Cdr, Grant
 from rating.store.base import CallStore
+from rating.zones import QuotaPeriod
 
 __all__ = ["Damage", "Entry", "Journal", "JournalBusy", "JournalContents", "ReplayResult", "replay"]
 
@@ -72,19 +73,35 @@ class JournalBusy(Exception):
 
 @dataclass(frozen=True)
 class Entry:
-    """One journalled call: its hold (None when it had none), the debit, the CDR."""
+    """One journalled call: its hold (None when it had none), the debit by the project's
+    rule with the factor and monthly quota it is rated at, the CDR."""
 
     id: str
     at_ms: int
     grant: Grant | None
     debit_s: int
     cdr: Cdr
+    factor_pm: int = 1000
+    quota: QuotaPeriod | None = None
     line: int = 0
+
+    @classmethod
+    def new(cls, grant: Grant | None, *, debit_s: int, cdr: Cdr, at_ms: int, factor_pm: int = 1000,
+            quota: QuotaPeriod | None = None) -> Entry:
+        return cls(id=uuid.uuid4().hex, at_ms=at_ms, grant=grant, debit_s=debit_s, cdr=dataclasses.replace(cdr),
+                   factor_pm=factor_pm, quota=quota)
 
     def record(self) -> dict[str, Any]:
         return {"v": VERSION, "kind": "call", "id": self.id, "at_ms": self.at_ms,
                 "grant": dataclasses.asdict(self.grant) if self.grant is not None else None,
-                "debit_s": self.debit_s, "cdr": dataclasses.asdict(self.cdr)}
+                "debit_s": self.debit_s, "factor_pm": self.factor_pm,
+                "quota": dataclasses.asdict(self.quota) if self.quota is not None else None,
+                "cdr": dataclasses.asdict(self.cdr)}
+
+    async def write_to(self, store: CallStore) -> int | None:
+        """Settle and record it in the store, exactly once (None: it was there already)."""
+        return await store.settle_and_record_once(self.grant, debit_s=self.debit_s, cdr=dataclasses.replace(self.cdr),
+                                                  now_ms=self.at_ms, factor_pm=self.factor_pm, quota=self.quota)
 
 
 @dataclass(frozen=True)
@@ -128,8 +145,10 @@ def _decode(raw: bytes) -> dict[str, Any]:
 def _entry(record: dict[str, Any], line: int) -> Entry:
     try:
         grant = Grant(**record["grant"]) if record["grant"] is not None else None
+        quota = QuotaPeriod(**record["quota"]) if record["quota"] is not None else None
         return Entry(id=str(record["id"]), at_ms=int(record["at_ms"]), grant=grant,
-                     debit_s=int(record["debit_s"]), cdr=Cdr(**record["cdr"]), line=line)
+                     debit_s=int(record["debit_s"]), cdr=Cdr(**record["cdr"]), factor_pm=int(record["factor_pm"]),
+                     quota=quota, line=line)
     except (KeyError, TypeError) as exc:
         raise ValueError(f"incomplete entry: {exc}") from exc
 
@@ -190,11 +209,9 @@ class Journal:
             os.close(fd)
 
     # --- writing -----------------------------------------------------------
-    def append(self, grant: Grant | None, *, debit_s: int, cdr: Cdr, at_ms: int) -> Entry:
+    def append(self, entry: Entry) -> Entry:
         """Append one call and fsync it; blocking (run it on a thread). Raises OSError when
         even the reserve could not make room."""
-        entry = Entry(id=uuid.uuid4().hex, at_ms=at_ms, grant=grant, debit_s=debit_s,
-                      cdr=dataclasses.replace(cdr))
         self._append_lines(_encode(entry.record()))
         return entry
 
@@ -321,8 +338,7 @@ async def replay(journal: Journal, store: CallStore, *, offload: Offload, now_ms
         result.damaged = contents.damaged
         for index, entry in enumerate(contents.pending):
             try:
-                debited = await store.settle_and_record_once(
-                    entry.grant, debit_s=entry.debit_s, cdr=dataclasses.replace(entry.cdr), now_ms=entry.at_ms)
+                debited = await entry.write_to(store)
             except StoreUnavailable as exc:
                 result.stopped = str(exc)
                 result.left = len(contents.pending) - index

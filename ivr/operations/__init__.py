@@ -102,8 +102,28 @@ from .projects import (
     project,
     update_project,
 )
+from .routes import (
+    add_route,
+    check_routing_values,
+    move_route,
+    outbound_blocks,
+    parse_countries,
+    parse_kinds,
+    remove_route,
+    set_zones,
+    zone_rows,
+)
 
 __all__ = [
+    "add_route",
+    "check_routing_values",
+    "move_route",
+    "outbound_blocks",
+    "parse_countries",
+    "parse_kinds",
+    "remove_route",
+    "set_zones",
+    "zone_rows",
     "AccountLevel",
     "AccountLocked",
     "AccountState",

@@ -135,4 +135,54 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX pin_failures_project ON pin_failures(project_id, at_ms);
     """,
+    # 4: call routing (issue 11) — forwarding rules in order, each with conditions and
+    # optional office hours; the project's time zone ('' = its region's), trunk template,
+    # destination policy, zone factors (per-mille, "national=1200,eu=1300") and monthly
+    # quota; the quota each card used per month; how each CDR was routed and rated. The
+    # existing service and fallback become rules 1 and 2 (fallback on busy or no answer,
+    # as the engine did). Old CDRs get the type the old engine would have given them.
+    """
+    ALTER TABLE projects ADD COLUMN timezone TEXT NOT NULL DEFAULT '';
+    ALTER TABLE projects ADD COLUMN trunk TEXT NOT NULL DEFAULT '';
+    ALTER TABLE projects ADD COLUMN allow_countries TEXT NOT NULL DEFAULT 'DE,AT,CH,FR,PL';
+    ALTER TABLE projects ADD COLUMN block_types TEXT NOT NULL DEFAULT 'premium_rate,shared_cost,personal,uan,satellite';
+    ALTER TABLE projects ADD COLUMN zone_factors TEXT NOT NULL DEFAULT '';
+    ALTER TABLE projects ADD COLUMN quota_s INTEGER NOT NULL DEFAULT 0 CHECK (quota_s >= 0);
+    CREATE TABLE routes (
+        id INTEGER PRIMARY KEY,
+        project_id INTEGER NOT NULL REFERENCES projects(id),
+        position INTEGER NOT NULL CHECK (position > 0),
+        destination TEXT NOT NULL,
+        conditions TEXT NOT NULL,
+        hours TEXT NOT NULL DEFAULT '',
+        closed_on TEXT NOT NULL DEFAULT '',
+        ring_timeout_s INTEGER CHECK (ring_timeout_s IS NULL OR ring_timeout_s > 0)
+    );
+    CREATE INDEX routes_project ON routes(project_id, position);
+    INSERT INTO routes (project_id, position, destination, conditions)
+        SELECT id, 1, service, 'always' FROM projects;
+    INSERT INTO routes (project_id, position, destination, conditions)
+        SELECT id, 2, fallback, 'busy,noanswer' FROM projects WHERE fallback IS NOT NULL;
+    CREATE TABLE card_quota (
+        card_id INTEGER NOT NULL REFERENCES cards(id),
+        month TEXT NOT NULL,
+        used_s INTEGER NOT NULL CHECK (used_s >= 0),
+        PRIMARY KEY (card_id, month)
+    );
+    ALTER TABLE cdrs ADD COLUMN call_type TEXT NOT NULL DEFAULT '';
+    ALTER TABLE cdrs ADD COLUMN route_position INTEGER;
+    ALTER TABLE cdrs ADD COLUMN leg INTEGER;
+    ALTER TABLE cdrs ADD COLUMN zone TEXT NOT NULL DEFAULT '';
+    ALTER TABLE cdrs ADD COLUMN number_type TEXT NOT NULL DEFAULT '';
+    ALTER TABLE cdrs ADD COLUMN factor_pm INTEGER NOT NULL DEFAULT 1000;
+    ALTER TABLE cdrs ADD COLUMN quota_used_s INTEGER NOT NULL DEFAULT 0;
+    UPDATE cdrs SET call_type = CASE
+        WHEN outcome IN ('BLOCKED_CALLER', 'BLOCKED_DESTINATION') THEN 'blocked'
+        WHEN destination IS NULL THEN 'refused'
+        WHEN destination = (SELECT fallback FROM projects p WHERE p.id = cdrs.project_id) THEN 'fallback'
+        ELSE 'service' END,
+        zone = CASE WHEN destination IS NULL THEN '' ELSE 'internal' END,
+        number_type = CASE WHEN destination IS NULL THEN '' ELSE 'dial_string' END;
+    CREATE INDEX cdrs_type ON cdrs(call_type, start_ms);
+    """,
 ]

@@ -14,6 +14,7 @@ from typing import Protocol
 
 from ..billing import BillingRule
 from ..models import AccountSettings, BoundReservation, Card, Cdr, Grant, Routing
+from ..zones import QuotaPeriod
 
 __all__ = ["CallStore"]
 
@@ -31,18 +32,24 @@ class CallStore(Protocol):
     async def activate(self, card_id: int, now_ms: int) -> None: ...
 
     async def reserve(self, *, card_id: int, uniqueid: str, rule: BillingRule, max_calls: int,
-                      hold_s: int, now_ms: int) -> Grant:
+                      hold_s: int, now_ms: int, quota: QuotaPeriod | None = None) -> Grant:
         """Raises NotFound, CardBlocked, CardExpired, CardInUse, InsufficientBalance."""
 
     async def reserve_bound(self, *, project_id: int, caller: str, uniqueid: str, rule: BillingRule,
-                            max_calls: int, hold_s: int, now_ms: int) -> BoundReservation | None:
+                            max_calls: int, hold_s: int, now_ms: int,
+                            quota: QuotaPeriod | None = None) -> BoundReservation | None:
         """The bound line's card and a hold on it in one step; None when not bound."""
 
-    async def settle(self, grant: Grant, *, debit_s: int, uniqueid: str, now_ms: int) -> int: ...
-    async def settle_and_record(self, grant: Grant, *, debit_s: int, cdr: Cdr, now_ms: int) -> int: ...
+    async def settle(self, grant: Grant, *, debit_s: int, uniqueid: str, now_ms: int,
+                     factor_pm: int = 1000, quota: QuotaPeriod | None = None) -> int:
+        """Debits ``rating.zones.charge(debit_s, factor_pm, quota left)``, capped at the hold;
+        the quota left is read and used in the same transaction (never twice)."""
+
+    async def settle_and_record(self, grant: Grant, *, debit_s: int, cdr: Cdr, now_ms: int,
+                                factor_pm: int = 1000, quota: QuotaPeriod | None = None) -> int: ...
     async def write_cdr(self, cdr: Cdr) -> None: ...
-    async def settle_and_record_once(self, grant: Grant | None, *, debit_s: int, cdr: Cdr,
-                                     now_ms: int) -> int | None:
+    async def settle_and_record_once(self, grant: Grant | None, *, debit_s: int, cdr: Cdr, now_ms: int,
+                                     factor_pm: int = 1000, quota: QuotaPeriod | None = None) -> int | None:
         """A journal replay: exactly once however often it runs (None: it was written before)."""
 
     async def record_pin_failure(self, project_id: int, caller_key: str, now_ms: int) -> None: ...

@@ -56,6 +56,9 @@ from ..models import (
     Project,
     Routing,
 )
+from ..routes import Route
+from ..zones import QuotaPeriod, charge
+from ._rows import ROUTE_COLS, default_timezone, policy_of, route_of, tariff_of
 from ._schema import MIGRATIONS
 
 __all__ = ["SqliteStore", "StoreObserver"]
@@ -74,11 +77,13 @@ PIN_FAILURE_RETENTION_MS = 7 * 86_400_000
 _PROJECT_UPDATABLE = frozenset({
     "service", "fallback", "ring_timeout_s", "language", "region", "price_per_minute_cents", "currency",
     "connect_s", "minimum_s", "initial_s", "increment_s", "warning_s", "pin_length", "max_bound_numbers",
-    "max_simultaneous_calls", "card_validity_days"})
+    "max_simultaneous_calls", "card_validity_days", "timezone", "trunk", "allow_countries", "block_types",
+    "zone_factors", "quota_s"})
 _ACCOUNT_UPDATABLE = frozenset({"currency", "info_limit_cents", "lock_limit_cents", "suspend_calls"})
 _BLOCKED_COLS = "id, project_id, pattern, direction, reason, created_ms, added_by"
 _CDR_COLS = ("uniqueid, project_id, card_id, caller_raw, caller_e164, dialled, destination, start_ms,"
-             " answer_ms, end_ms, talk_s, debited_s, outcome, hangup_side")
+             " answer_ms, end_ms, talk_s, debited_s, outcome, hangup_side, call_type, route_position, leg, zone,"
+             " number_type, factor_pm, quota_used_s")
 
 
 def _card(row: Sequence[Any]) -> Card:
@@ -117,7 +122,8 @@ def _run_transaction(db: aiosqlite.Connection, operation: str, body: Callable[[s
 
 _PROJECT_COLS = ("id, name, service, fallback, ring_timeout_s, language, region, price_per_minute_cents,"
                  " currency, connect_s, minimum_s, initial_s, increment_s, warning_s, pin_length,"
-                 " max_bound_numbers, max_simultaneous_calls, card_validity_days")
+                 " max_bound_numbers, max_simultaneous_calls, card_validity_days, timezone, trunk,"
+                 " allow_countries, block_types, zone_factors, quota_s")
 # Writes of the call path: they never change projects, numbers or blocks, so they leave
 # the routing snapshot valid.
 _ROUTING_NEUTRAL = frozenset({"reserve", "settle", "write_cdr", "settle_and_record", "settle_and_record_once",
@@ -126,8 +132,16 @@ _ROUTING_NEUTRAL = frozenset({"reserve", "settle", "write_cdr", "settle_and_reco
                               "account_settings"})
 
 
+def _quota_left(db: sqlite3.Connection, card_id: int, quota: QuotaPeriod | None) -> int:
+    if quota is None or quota.limit_s <= 0:
+        return 0
+    row = db.execute("SELECT used_s FROM card_quota WHERE card_id = ? AND month = ?",
+                     (card_id, quota.month)).fetchone()
+    return max(0, quota.limit_s - (row[0] if row else 0))
+
+
 def _reserve(db: sqlite3.Connection, *, card_id: int, uniqueid: str, rule: BillingRule, max_calls: int,
-             hold_s: int, now_ms: int) -> Grant:
+             hold_s: int, now_ms: int, quota: QuotaPeriod | None = None) -> Grant:
     """On the worker thread, inside a transaction: see ``SqliteStore.reserve``."""
     # Holds of crashed engines expire, so a card is never locked forever.
     stale = db.execute(
@@ -164,40 +178,92 @@ def _reserve(db: sqlite3.Connection, *, card_id: int, uniqueid: str, rule: Billi
         " VALUES (?, ?, ?, ?, ?)",
         (card_id, uniqueid, seconds, now_ms, now_ms + (max_talk + hold_s) * 1000 + RESERVATION_GRACE_MS))
     return Grant(reservation_id=cur.lastrowid or 0, card_id=card_id, reserved_s=seconds,
-                 max_talk_s=max_talk, available_before_s=card.available_s)
+                 max_talk_s=max_talk, available_before_s=card.available_s,
+                 quota_left_s=_quota_left(db, card_id, quota))
 
 
-def _settle(db: sqlite3.Connection, grant: Grant, *, debit_s: int, uniqueid: str, now_ms: int) -> int:
-    """On the worker thread, inside a transaction: see ``SqliteStore.settle``."""
+def _settle(db: sqlite3.Connection, grant: Grant, *, debit_s: int, uniqueid: str, now_ms: int,
+            factor_pm: int = 1000, quota: QuotaPeriod | None = None) -> tuple[int, int]:
+    """On the worker thread, inside a transaction: see ``SqliteStore.settle``.
+    Returns (seconds debited, quota seconds used)."""
+    if db.execute("SELECT 1 FROM reservations WHERE id = ? AND state = 'open'",
+                  (grant.reservation_id,)).fetchone() is None:
+        return 0, 0
+    # The quota left is read here, under the write lock: two calls of one card never use
+    # the same included seconds, whatever each was told when its time was held.
+    debit_s, quota_used = charge(max(0, debit_s), factor_pm, _quota_left(db, grant.card_id, quota))
+    if quota is not None and quota_used:
+        db.execute("INSERT INTO card_quota (card_id, month, used_s) VALUES (?, ?, ?)"
+                   " ON CONFLICT (card_id, month) DO UPDATE SET used_s = used_s + excluded.used_s",
+                   (grant.card_id, quota.month, quota_used))
     debit_s = max(0, min(debit_s, grant.reserved_s))
     cur = db.execute("UPDATE reservations SET state = 'settled' WHERE id = ? AND state = 'open'",
                      (grant.reservation_id,))
-    if cur.rowcount != 1:
-        return 0
+    if cur.rowcount != 1:  # pragma: no cover - checked above under the same lock
+        return 0, 0
     db.execute("UPDATE cards SET balance_s = balance_s - ?, reserved_s = reserved_s - ?,"
                " active_calls = active_calls - 1 WHERE id = ?", (debit_s, grant.reserved_s, grant.card_id))
     if debit_s:
         db.execute("INSERT INTO ledger (card_id, at_ms, kind, seconds, reference) VALUES (?, ?, 'debit', ?, ?)",
                    (grant.card_id, now_ms, -debit_s, uniqueid))
-    return debit_s
+    return debit_s, quota_used
 
 
 def _insert_cdr(db: sqlite3.Connection, cdr: Cdr) -> None:
     db.execute(
-        "INSERT INTO cdrs (uniqueid, project_id, card_id, caller_raw, caller_e164, dialled, destination,"
-        " start_ms, answer_ms, end_ms, talk_s, debited_s, outcome, hangup_side)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        f"INSERT INTO cdrs ({_CDR_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (cdr.uniqueid, cdr.project_id, cdr.card_id, cdr.caller_raw, cdr.caller_e164, cdr.dialled,
          cdr.destination, cdr.start_ms, cdr.answer_ms, cdr.end_ms, cdr.talk_s, cdr.debited_s,
-         cdr.outcome, cdr.hangup_side))
+         cdr.outcome, cdr.hangup_side, cdr.call_type, cdr.route_position, cdr.leg, cdr.zone, cdr.number_type,
+         cdr.factor_pm, cdr.quota_used_s))
 
 
-def _project(r: Sequence[Any], numbers: tuple[str, ...]) -> Project:
+def _project(r: Sequence[Any], numbers: tuple[str, ...], routes: tuple[Route, ...]) -> Project:
     return Project(id=r[0], name=r[1], numbers=numbers, service=r[2], fallback=r[3], ring_timeout_s=r[4],
                    language=r[5], region=r[6], price_per_minute_cents=r[7], currency=r[8],
                    rule=BillingRule(connect_s=r[9], minimum_s=r[10], initial_s=r[11], increment_s=r[12]),
                    warning_s=r[13], pin_length=r[14], max_bound_numbers=r[15],
-                   max_simultaneous_calls=r[16], card_validity_days=r[17])
+                   max_simultaneous_calls=r[16], card_validity_days=r[17], routes=routes,
+                   timezone=r[18] or default_timezone(r[6]), trunk=r[19], policy=policy_of(r[20], r[21]),
+                   tariff=tariff_of(r[22], r[23]))
+
+
+def _routes_by_project(rows: Sequence[Sequence[Any]]) -> dict[int, tuple[Route, ...]]:
+    out: dict[int, list[Route]] = {}
+    for row in rows:
+        out.setdefault(row[0], []).append(route_of(row))
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def _sync_legacy_destinations(db: sqlite3.Connection, project_id: int) -> None:
+    """Keep ``projects.service`` / ``fallback`` what they meant before rules existed: the
+    first rule's destination, and the first later rule tried on busy or no answer."""
+    rows = db.execute("SELECT position, destination, conditions FROM routes WHERE project_id = ?"
+                      " ORDER BY position", (project_id,)).fetchall()
+    if not rows:
+        raise InvalidInput("a project needs at least one forwarding rule")
+    fallback = next((r[1] for r in rows[1:] if r[2] == "busy,noanswer"), None)
+    db.execute("UPDATE projects SET service = ?, fallback = ? WHERE id = ?", (rows[0][1], fallback, project_id))
+
+
+def _renumber_routes(db: sqlite3.Connection, project_id: int, order: Sequence[int]) -> None:
+    """Give the rules with these ids positions 1, 2, … in this order."""
+    for position, route_id in enumerate(order, start=1):
+        db.execute("UPDATE routes SET position = ? WHERE id = ?", (position, route_id))
+
+
+def _insert_route(db: sqlite3.Connection, project_id: int, route: Route, position: int | None) -> None:
+    ids = [r[0] for r in db.execute("SELECT id FROM routes WHERE project_id = ? ORDER BY position",
+                                    (project_id,)).fetchall()]
+    hours = route.hours.text() if route.hours else ""
+    closed = route.hours.closed_text() if route.hours else ""
+    cur = db.execute("INSERT INTO routes (project_id, position, destination, conditions, hours, closed_on,"
+                     " ring_timeout_s) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                     (project_id, len(ids) + 1, route.destination, route.conditions_text(), hours, closed,
+                      route.ring_timeout_s))
+    at = len(ids) if position is None else max(0, min(position - 1, len(ids)))
+    ids.insert(at, cur.lastrowid or 0)
+    _renumber_routes(db, project_id, ids)
 
 
 class SqliteStore:
@@ -363,6 +429,12 @@ class SqliteStore:
                 for number in numbers:
                     await db.execute("INSERT INTO access_numbers (number, project_id) VALUES (?, ?)",
                                      (number, project_id))
+                # The service and fallback are the first rules, as migration 4 makes them.
+                await db.execute("INSERT INTO routes (project_id, position, destination, conditions)"
+                                 " VALUES (?, 1, ?, 'always')", (project_id, service))
+                if fallback is not None:
+                    await db.execute("INSERT INTO routes (project_id, position, destination, conditions)"
+                                     " VALUES (?, 2, ?, 'busy,noanswer')", (project_id, fallback))
         except sqlite3.IntegrityError as exc:
             raise AlreadyExists(f"project name or access number already in use ({exc})") from exc
         project = await self.project_by_name(name)
@@ -374,21 +446,23 @@ class SqliteStore:
 
         db = self._conn
 
-        def both() -> tuple[list[Any], list[Any]]:  # on the worker thread: one hop, not two
+        def both() -> tuple[list[Any], list[Any], list[Any]]:  # on the worker thread: one hop
             conn = db._conn
             rows = conn.execute(sql, params).fetchall()
             if not rows:
-                return rows, []
-            return rows, conn.execute("SELECT number FROM access_numbers WHERE project_id = ? ORDER BY number",
-                                      (rows[0][0],)).fetchall()
+                return rows, [], []
+            return (rows, conn.execute("SELECT number FROM access_numbers WHERE project_id = ? ORDER BY number",
+                                       (rows[0][0],)).fetchall(),
+                    conn.execute(f"SELECT {ROUTE_COLS} FROM routes WHERE project_id = ? ORDER BY position",
+                                 (rows[0][0],)).fetchall())
 
         try:
-            rows, numbers = await db._execute(both)  # type: ignore[no-untyped-call]  # untyped in aiosqlite
+            rows, numbers, routes = await db._execute(both)  # type: ignore[no-untyped-call]  # untyped in aiosqlite
         except sqlite3.Error as exc:
             raise StoreUnavailable(str(exc)) from exc
         if not rows:
             return None
-        return _project(rows[0], tuple(n[0] for n in numbers))
+        return _project(rows[0], tuple(n[0] for n in numbers), _routes_by_project(routes).get(rows[0][0], ()))
 
     async def project_by_name(self, name: str) -> Project | None:
         return await self._project("name = ?", (name,))
@@ -409,7 +483,7 @@ class SqliteStore:
                 and time.monotonic() - self._routing_checked < max_age_s):
             return self._routing
 
-        def load() -> tuple[int, list[Any], list[Any], list[Any]] | tuple[int]:
+        def load() -> tuple[int, list[Any], list[Any], list[Any], list[Any]] | tuple[int]:
             conn = db._conn
             version = conn.execute("PRAGMA data_version").fetchone()[0]
             if (version, generation) == cached_key:
@@ -417,7 +491,8 @@ class SqliteStore:
             projects = conn.execute(f"SELECT {_PROJECT_COLS} FROM projects").fetchall()
             numbers = conn.execute("SELECT number, project_id FROM access_numbers ORDER BY number").fetchall()
             blocked = conn.execute(f"SELECT {_BLOCKED_COLS} FROM blacklist ORDER BY id").fetchall()
-            return version, projects, numbers, blocked
+            routes = conn.execute(f"SELECT {ROUTE_COLS} FROM routes ORDER BY project_id, position").fetchall()
+            return version, projects, numbers, blocked, routes
 
         try:
             async with self._lock:  # never between the statements of an open write
@@ -430,11 +505,13 @@ class SqliteStore:
         if len(loaded) == 1:  # pragma: no cover - a key match implies a snapshot
             self._routing_key = (-1, -1)
             return await self.routing()
-        version, project_rows, number_rows, blocked_rows = loaded
+        version, project_rows, number_rows, blocked_rows, route_rows = loaded
         numbers_of: dict[int, list[str]] = {}
         for number, project_id in number_rows:
             numbers_of.setdefault(project_id, []).append(number)
-        projects = {r[0]: _project(r, tuple(numbers_of.get(r[0], ()))) for r in project_rows}
+        routes_of = _routes_by_project(route_rows)
+        projects = {r[0]: _project(r, tuple(numbers_of.get(r[0], ())), routes_of.get(r[0], ()))
+                    for r in project_rows}
         self._routing = Routing(
             by_number={n: projects[pid] for pid, ns in numbers_of.items() for n in ns},
             regions=tuple(sorted({p.region for p in projects.values()})),
@@ -578,21 +655,24 @@ class SqliteStore:
 
     # --- reserve and settle -----------------------------------------------
     async def reserve(self, *, card_id: int, uniqueid: str, rule: BillingRule, max_calls: int,
-                      hold_s: int, now_ms: int) -> Grant:
+                      hold_s: int, now_ms: int, quota: QuotaPeriod | None = None) -> Grant:
         """Hold card time for one call, atomically.
 
         The free time (balance minus other calls' holds) is shared among the call
         slots still free, so a second simultaneous call cannot spend the first's.
         ``hold_s`` is how long the hold may live beyond its talk time (ring, prompts).
+        With ``quota`` the grant says how much of the card's monthly quota is left.
 
         Raises:
             NotFound, CardBlocked, CardExpired, CardInUse, InsufficientBalance.
         """
         return await self._transaction("reserve", lambda db: _reserve(
-            db, card_id=card_id, uniqueid=uniqueid, rule=rule, max_calls=max_calls, hold_s=hold_s, now_ms=now_ms))
+            db, card_id=card_id, uniqueid=uniqueid, rule=rule, max_calls=max_calls, hold_s=hold_s, now_ms=now_ms,
+            quota=quota))
 
     async def reserve_bound(self, *, project_id: int, caller: str, uniqueid: str, rule: BillingRule,
-                            max_calls: int, hold_s: int, now_ms: int) -> BoundReservation | None:
+                            max_calls: int, hold_s: int, now_ms: int,
+                            quota: QuotaPeriod | None = None) -> BoundReservation | None:
         """The card bound to ``caller`` in the project, and a hold on it, in one transaction
         (one thread hop for a bound caller instead of two). ``None`` when the line is not
         bound; a refusal (``CardUnusable``) is returned, not raised, with the card."""
@@ -605,31 +685,39 @@ class SqliteStore:
             card = _card(row)
             try:
                 grant = _reserve(db, card_id=card.id, uniqueid=uniqueid, rule=rule, max_calls=max_calls,
-                                 hold_s=hold_s, now_ms=now_ms)
+                                 hold_s=hold_s, now_ms=now_ms, quota=quota)
             except CardUnusable as refusal:
                 return BoundReservation(card=card, grant=None, refusal=refusal)
             return BoundReservation(card=card, grant=grant, refusal=None)
 
         return await self._transaction("reserve", body)
 
-    async def settle(self, grant: Grant, *, debit_s: int, uniqueid: str, now_ms: int) -> int:
+    async def settle(self, grant: Grant, *, debit_s: int, uniqueid: str, now_ms: int,
+                     factor_pm: int = 1000, quota: QuotaPeriod | None = None) -> int:
         """Debit the real cost (capped at the hold) and release the rest. Idempotent:
-        a reservation already settled or released debits nothing. Returns seconds debited."""
-        return await self._transaction(
-            "settle", lambda db: _settle(db, grant, debit_s=debit_s, uniqueid=uniqueid, now_ms=now_ms))
+        a reservation already settled or released debits nothing. Returns seconds debited.
 
-    async def settle_and_record(self, grant: Grant, *, debit_s: int, cdr: Cdr, now_ms: int) -> int:
+        ``debit_s`` is the billing rule's debit (factor 1000); the store applies the zone's
+        ``factor_pm`` and takes what it can from the card's ``quota`` of this month first
+        (``rating.zones.charge``), reading the quota left inside the transaction."""
+        return await self._transaction("settle", lambda db: _settle(
+            db, grant, debit_s=debit_s, uniqueid=uniqueid, now_ms=now_ms, factor_pm=factor_pm, quota=quota)[0])
+
+    async def settle_and_record(self, grant: Grant, *, debit_s: int, cdr: Cdr, now_ms: int,
+                                factor_pm: int = 1000, quota: QuotaPeriod | None = None) -> int:
         """``settle`` and ``write_cdr`` in one transaction (one commit per call instead of
-        two); the CDR gets the seconds really debited. Returns them."""
+        two); the CDR gets the seconds really debited and the quota used. Returns the seconds."""
         def body(db: sqlite3.Connection) -> int:
-            cdr.debited_s = _settle(db, grant, debit_s=debit_s, uniqueid=cdr.uniqueid, now_ms=now_ms)
+            cdr.debited_s, cdr.quota_used_s = _settle(db, grant, debit_s=debit_s, uniqueid=cdr.uniqueid,
+                                                      now_ms=now_ms, factor_pm=factor_pm, quota=quota)
+            cdr.factor_pm = factor_pm
             _insert_cdr(db, cdr)
             return cdr.debited_s
 
         return await self._transaction("settle_and_record", body)
 
-    async def settle_and_record_once(self, grant: Grant | None, *, debit_s: int, cdr: Cdr,
-                                     now_ms: int) -> int | None:
+    async def settle_and_record_once(self, grant: Grant | None, *, debit_s: int, cdr: Cdr, now_ms: int,
+                                     factor_pm: int = 1000, quota: QuotaPeriod | None = None) -> int | None:
         """A journalled settlement and CDR, written exactly once however often it is
         replayed: nothing when this CDR is there already (same uniqueid, start and end)
         or, for a hold, when the hold was settled (with its CDR) by anyone. Otherwise as
@@ -644,7 +732,9 @@ class SqliteStore:
                                  (grant.reservation_id,)).fetchone()
                 if row is not None and row[0] == "settled":
                     return None
-                cdr.debited_s = _settle(db, grant, debit_s=debit_s, uniqueid=cdr.uniqueid, now_ms=now_ms)
+                cdr.debited_s, cdr.quota_used_s = _settle(db, grant, debit_s=debit_s, uniqueid=cdr.uniqueid,
+                                                          now_ms=now_ms, factor_pm=factor_pm, quota=quota)
+                cdr.factor_pm = factor_pm
             _insert_cdr(db, cdr)
             return cdr.debited_s
 
@@ -661,10 +751,7 @@ class SqliteStore:
 
     async def cdrs(self, *, card_id: int | None = None, limit: int = 1000) -> list[Cdr]:
         where, params = ("WHERE card_id = ?", [card_id]) if card_id is not None else ("", [])
-        rows = await self._read(
-            "SELECT uniqueid, project_id, card_id, caller_raw, caller_e164, dialled, destination, start_ms,"
-            f" answer_ms, end_ms, talk_s, debited_s, outcome, hangup_side FROM cdrs {where}"
-            " ORDER BY id DESC LIMIT ?", (*params, limit))
+        rows = await self._read(f"SELECT {_CDR_COLS} FROM cdrs {where} ORDER BY id DESC LIMIT ?", (*params, limit))
         return [Cdr(*r) for r in rows]
 
     # --- blacklist ---------------------------------------------------------
@@ -713,6 +800,7 @@ class SqliteStore:
                 assignments = ", ".join(f"{column} = ?" for column in changes)
                 await db.execute(f"UPDATE projects SET {assignments} WHERE id = ?",
                                  (*changes.values(), project_id))
+            await self._legacy_to_routes(db, project_id, changes)
             for number in remove_numbers:
                 cur = await db.execute("DELETE FROM access_numbers WHERE number = ? AND project_id = ?",
                                        (number, project_id))
@@ -733,6 +821,79 @@ class SqliteStore:
         project = await self.project_by_id(project_id)
         assert project is not None
         return project
+
+    @staticmethod
+    async def _legacy_to_routes(db: aiosqlite.Connection, project_id: int, changes: Mapping[str, Any]) -> None:
+        """``--service`` changes the first rule's destination; ``--fallback`` the first later
+        rule tried on busy or no answer (added as rule 2 if there is none, removed when cleared)."""
+        if "service" in changes:
+            await db.execute("UPDATE routes SET destination = ? WHERE project_id = ? AND position ="
+                             " (SELECT MIN(position) FROM routes WHERE project_id = ?)",
+                             (changes["service"], project_id, project_id))
+        if "fallback" in changes:
+            rows = list(await db.execute_fetchall(
+                "SELECT id FROM routes WHERE project_id = ? AND conditions = 'busy,noanswer' AND position >"
+                " (SELECT MIN(position) FROM routes WHERE project_id = ?) ORDER BY position LIMIT 1",
+                (project_id, project_id)))
+            fallback = changes["fallback"]
+            if rows and fallback is None:
+                await db.execute("DELETE FROM routes WHERE id = ?", (rows[0][0],))
+            elif rows:
+                await db.execute("UPDATE routes SET destination = ? WHERE id = ?", (fallback, rows[0][0]))
+            elif fallback is not None:
+                await db.execute("UPDATE routes SET position = position + 1 WHERE project_id = ? AND position > 1",
+                                 (project_id,))
+                await db.execute("INSERT INTO routes (project_id, position, destination, conditions)"
+                                 " VALUES (?, 2, ?, 'busy,noanswer')", (project_id, fallback))
+
+    # --- forwarding rules --------------------------------------------------
+    async def _change_routes(self, operation: str, project_id: int,
+                             body: Callable[[sqlite3.Connection], None]) -> Project:
+        def run(db: sqlite3.Connection) -> None:
+            if db.execute("SELECT 1 FROM projects WHERE id = ?", (project_id,)).fetchone() is None:
+                raise NotFound(f"no project with id {project_id}")
+            body(db)
+            _sync_legacy_destinations(db, project_id)
+
+        await self._transaction(operation, run)
+        project = await self.project_by_id(project_id)
+        assert project is not None
+        return project
+
+    async def add_route(self, project_id: int, route: Route, *, position: int | None = None) -> Project:
+        """Insert a rule at ``position`` (1-based; None = last); the rules after it move down."""
+        return await self._change_routes("route_add", project_id,
+                                         lambda db: _insert_route(db, project_id, route, position))
+
+    async def remove_route(self, project_id: int, position: int) -> Project:
+        """Raises NotFound (no such rule), InvalidInput (the last rule cannot go)."""
+        def body(db: sqlite3.Connection) -> None:
+            ids = [r[0] for r in db.execute("SELECT id FROM routes WHERE project_id = ? ORDER BY position",
+                                            (project_id,)).fetchall()]
+            if not 1 <= position <= len(ids):
+                raise NotFound(f"no rule {position} (the project has {len(ids)})")
+            db.execute("DELETE FROM routes WHERE id = ?", (ids[position - 1],))
+            _renumber_routes(db, project_id, ids[:position - 1] + ids[position:])
+
+        return await self._change_routes("route_remove", project_id, body)
+
+    async def move_route(self, project_id: int, position: int, to: int) -> Project:
+        """Move rule ``position`` to ``to``. Raises NotFound."""
+        def body(db: sqlite3.Connection) -> None:
+            ids = [r[0] for r in db.execute("SELECT id FROM routes WHERE project_id = ? ORDER BY position",
+                                            (project_id,)).fetchall()]
+            if not (1 <= position <= len(ids) and 1 <= to <= len(ids)):
+                raise NotFound(f"no rule {position if not 1 <= position <= len(ids) else to}"
+                               f" (the project has {len(ids)})")
+            moved = ids.pop(position - 1)
+            ids.insert(to - 1, moved)
+            _renumber_routes(db, project_id, ids)
+
+        return await self._change_routes("route_move", project_id, body)
+
+    async def quota_used(self, card_id: int, month: str) -> int:
+        rows = await self._read("SELECT used_s FROM card_quota WHERE card_id = ? AND month = ?", (card_id, month))
+        return int(rows[0][0]) if rows else 0
 
     async def access_number_owner(self, number: str) -> str | None:
         """The name of the project whose access number this is, if any."""

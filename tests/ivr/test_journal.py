@@ -15,7 +15,7 @@ import pytest
 
 from ivr import operations as ops
 from ivr.clock import SystemClock
-from ivr.journal import Journal, JournalBusy, replay
+from ivr.journal import Entry, Journal, JournalBusy, replay
 from rating.billing import BillingRule
 from rating.models import Cdr, Grant
 from rating.pins import load_or_create_secret
@@ -30,6 +30,10 @@ def cdr(uniqueid: str, *, card_id: int | None = 1, talk_s: int = 42, start_ms: i
     return Cdr(uniqueid=uniqueid, project_id=1, card_id=card_id, caller_raw=CALLER, caller_e164=CALLER,
                dialled=ACCESS, destination="Local/100@svc/n", start_ms=start_ms, answer_ms=start_ms + 3000,
                end_ms=start_ms + 50_000, talk_s=talk_s, debited_s=0, outcome="ANSWERED", hangup_side="caller")
+
+
+def add(journal: Journal, grant: Grant | None, *, debit_s: int, cdr: Cdr, at_ms: int) -> Entry:
+    return journal.append(Entry.new(grant, debit_s=debit_s, cdr=cdr, at_ms=at_ms))
 
 
 async def store_with_hold(db: Path, *, balance_s: int = 600) -> tuple[SqliteStore, Grant]:
@@ -57,8 +61,8 @@ def test_appends_are_private_and_survive_a_reread(tmp_path: Path, umask: int) ->
     journal = Journal(tmp_path / "state")
     old = os.umask(umask)
     try:
-        journal.append(None, debit_s=0, cdr=cdr("u.a"), at_ms=5)
-        journal.append(None, debit_s=0, cdr=cdr("u.b"), at_ms=6)
+        add(journal, None, debit_s=0, cdr=cdr("u.a"), at_ms=5)
+        add(journal, None, debit_s=0, cdr=cdr("u.b"), at_ms=6)
     finally:
         os.umask(old)
     assert journal.path.stat().st_mode & 0o777 == 0o600
@@ -70,15 +74,15 @@ def test_appends_are_private_and_survive_a_reread(tmp_path: Path, umask: int) ->
 
 def test_a_torn_last_line_is_reported_never_replayed_and_the_next_append_is_whole(tmp_path: Path) -> None:
     journal = Journal(tmp_path)
-    journal.append(None, debit_s=0, cdr=cdr("u.whole"), at_ms=1)
+    add(journal, None, debit_s=0, cdr=cdr("u.whole"), at_ms=1)
     whole = journal.path.read_bytes()
-    journal.append(None, debit_s=0, cdr=cdr("u.torn"), at_ms=2)
+    add(journal, None, debit_s=0, cdr=cdr("u.torn"), at_ms=2)
     raw = journal.path.read_bytes()
     journal.path.write_bytes(raw[: len(whole) + 40])  # a crash 40 bytes into the second append
     contents = journal.read()
     assert [e.cdr.uniqueid for e in contents.pending] == ["u.whole"]
     assert [(d.line, d.torn) for d in contents.damaged] == [(2, True)]
-    journal.append(None, debit_s=0, cdr=cdr("u.after"), at_ms=3)
+    add(journal, None, debit_s=0, cdr=cdr("u.after"), at_ms=3)
     contents = journal.read()
     assert [e.cdr.uniqueid for e in contents.pending] == ["u.whole", "u.after"]
     assert [(d.line, d.torn) for d in contents.damaged] == [(2, False)]  # now a damaged line of its own
@@ -86,7 +90,7 @@ def test_a_torn_last_line_is_reported_never_replayed_and_the_next_append_is_whol
 
 def test_a_changed_line_fails_its_checksum(tmp_path: Path) -> None:
     journal = Journal(tmp_path)
-    journal.append(None, debit_s=7, cdr=cdr("u.x"), at_ms=1)
+    add(journal, None, debit_s=7, cdr=cdr("u.x"), at_ms=1)
     journal.path.write_bytes(journal.path.read_bytes().replace(b'"debit_s":7', b'"debit_s":0'))
     contents = journal.read()
     assert not contents.pending
@@ -97,8 +101,8 @@ async def test_replay_debits_exactly_once_writes_one_cdr_and_frees_the_card(tmp_
     store, grant = await store_with_hold(tmp_path / "ivr.sqlite3")
     try:
         journal = Journal(tmp_path / "state")
-        journal.append(grant, debit_s=61, cdr=cdr("u.1", card_id=grant.card_id, talk_s=61), at_ms=1234)
-        journal.append(None, debit_s=0, cdr=cdr("u.refused", card_id=None, talk_s=0, start_ms=9), at_ms=1300)
+        add(journal, grant, debit_s=61, cdr=cdr("u.1", card_id=grant.card_id, talk_s=61), at_ms=1234)
+        add(journal, None, debit_s=0, cdr=cdr("u.refused", card_id=None, talk_s=0, start_ms=9), at_ms=1300)
         held = await store.card(grant.card_id)
         assert (held.reserved_s, held.active_calls) == (grant.reserved_s, 1)  # in use until the replay
 
@@ -122,12 +126,11 @@ async def test_a_replay_cut_between_commit_and_done_mark_writes_nothing_twice(tm
     store, grant = await store_with_hold(tmp_path / "ivr.sqlite3")
     try:
         journal = Journal(tmp_path / "state")
-        journal.append(grant, debit_s=30, cdr=cdr("u.1", card_id=grant.card_id, talk_s=30), at_ms=1)
-        journal.append(None, debit_s=0, cdr=cdr("u.2", card_id=None, talk_s=0, start_ms=7), at_ms=2)
+        add(journal, grant, debit_s=30, cdr=cdr("u.1", card_id=grant.card_id, talk_s=30), at_ms=1)
+        add(journal, None, debit_s=0, cdr=cdr("u.2", card_id=None, talk_s=0, start_ms=7), at_ms=2)
         # The first replay committed both to the store, then died before writing its done lines.
         for entry in journal.read().pending:
-            assert await store.settle_and_record_once(entry.grant, debit_s=entry.debit_s, cdr=entry.cdr,
-                                                      now_ms=entry.at_ms) is not None
+            assert await entry.write_to(store) is not None
         result = await do_replay(journal, store)
         assert [d for _, d in result.written] == [None, None]  # already there: nothing written
         assert (await store.card(grant.card_id)).balance_s == 570
@@ -140,7 +143,7 @@ async def test_the_debit_is_capped_at_the_hold(tmp_path: Path) -> None:
     store, grant = await store_with_hold(tmp_path / "ivr.sqlite3", balance_s=50)
     try:
         journal = Journal(tmp_path / "state")
-        journal.append(grant, debit_s=grant.reserved_s + 500, cdr=cdr("u.1", card_id=grant.card_id), at_ms=1)
+        add(journal, grant, debit_s=grant.reserved_s + 500, cdr=cdr("u.1", card_id=grant.card_id), at_ms=1)
         await do_replay(journal, store)
         card = await store.card(grant.card_id)
         assert card.balance_s == 50 - grant.reserved_s >= 0
@@ -150,7 +153,7 @@ async def test_the_debit_is_capped_at_the_hold(tmp_path: Path) -> None:
 
 async def test_a_second_replayer_skips_while_one_holds_the_replay_lock(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "state")
-    journal.append(None, debit_s=0, cdr=cdr("u.1"), at_ms=1)
+    add(journal, None, debit_s=0, cdr=cdr("u.1"), at_ms=1)
     holder = await asyncio.create_subprocess_exec(
         sys.executable, "-c", "import fcntl,os,sys,time; fd=os.open(sys.argv[1], os.O_RDWR|os.O_CREAT, 0o600);"
         " fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(30)",
@@ -170,9 +173,9 @@ async def test_two_cli_replays_at_once_write_each_call_once(tmp_path: Path) -> N
     db = tmp_path / "ivr.sqlite3"
     store, grant = await store_with_hold(db)
     journal = Journal(Path(str(db) + ".state"))  # the default state directory
-    journal.append(grant, debit_s=20, cdr=cdr("u.1", card_id=grant.card_id, talk_s=20), at_ms=1)
+    add(journal, grant, debit_s=20, cdr=cdr("u.1", card_id=grant.card_id, talk_s=20), at_ms=1)
     for n in range(30):
-        journal.append(None, debit_s=0, cdr=cdr(f"u.r{n}", card_id=None, talk_s=0, start_ms=n), at_ms=2 + n)
+        add(journal, None, debit_s=0, cdr=cdr(f"u.r{n}", card_id=None, talk_s=0, start_ms=n), at_ms=2 + n)
     await store.close()
     procs = [await asyncio.create_subprocess_exec(IVR, "--database", str(db), "journal", "replay", "--json",
                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
@@ -190,7 +193,7 @@ async def test_two_cli_replays_at_once_write_each_call_once(tmp_path: Path) -> N
 def test_journal_show_lists_waiting_calls_and_damage(tmp_path: Path) -> None:
     db = tmp_path / "ivr.sqlite3"
     journal = Journal(Path(str(db) + ".state"))
-    journal.append(Grant(reservation_id=9, card_id=3, reserved_s=600, max_talk_s=600, available_before_s=600),
+    add(journal, Grant(reservation_id=9, card_id=3, reserved_s=600, max_talk_s=600, available_before_s=600),
                    debit_s=61, cdr=cdr("u.show", card_id=3, talk_s=61), at_ms=1)
     with journal.path.open("ab") as f:
         f.write(b'{"kind":"call","id":"half')
@@ -207,7 +210,7 @@ def test_journal_show_lists_waiting_calls_and_damage(tmp_path: Path) -> None:
 def test_journal_replay_against_a_locked_store_is_one_error_line(tmp_path: Path) -> None:
     db = tmp_path / "ivr.sqlite3"
     asyncio.run(_create(db))
-    Journal(Path(str(db) + ".state")).append(None, debit_s=0, cdr=cdr("u.1", card_id=None), at_ms=1)
+    add(Journal(Path(str(db) + ".state")), None, debit_s=0, cdr=cdr("u.1", card_id=None), at_ms=1)
     locker = subprocess.Popen([sys.executable, "-c", LOCKER, str(db), "30"], stdout=subprocess.PIPE)
     try:
         assert locker.stdout is not None and locker.stdout.readline() == b"locked\n"
