@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from rating.billing import BillingRule
-from rating.errors import StoreUnavailable
+from rating.errors import RatingError, StoreUnavailable
 from rating.models import AccountSettings, BoundReservation, Card, Cdr, Grant, Routing
 from rating.store.base import CallStore
 from rating.zones import QuotaPeriod
@@ -70,13 +70,19 @@ class GuardedStore:
         except StoreUnavailable:
             self._failed(operation)
             raise
+        except RatingError:  # a refusal (card in use, …) is an answer: the store works
+            self._answered()
+            raise
         finally:
             if trial:
                 self._trial = False
+        self._answered()
+        return result
+
+    def _answered(self) -> None:
         if self._failing_since is not None:
             self._failing_since = None
             self.recovered.set()
-        return result
 
     async def _read(self, operation: str, make: Callable[[], Awaitable[T]]) -> T:
         try:
@@ -252,6 +258,10 @@ class Recorder:
         for entry, debited in result.written:
             if debited is not None:
                 self.metrics.debited_seconds.inc(debited)
+            if entry.grant is not None and entry.debit_s and debited == 0 and entry.quota is None:
+                # the hold was released (it outlived its lifetime while the store failed)
+                self.log.warning("journal_hold_expired", entry=entry.id, uniqueid=entry.cdr.uniqueid,
+                                 hold=entry.grant.reservation_id, debit_s=entry.debit_s)
             self.metrics.journal_replayed.inc()
             self.log.info("journal_entry_replayed", entry=entry.id, uniqueid=entry.cdr.uniqueid,
                           hold=entry.grant.reservation_id if entry.grant else None,

@@ -78,6 +78,7 @@ async def test_a_call_ending_while_the_store_is_locked_is_journalled_then_settle
         await locker.wait()
     # the lock is gone: the engine replays on its own
     await until(lambda: _free(h, card.id))
+    await until(lambda: _no_backlog(h))
     cdrs = {c.uniqueid: c for c in await h.cdrs()}
     assert set(cdrs) == {"u.long", "u.refused"}
     assert (cdrs["u.long"].talk_s, cdrs["u.long"].debited_s, cdrs["u.long"].outcome) == (20, 20, "ANSWERED")
@@ -88,6 +89,10 @@ async def test_a_call_ending_while_the_store_is_locked_is_journalled_then_settle
     assert h.engine.metrics.registry.get_sample_value("ivr_journal_entries") == 0
     assert h.engine.metrics.registry.get_sample_value("ivr_journal_replayed_total") == 2
     print(f"\nMEASURED in-process: new call during the lock failed closed after {refused_s:.2f} s")
+
+
+async def _no_backlog(h: Harness) -> bool:
+    return h.engine.metrics.registry.get_sample_value("ivr_journal_entries") == 0
 
 
 async def _held(h: Harness, card_id: int) -> bool:
@@ -140,6 +145,7 @@ async def test_the_issue_scenario_a_write_lock_held_45_s_mid_call(tmp_path: Path
         released = time.monotonic()
         await until(lambda: _free_in(db, cards["+41790000001"]), 60)
         settled_after_s = time.monotonic() - released
+        await until(lambda: _journal_empty(metrics_port))
         after = await asyncio.to_thread(scrape, metrics_port)
     finally:
         proc.terminate()
@@ -158,6 +164,10 @@ async def test_the_issue_scenario_a_write_lock_held_45_s_mid_call(tmp_path: Path
     assert sum(e["event"] == "call_journalled" for e in events) == 2
     print(f"\nMEASURED lock 45 s: talk 60 s, debited {talk[0][2]} s, CDRs {len(talk)}, card free "
           f"{settled_after_s:.1f} s after the lock ended; new call failed closed in {refused_s:.2f} s")
+
+
+async def _journal_empty(metrics_port: int) -> bool:
+    return (await asyncio.to_thread(scrape, metrics_port))["ivr_journal_entries"] == 0
 
 
 async def _free_in(db: Path, card_id: int) -> bool:
@@ -221,6 +231,7 @@ async def test_the_issue_scenario_the_disk_fills_during_the_dial(tiny_disk: Path
         freed = time.monotonic()
         await until(lambda: _free_in(db, cards["+41790000001"]), 60)
         settled_after_s = time.monotonic() - freed
+        await until(lambda: _journal_empty(metrics_port))
         after = await asyncio.to_thread(scrape, metrics_port)
     finally:
         proc.terminate()
