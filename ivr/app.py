@@ -32,7 +32,8 @@ from rating.billing import talk_seconds_from_ms
 from rating.errors import StoreUnavailable
 from rating.models import Cdr
 from rating.pins import load_or_create_secret
-from rating.store.sqlite import SqliteStore
+from rating.store import open_store
+from rating.store.base import OperatorStore
 
 from .call import Call, CallFinished
 from .clock import Clock, SystemClock
@@ -73,7 +74,7 @@ class _Hooks:
 @dataclass
 class Engine:
     settings: Settings
-    store: SqliteStore
+    store: OperatorStore
     clock: Clock
     metrics: Metrics
     secret: bytes
@@ -89,8 +90,7 @@ class Engine:
                      metrics: Metrics | None = None) -> Engine:
         metrics = metrics or Metrics(version=VERSION)
         clock = clock or SystemClock()
-        store = SqliteStore(settings.database, observer=metrics.observe_store,
-                            busy_timeout_ms=settings.store_budget_ms)
+        store = open_store(settings.database, observer=metrics.observe_store, budget_ms=settings.store_budget_ms)
         await store.open()
         secret = load_or_create_secret(settings.secret_path)
         # Calls reach the store through the guard (fail closed at once while it fails);

@@ -14,6 +14,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from rating.errors import InvalidDatabase
+from rating.store import parse_database
+
 __all__ = ["Settings", "SettingsError", "load_settings"]
 
 
@@ -48,7 +51,15 @@ class Settings:
 
     @property
     def secret_path(self) -> Path:
-        return Path(self.secret_file) if self.secret_file else Path(self.database + ".secret")
+        """The PIN-hashing secret: ``secret_file``, or next to a SQLite database. Engines on
+        one PostgreSQL must share it, so there it has to be given. Raises SettingsError."""
+        if self.secret_file:
+            return Path(self.secret_file)
+        db = parse_database(self.database)
+        if db.path is None:
+            raise SettingsError("setting 'secret_file' is needed with a PostgreSQL database: every engine"
+                                " and the CLI must hash PINs with the same secret")
+        return Path(db.target + ".secret")
 
     @property
     def state_path(self) -> Path:
@@ -103,6 +114,10 @@ def load_settings(config_file: str | None = None, *, environ: Mapping[str, str] 
 
 
 def _validate(s: Settings) -> None:
+    try:
+        parse_database(s.database)
+    except InvalidDatabase as exc:
+        raise SettingsError(f"setting 'database': {exc}") from None
     if not 0 < s.port < 65536:
         raise SettingsError(f"setting 'port': {s.port} is not a TCP port")
     if not 0 <= s.metrics_port < 65536:

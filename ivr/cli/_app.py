@@ -22,7 +22,8 @@ from typing import IO, Any, NoReturn, TypeVar
 import click
 
 from rating.errors import RatingError
-from rating.store.sqlite import SqliteStore
+from rating.store import open_store
+from rating.store.base import OperatorStore
 
 from .. import operations as ops
 from ..settings import Settings, SettingsError, load_settings
@@ -98,13 +99,13 @@ def run(coro: Awaitable[T]) -> T:
         _fail(exc)
 
 
-async def _open(settings: Settings) -> SqliteStore:
-    store = SqliteStore(settings.database)
+async def _open(settings: Settings) -> OperatorStore:
+    store = open_store(settings.database)
     await store.open()
     return store
 
 
-async def warn_about_account(store: SqliteStore) -> None:
+async def warn_about_account(store: OperatorStore) -> None:
     """Every command that opens the database ends with this warning while the account
     owes more than its info limit (stderr, so ``--json`` output stays clean)."""
     state = await ops.account_state(store)
@@ -201,7 +202,7 @@ def os_user() -> str:
 
 
 @click.group(cls=IvrGroup)
-@click.option("--database", envvar="IVR_DATABASE", help="SQLite file (default ./ivr.sqlite3).")
+@click.option("--database", envvar="IVR_DATABASE", help="SQLite file (default ./ivr.sqlite3) or postgresql:// URL.")
 @click.option("--config", "config_file", envvar="IVR_CONFIG", type=click.Path(dir_okay=False),
               help="TOML settings file.")
 @click.version_option("0.1.0", prog_name="ivr")

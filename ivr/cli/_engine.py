@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from rating.pins import load_or_create_secret
-from rating.store.sqlite import SqliteStore
+from rating.store.base import OperatorStore
 
 from .. import operations as ops
 from ..clock import SystemClock
@@ -69,7 +69,7 @@ def config_show(ctx: click.Context, as_json: bool) -> None:
 @main.command()
 @json_option
 @with_store
-async def demo(store: SqliteStore, settings: Settings, *, as_json: bool) -> None:
+async def demo(store: OperatorStore, settings: Settings, *, as_json: bool) -> None:
     """Create a demo project (access number +4930123456) and a 10-minute card, once."""
     p = await store.project_by_name("demo")
     created = p is None

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from rating.models import Cdr, Project
-from rating.store.sqlite import SqliteStore
+from rating.store.base import OperatorStore
 
 from .. import operations as ops
 from ..outcome import Outcome
@@ -61,7 +61,7 @@ def filter_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return functools.reduce(lambda acc, option: option(acc), reversed(options), f)
 
 
-async def build_filter(store: SqliteStore, *, since: str | None, until: str | None, project_name: str | None,
+async def build_filter(store: OperatorStore, *, since: str | None, until: str | None, project_name: str | None,
                        card_id: str | None, number: str | None, outcomes: tuple[str, ...]) -> ops.CdrFilter:
     since_ms, until_ms = ops.period_ms(ops.parse_date(since) if since else None,
                                        ops.parse_date(until) if until else None)
@@ -91,7 +91,7 @@ CDR_CSV = ["start", "uniqueid", "project", "card", "caller", "caller_e164", "dia
 @yes_option
 @json_option
 @with_store
-async def cdr_list(store: SqliteStore, settings: Settings, *, limit: int, csv_path: str | None, yes: bool,
+async def cdr_list(store: OperatorStore, settings: Settings, *, limit: int, csv_path: str | None, yes: bool,
                    as_json: bool, **filters: Any) -> None:
     """The calls, oldest first (the latest --limit of them)."""
     if limit < 0:
@@ -136,7 +136,7 @@ def report_dict(rep: ops.Report) -> dict[str, Any]:
 @yes_option
 @json_option
 @with_store
-async def cdr_report(store: SqliteStore, settings: Settings, *, by: str, csv_path: str | None,
+async def cdr_report(store: OperatorStore, settings: Settings, *, by: str, csv_path: str | None,
                      chart_path: str | None, yes: bool, as_json: bool, **filters: Any) -> None:
     """Calls, answered, talk and debited time, revenue (debited time at the project's price)."""
     if chart_path is not None and Path(chart_path).suffix.lower() != ".png":

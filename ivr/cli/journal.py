@@ -13,11 +13,10 @@ from typing import Any
 import click
 
 from rating.errors import StoreUnavailable
-from rating.store.sqlite import SqliteStore
 
 from ..clock import SystemClock
 from ..journal import Damage, Entry, Journal, replay
-from ._app import _settings, emit, json_option, main, plural, run
+from ._app import _open, _settings, emit, json_option, main, plural, run
 from ._format import iso, local, table
 
 
@@ -70,8 +69,7 @@ def replay_command(ctx: click.Context, as_json: bool) -> None:
     settings = _settings(ctx)
 
     async def go() -> None:
-        store = SqliteStore(settings.database)
-        await store.open()
+        store = await _open(settings)
         try:
             result = await replay(Journal(settings.state_path), store, offload=asyncio.to_thread,
                                   now_ms=SystemClock().now_ms, wait=True)

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from rating.models import CardStatus, Project
-from rating.store.sqlite import SqliteStore
+from rating.store.base import OperatorStore
 
 from .. import operations as ops
 from ..clock import SystemClock
@@ -123,7 +123,7 @@ def _price(text: str | None) -> int | None:
 @setting_options(create=True)
 @json_option
 @with_store
-async def project_create(store: SqliteStore, settings: Settings, *, name: str, numbers: tuple[str, ...],
+async def project_create(store: OperatorStore, settings: Settings, *, name: str, numbers: tuple[str, ...],
                          service: str, fallback: str | None, language: str, region: str,
                          price_per_minute: str, currency: str, ring_timeout: int, connect_charge: int,
                          minimum: int, initial_block: int, increment: int, warning: int, pin_length: int,
@@ -149,7 +149,7 @@ async def project_create(store: SqliteStore, settings: Settings, *, name: str, n
 @click.option("--no-validity", is_flag=True, help="New cards never expire.")
 @json_option
 @with_store
-async def project_update(store: SqliteStore, settings: Settings, *, name: str, add_numbers: tuple[str, ...],
+async def project_update(store: OperatorStore, settings: Settings, *, name: str, add_numbers: tuple[str, ...],
                          remove_numbers: tuple[str, ...], no_fallback: bool, no_validity: bool,
                          as_json: bool, **options: Any) -> None:
     """Change only the options given (prices apply to cards bought from now on)."""
@@ -189,7 +189,7 @@ def _store_values(options: dict[str, Any]) -> dict[str, Any]:
 @project.command("list")
 @json_option
 @with_store
-async def project_list(store: SqliteStore, settings: Settings, *, as_json: bool) -> None:
+async def project_list(store: OperatorStore, settings: Settings, *, as_json: bool) -> None:
     """List projects with their access numbers and price."""
     projects = await store.projects()
     counts = {p.id: len(await store.cards(p.id)) for p in projects}
@@ -204,7 +204,7 @@ async def project_list(store: SqliteStore, settings: Settings, *, as_json: bool)
 @click.argument("name")
 @json_option
 @with_store
-async def project_show(store: SqliteStore, settings: Settings, *, name: str, as_json: bool) -> None:
+async def project_show(store: OperatorStore, settings: Settings, *, name: str, as_json: bool) -> None:
     """Every setting of one project, and its cards by status."""
     p = await ops.project(store, name)
     now = SystemClock().now_ms()

@@ -11,7 +11,7 @@ from rating.billing import price_cents
 from rating.errors import InvalidInput
 from rating.models import Cdr, Project
 from rating.numbers import compile_pattern, matches, parse_caller
-from rating.store.sqlite import SqliteStore
+from rating.store.base import OperatorStore
 
 from ..outcome import Outcome
 from ._common import _SEPARATORS, REPORT_BY, CurrencyMismatch
@@ -46,7 +46,7 @@ def _number_matcher(text: str) -> Callable[[Cdr, str], bool]:
     return match
 
 
-async def find_cdrs(store: SqliteStore, flt: CdrFilter, *, last: int | None = None) -> list[Cdr]:
+async def find_cdrs(store: OperatorStore, flt: CdrFilter, *, last: int | None = None) -> list[Cdr]:
     """CDRs in start order, filtered; with ``last`` the latest that many. Raises InvalidInput."""
     if flt.since_ms is not None and flt.until_ms is not None and flt.since_ms >= flt.until_ms:
         raise InvalidInput("the period is empty: --from must be before --to")
@@ -122,7 +122,7 @@ def _report_order(by: str, row: ReportRow) -> tuple[Any, ...]:
     return (-row.debited_s, -row.calls, row.key)
 
 
-async def report(store: SqliteStore, cdrs: Sequence[Cdr], *, by: str, tz: tzinfo | None = None) -> Report:
+async def report(store: OperatorStore, cdrs: Sequence[Cdr], *, by: str, tz: tzinfo | None = None) -> Report:
     """Calls, answered calls, talk and debited seconds and revenue per group; revenue is the
     group's debited seconds priced at each project's price per minute (rounded up to the
     cent, like a card's price). Raises InvalidInput, CurrencyMismatch."""

@@ -23,7 +23,7 @@ from rating.routes import (
     render_trunk,
 )
 from rating.store._rows import factors_text, kinds_text, parse_factors
-from rating.store.sqlite import SqliteStore
+from rating.store.base import OperatorStore
 from rating.zones import RATED_ZONES, Zone, parse_factor
 
 from .projects import normalise
@@ -69,12 +69,12 @@ def check_routing_values(values: Mapping[str, Any], project: Project) -> None:
             raise InvalidInput(f"trunk: {exc}") from None
 
 
-async def outbound_blocks(store: SqliteStore, project: Project) -> PatternSet:
+async def outbound_blocks(store: OperatorStore, project: Project) -> PatternSet:
     entries = await store.blocked(project_id=project.id, direction="outbound")
     return PatternSet(e.pattern for e in entries)
 
 
-async def add_route(store: SqliteStore, project: Project, *, destination: str, when: str = "always",
+async def add_route(store: OperatorStore, project: Project, *, destination: str, when: str = "always",
                     hours: str | None = None, closed_on: str = "", ring_timeout_s: int | None = None,
                     position: int | None = None) -> tuple[Project, Route]:
     """Add a rule. A number (E.164 or national) is normalised and checked against the
@@ -110,17 +110,17 @@ async def add_route(store: SqliteStore, project: Project, *, destination: str, w
     return updated, added
 
 
-async def remove_route(store: SqliteStore, project: Project, position: int) -> Project:
+async def remove_route(store: OperatorStore, project: Project, position: int) -> Project:
     if len(project.routes) <= 1:
         raise InvalidInput(f"project {project.name} needs at least one rule: add another before removing this one")
     return await store.remove_route(project.id, position)
 
 
-async def move_route(store: SqliteStore, project: Project, position: int, to: int) -> Project:
+async def move_route(store: OperatorStore, project: Project, position: int, to: int) -> Project:
     return await store.move_route(project.id, position, to)
 
 
-async def set_zones(store: SqliteStore, project: Project, *, factors: Mapping[str, str],
+async def set_zones(store: OperatorStore, project: Project, *, factors: Mapping[str, str],
                     quota_minutes: str | None = None) -> Project:
     """Set zone factors (``{"national": "1200", "eu": "1.3"}``) and the monthly quota in
     minutes (``"15"``; ``"0"`` for none). Raises InvalidInput."""

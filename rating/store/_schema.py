@@ -1,4 +1,45 @@
-"""Versioned migrations, applied in order; ``PRAGMA user_version`` records the last one."""
+"""Versioned migrations, applied in order, the same versions for every backend.
+
+SQLite records the last one in ``PRAGMA user_version``, PostgreSQL in the table
+``ivr_schema``. The list is append-only: a migration on main is never edited.
+Written in SQLite's dialect; ``postgres.py`` translates each (BIGINT for the
+``INTEGER`` columns: times in ms do not fit 32 bits) unless ``POSTGRES_OVERRIDES``
+gives it by hand.
+
+What is automatic (``check_schema``): an empty database gets the whole schema when
+it is first opened — SQLite's zero setup (``make run``), and a new PostgreSQL
+database. An older schema is migrated only by ``ivr db migrate`` (back up first; with
+several engines, each refuses to start on a schema it does not know), a newer one
+is refused: ``SchemaMismatch`` in one line either way.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from ..errors import SchemaMismatch
+
+# check: refuse an older or newer schema (engines, the CLI); migrate: upgrade an older
+# one (ivr db migrate); inspect: change nothing, refuse nothing (ivr db status).
+SchemaMode = Literal["check", "migrate", "inspect"]
+
+
+def check_schema(found: int, known: int, mode: SchemaMode) -> range:
+    """The migrations (1-based numbers) to apply to a schema at version ``found``.
+
+    Raises:
+        SchemaMismatch: newer than ``known``, or older and ``mode`` is "check".
+    """
+    if mode == "inspect":
+        return range(0)
+    if found > known:
+        raise SchemaMismatch(f"the database schema is version {found}, newer than this ivr knows ({known}):"
+                             " upgrade ivr")
+    if 0 < found < known and mode == "check":
+        raise SchemaMismatch(f"the database schema is version {found}, this ivr needs {known}:"
+                             " run 'ivr db migrate' (back the database up first)")
+    return range(found + 1, known + 1)
+
 
 MIGRATIONS: list[str] = [
     # 1: the core engine

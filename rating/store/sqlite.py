@@ -1,48 +1,50 @@
-"""The embedded store: one aiosqlite connection, one writer at a time.
+"""The embedded store: one SQLite connection on one worker thread, one writer at a time.
 
-aiosqlite runs the connection on one thread and a transaction belongs to it, so
-every write goes through ``_write()``: an asyncio lock, ``BEGIN IMMEDIATE`` (takes
-SQLite's write lock at once, so another process — the operator CLI — waits in
-``busy_timeout`` instead of failing halfway), commit or roll back. Transactions
+Every write is one function run on the store's own worker thread (``_transaction``):
+``BEGIN IMMEDIATE`` (takes SQLite's write lock at once, so another process — the
+operator CLI — waits in ``busy_timeout`` instead of failing halfway), the
+statements, ``COMMIT``, or ``ROLLBACK`` if anything failed; sqlite3 errors become
+``rating.errors`` there (``_translated``), so none leaves this module. Transactions
 are short and never span a prompt or a Dial.
 
 No overdraft: a reservation is one conditional UPDATE (``balance_s - reserved_s``
 must cover it), the schema's CHECKs forbid a negative balance as a backstop, and
-settling debits at most what was reserved.
+settling debits at most what was reserved. What to hold and what to debit are
+``rating.holds``' decisions, the same for every backend.
 
-Thread hops: aiosqlite runs each call on its worker thread and wakes the event
-loop for the answer, about 85 µs of CPU per round trip on a 2-core machine — more
-than the SQL itself. So a read is one hop (``execute_fetchall``, not execute +
-fetchall + close), and the writes of every call (reserve, settle, CDR, bind,
-activation, PIN failure) run their whole transaction — ``BEGIN IMMEDIATE``, the
-statements, ``COMMIT`` or ``ROLLBACK`` — as one function on that thread
-(``_transaction``): one hop instead of one per statement (``bench/`` measures it).
+Thread hops: each call to the worker thread wakes the event loop for the answer,
+about 85 µs of CPU on a 2-core machine — more than the SQL itself. So a read is one
+hop and a call's writes (reserve, settle, CDR, bind, activation, PIN failure) run
+their whole transaction as one function there: one hop instead of one per statement
+(``bench/`` measures it). The worker (``_Worker``) is our own thread holding the
+``sqlite3`` connection, fed by a queue, answering through ``call_soon_threadsafe`` —
+what aiosqlite does inside, but aiosqlite offers no public call that runs a function
+on its thread, and ``run_in_executor`` costs about 30 % more CPU per hop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import queue
 import sqlite3
+import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self, TypeVar
-
-import aiosqlite
 
 from ..billing import BillingRule
 from ..errors import (
     AlreadyExists,
-    CardBlocked,
-    CardExpired,
-    CardInUse,
     CardUnusable,
     InsufficientBalance,
     InvalidInput,
     NotFound,
+    RatingError,
     StoreUnavailable,
 )
+from ..holds import grant_hold, is_stale, settlement_debit
 from ..models import (
     AccountLine,
     AccountSettings,
@@ -59,19 +61,16 @@ from ..models import (
 from ..routes import Route
 from ..zones import QuotaPeriod, charge
 from ._rows import ROUTE_COLS, default_timezone, policy_of, route_of, tariff_of
-from ._schema import MIGRATIONS
+from ._schema import MIGRATIONS, SchemaMode, check_schema
+from .base import StoreObserver
 
 __all__ = ["SqliteStore", "StoreObserver"]
 
 T = TypeVar("T")
 
-StoreObserver = Callable[[str, float], None]  # (operation, seconds)
 
 _CARD_COLS = ("id, project_id, note, blocked, balance_s, reserved_s, active_calls, price_cents, "
               "created_ms, activated_ms, expires_ms")
-# An open reservation older than this (past its call's longest possible end) is
-# released by the next reservation on the card: it belongs to a crashed engine.
-RESERVATION_GRACE_MS = 300_000
 PIN_FAILURE_RETENTION_MS = 7 * 86_400_000
 # Project columns ``update_project`` may change (the name and id never change).
 _PROJECT_UPDATABLE = frozenset({
@@ -84,52 +83,97 @@ _BLOCKED_COLS = "id, project_id, pattern, direction, reason, created_ms, added_b
 _CDR_COLS = ("uniqueid, project_id, card_id, caller_raw, caller_e164, dialled, destination, start_ms,"
              " answer_ms, end_ms, talk_s, debited_s, outcome, hangup_side, call_type, route_position, leg, zone,"
              " number_type, factor_pm, quota_used_s")
+_PROJECT_COLS = ("id, name, service, fallback, ring_timeout_s, language, region, price_per_minute_cents,"
+                 " currency, connect_s, minimum_s, initial_s, increment_s, warning_s, pin_length,"
+                 " max_bound_numbers, max_simultaneous_calls, card_validity_days, timezone, trunk,"
+                 " allow_countries, block_types, zone_factors, quota_s")
+# Writes that never change projects, numbers or blocks: they leave the routing snapshot valid.
+_ROUTING_NEUTRAL = frozenset({"reserve", "settle", "write_cdr", "settle_and_record", "settle_and_record_once",
+                              "bind", "activate", "pin_failure", "create_card", "recharge", "adjust", "set_pin",
+                              "set_blocked", "set_expiry", "unbind", "add_payment", "account_currency",
+                              "account_settings"})
+
+
+@contextmanager
+def _translated(operation: str) -> Iterator[None]:
+    """The boundary: a sqlite3 error becomes the ``rating.errors`` it means."""
+    try:
+        yield
+    except sqlite3.IntegrityError as exc:
+        text = str(exc)
+        if "FOREIGN KEY" in text:
+            raise NotFound(f"{operation}: a referenced row does not exist") from exc
+        if "UNIQUE" in text or "PRIMARY KEY" in text:
+            raise AlreadyExists(f"{operation}: already exists ({text})") from exc
+        raise InvalidInput(f"{operation}: refused by the database ({text})") from exc
+    except sqlite3.Error as exc:
+        raise StoreUnavailable(f"{operation}: {exc}") from exc
+
+
+def _run_transaction(conn: sqlite3.Connection, operation: str, body: Callable[[sqlite3.Connection], T]) -> T:
+    """On the worker thread: ``BEGIN IMMEDIATE``, ``body``, ``COMMIT``, or ``ROLLBACK``
+    if anything failed; sqlite3 errors translated."""
+    with _translated(operation):
+        conn.execute("BEGIN IMMEDIATE")
+        committed = False
+        try:
+            result = body(conn)
+            conn.execute("COMMIT")
+            committed = True
+        finally:
+            if not committed:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # nothing was left open
+    return result
+
+
+class _Worker:
+    """One thread running the functions it is given, in order; ``run`` awaits the answer."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], asyncio.AbstractEventLoop, asyncio.Future[Any]]
+                                      | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name="ivr-sqlite", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            fn, loop, future = job
+            try:
+                result = fn()
+            except Exception as exc:  # handed to the awaiting task, which re-raises it
+                loop.call_soon_threadsafe(_set_exception, future, exc)
+            else:
+                loop.call_soon_threadsafe(_set_result, future, result)
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._jobs.put((fn, loop, future))
+        return await future
+
+    def stop(self) -> None:
+        """After the jobs already queued; waits for the thread."""
+        self._jobs.put(None)
+        self._thread.join()
+
+
+def _set_result(future: asyncio.Future[Any], result: Any) -> None:
+    if not future.done():  # the awaiting task may have been cancelled
+        future.set_result(result)
+
+
+def _set_exception(future: asyncio.Future[Any], exc: Exception) -> None:
+    if not future.done():
+        future.set_exception(exc)
 
 
 def _card(row: Sequence[Any]) -> Card:
     return Card(id=row[0], project_id=row[1], note=row[2], blocked=bool(row[3]), balance_s=row[4],
                 reserved_s=row[5], active_calls=row[6], price_cents=row[7], created_ms=row[8],
                 activated_ms=row[9], expires_ms=row[10])
-
-
-def _run_transaction(db: aiosqlite.Connection, operation: str, body: Callable[[sqlite3.Connection], T]) -> T:
-    """On aiosqlite's worker thread: ``BEGIN IMMEDIATE``, ``body``, ``COMMIT``, or
-    ``ROLLBACK`` if anything failed — the same steps as ``SqliteStore._write``."""
-    conn = db._conn  # the sqlite3 connection, used on the thread that owns it
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-    except sqlite3.Error as exc:
-        raise StoreUnavailable(f"{operation}: {exc}") from exc
-    committed = False
-    try:
-        try:
-            result = body(conn)
-        except sqlite3.OperationalError as exc:  # locked, disk full, read-only, I/O: not our mistake
-            raise StoreUnavailable(f"{operation}: {exc}") from exc
-        try:
-            conn.execute("COMMIT")
-            committed = True
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"{operation}: {exc}") from exc
-    finally:
-        if not committed:
-            try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass  # nothing was left open
-    return result
-
-
-_PROJECT_COLS = ("id, name, service, fallback, ring_timeout_s, language, region, price_per_minute_cents,"
-                 " currency, connect_s, minimum_s, initial_s, increment_s, warning_s, pin_length,"
-                 " max_bound_numbers, max_simultaneous_calls, card_validity_days, timezone, trunk,"
-                 " allow_countries, block_types, zone_factors, quota_s")
-# Writes of the call path: they never change projects, numbers or blocks, so they leave
-# the routing snapshot valid.
-_ROUTING_NEUTRAL = frozenset({"reserve", "settle", "write_cdr", "settle_and_record", "settle_and_record_once",
-                              "bind", "activate", "pin_failure", "create_card", "recharge", "adjust", "set_pin",
-                              "set_blocked", "set_expiry", "unbind", "add_payment", "account_currency",
-                              "account_settings"})
 
 
 def _quota_left(db: sqlite3.Connection, card_id: int, quota: QuotaPeriod | None) -> int:
@@ -142,61 +186,48 @@ def _quota_left(db: sqlite3.Connection, card_id: int, quota: QuotaPeriod | None)
 
 def _reserve(db: sqlite3.Connection, *, card_id: int, uniqueid: str, rule: BillingRule, max_calls: int,
              hold_s: int, now_ms: int, quota: QuotaPeriod | None = None) -> Grant:
-    """On the worker thread, inside a transaction: see ``SqliteStore.reserve``."""
+    """Inside a transaction: see ``SqliteStore.reserve``."""
     # Holds of crashed engines expire, so a card is never locked forever.
-    stale = db.execute(
-        "SELECT id, seconds FROM reservations WHERE card_id = ? AND state = 'open'"
-        " AND expires_ms < ?", (card_id, now_ms)).fetchall()
-    for res_id, seconds in stale:
-        db.execute("UPDATE reservations SET state = 'released' WHERE id = ?", (res_id,))
-        db.execute("UPDATE cards SET reserved_s = reserved_s - ?,"
-                   " active_calls = MAX(active_calls - 1, 0) WHERE id = ?", (seconds, card_id))
+    for res_id, seconds, expires_ms in db.execute(
+            "SELECT id, seconds, expires_ms FROM reservations WHERE card_id = ? AND state = 'open'",
+            (card_id,)).fetchall():
+        if is_stale(expires_ms, now_ms):
+            db.execute("UPDATE reservations SET state = 'released' WHERE id = ?", (res_id,))
+            db.execute("UPDATE cards SET reserved_s = reserved_s - ?,"
+                       " active_calls = MAX(active_calls - 1, 0) WHERE id = ?", (seconds, card_id))
     row = db.execute(f"SELECT {_CARD_COLS} FROM cards WHERE id = ?", (card_id,)).fetchone()
     if row is None:
         raise NotFound(f"no card {card_id}")
-    card = _card(row)
-    if card.blocked:
-        raise CardBlocked(f"card {card_id} is blocked")
-    if card.expires_ms is not None and now_ms >= card.expires_ms:
-        raise CardExpired(f"card {card_id} has expired")
-    if card.active_calls >= max_calls:
-        raise CardInUse(f"card {card_id} is in {card.active_calls} call(s)")
-    share = card.available_s // (max_calls - card.active_calls)
-    max_talk = rule.max_talk(share)
-    if max_talk <= 0:
-        raise InsufficientBalance(f"card {card_id} has {card.available_s} s left")
-    seconds = rule.debit(max_talk)
-    # The conditional UPDATE is the guard; the checks above only pick the error.
+    plan = grant_hold(_card(row), rule=rule, max_calls=max_calls, hold_s=hold_s, now_ms=now_ms)
+    # The conditional UPDATE is the guard; grant_hold only picks the amount or the error.
     cur = db.execute(
         "UPDATE cards SET reserved_s = reserved_s + ?, active_calls = active_calls + 1"
         " WHERE id = ? AND balance_s - reserved_s >= ? AND active_calls < ?",
-        (seconds, card_id, seconds, max_calls))
+        (plan.seconds, card_id, plan.seconds, max_calls))
     if cur.rowcount != 1:  # pragma: no cover - the write lock makes this unreachable
         raise InsufficientBalance(f"card {card_id} changed under the reservation")
     cur = db.execute(
-        "INSERT INTO reservations (card_id, uniqueid, seconds, created_ms, expires_ms)"
-        " VALUES (?, ?, ?, ?, ?)",
-        (card_id, uniqueid, seconds, now_ms, now_ms + (max_talk + hold_s) * 1000 + RESERVATION_GRACE_MS))
-    return Grant(reservation_id=cur.lastrowid or 0, card_id=card_id, reserved_s=seconds,
-                 max_talk_s=max_talk, available_before_s=card.available_s,
+        "INSERT INTO reservations (card_id, uniqueid, seconds, created_ms, expires_ms) VALUES (?, ?, ?, ?, ?)",
+        (card_id, uniqueid, plan.seconds, now_ms, plan.expires_ms))
+    return Grant(reservation_id=cur.lastrowid or 0, card_id=card_id, reserved_s=plan.seconds,
+                 max_talk_s=plan.max_talk_s, available_before_s=plan.available_before_s,
                  quota_left_s=_quota_left(db, card_id, quota))
 
 
 def _settle(db: sqlite3.Connection, grant: Grant, *, debit_s: int, uniqueid: str, now_ms: int,
             factor_pm: int = 1000, quota: QuotaPeriod | None = None) -> tuple[int, int]:
-    """On the worker thread, inside a transaction: see ``SqliteStore.settle``.
-    Returns (seconds debited, quota seconds used)."""
+    """Inside a transaction: see ``SqliteStore.settle``. Returns (seconds debited, quota seconds used)."""
     if db.execute("SELECT 1 FROM reservations WHERE id = ? AND state = 'open'",
                   (grant.reservation_id,)).fetchone() is None:
         return 0, 0
     # The quota left is read here, under the write lock: two calls of one card never use
     # the same included seconds, whatever each was told when its time was held.
-    debit_s, quota_used = charge(max(0, debit_s), factor_pm, _quota_left(db, grant.card_id, quota))
+    charged, quota_used = charge(max(0, debit_s), factor_pm, _quota_left(db, grant.card_id, quota))
     if quota is not None and quota_used:
         db.execute("INSERT INTO card_quota (card_id, month, used_s) VALUES (?, ?, ?)"
                    " ON CONFLICT (card_id, month) DO UPDATE SET used_s = used_s + excluded.used_s",
                    (grant.card_id, quota.month, quota_used))
-    debit_s = max(0, min(debit_s, grant.reserved_s))
+    debit_s = settlement_debit(grant.reserved_s, charged)
     cur = db.execute("UPDATE reservations SET state = 'settled' WHERE id = ? AND state = 'open'",
                      (grant.reservation_id,))
     if cur.rowcount != 1:  # pragma: no cover - checked above under the same lock
@@ -266,43 +297,93 @@ def _insert_route(db: sqlite3.Connection, project_id: int, route: Route, positio
     _renumber_routes(db, project_id, ids)
 
 
+def _legacy_to_routes(db: sqlite3.Connection, project_id: int, changes: Mapping[str, Any]) -> None:
+    """``--service`` changes the first rule's destination; ``--fallback`` the first later
+    rule tried on busy or no answer (added as rule 2 if there is none, removed when cleared)."""
+    if "service" in changes:
+        db.execute("UPDATE routes SET destination = ? WHERE project_id = ? AND position ="
+                   " (SELECT MIN(position) FROM routes WHERE project_id = ?)",
+                   (changes["service"], project_id, project_id))
+    if "fallback" in changes:
+        rows = db.execute(
+            "SELECT id FROM routes WHERE project_id = ? AND conditions = 'busy,noanswer' AND position >"
+            " (SELECT MIN(position) FROM routes WHERE project_id = ?) ORDER BY position LIMIT 1",
+            (project_id, project_id)).fetchall()
+        fallback = changes["fallback"]
+        if rows and fallback is None:
+            db.execute("DELETE FROM routes WHERE id = ?", (rows[0][0],))
+        elif rows:
+            db.execute("UPDATE routes SET destination = ? WHERE id = ?", (fallback, rows[0][0]))
+        elif fallback is not None:
+            db.execute("UPDATE routes SET position = position + 1 WHERE project_id = ? AND position > 1",
+                       (project_id,))
+            db.execute("INSERT INTO routes (project_id, position, destination, conditions)"
+                       " VALUES (?, 2, ?, 'busy,noanswer')", (project_id, fallback))
+
+
+def _migrate(db: sqlite3.Connection, schema: SchemaMode) -> int:
+    """Inside a transaction: see ``check_schema``; applies the migrations it allows.
+    Returns the version found."""
+    version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    for number in check_schema(version, len(MIGRATIONS), schema):
+        for statement in MIGRATIONS[number - 1].split(";"):
+            if statement.strip():
+                db.execute(statement)
+        db.execute(f"PRAGMA user_version={number}")
+    return version
+
+
 class SqliteStore:
     def __init__(self, path: str | Path, *, observer: StoreObserver | None = None,
-                 busy_timeout_ms: int = 5000) -> None:
+                 schema: SchemaMode = "check", busy_timeout_ms: int = 5000) -> None:
         """``busy_timeout_ms``: how long a write waits for another process's write lock
         (SQLite's busy handler) and for this connection's own queue of writes; then it
         fails with StoreUnavailable. The engine gives calls a short budget, the CLI waits longer."""
         self.path = str(path)
         self.busy_timeout_ms = busy_timeout_ms
-        self._db: aiosqlite.Connection | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._worker: _Worker | None = None
         self._lock = asyncio.Lock()
         self._config_generation = 0
         self._routing: Routing | None = None
         self._routing_key: tuple[int, int] = (-1, -1)
         self._routing_checked = float("-inf")
         self._observer = observer
+        self._schema: SchemaMode = schema
+        self.schema_found: int | None = None  # the version ``open`` found (``ivr db status|migrate``)
 
     # --- lifecycle ---------------------------------------------------------
     async def open(self) -> None:
-        try:
+        """Connect and check the schema (``_schema.check_schema``). Raises StoreUnavailable, SchemaMismatch."""
+        self._worker = _Worker()
+
+        def connect() -> int:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self._db = await aiosqlite.connect(self.path, isolation_level=None)
-            await self._db.execute("PRAGMA journal_mode=WAL")
-            await self._db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
-            await self._db.execute("PRAGMA foreign_keys=ON")
-            await self._db.execute("PRAGMA synchronous=NORMAL")
-            await self._migrate()
-        except (sqlite3.Error, StoreUnavailable) as exc:
-            await self.close()  # its thread would keep the process alive (a CLI hanging on a locked file)
-            if isinstance(exc, StoreUnavailable):
-                raise
-            raise StoreUnavailable(f"cannot open database {self.path}: {exc}") from exc
+            # Created on the worker thread and only ever used there.
+            conn = self._conn = sqlite3.connect(self.path, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            return _run_transaction(conn, "migrate", lambda db: _migrate(db, self._schema))
+
+        try:
+            self.schema_found = await self._on_worker(connect, f"cannot open database {self.path}")
+        except (RatingError, OSError) as exc:
+            await self.close()
+            if isinstance(exc, OSError):
+                raise StoreUnavailable(f"cannot open database {self.path}: {exc}") from exc
+            raise
 
     async def close(self) -> None:
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
+        if self._worker is None:
+            return
+        worker, self._worker = self._worker, None  # no new jobs; those queued run first
+        if self._conn is not None:
+            await worker.run(self._conn.close)
+            self._conn = None
+        worker.stop()
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -311,77 +392,46 @@ class SqliteStore:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _migrate(self) -> None:
-        db = self._conn
-        async with self._write("migrate"):
-            row = await (await db.execute("PRAGMA user_version")).fetchone()
-            version = row[0] if row else 0
-            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-                for statement in script.split(";"):
-                    if statement.strip():
-                        await db.execute(statement)
-                await db.execute(f"PRAGMA user_version={number}")
+    async def schema_version(self) -> int:
+        rows = await self._read("PRAGMA user_version")
+        return int(rows[0][0])
 
-    @property
-    def _conn(self) -> aiosqlite.Connection:
-        if self._db is None:
+    # --- the worker thread and the one transaction helper -------------------
+    async def _on_worker(self, fn: Callable[[], T], operation: str) -> T:
+        """``fn()`` on the worker thread, sqlite3 errors translated."""
+        if self._worker is None:
             raise StoreUnavailable("store is not open")
-        return self._db
 
-    @asynccontextmanager
-    async def _write(self, operation: str) -> AsyncIterator[aiosqlite.Connection]:
-        db = self._conn
-        started = time.perf_counter()
-        self._note_write(operation)
-        async with self._lock, self._noting_write(operation):
-            try:
-                await db.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise StoreUnavailable(f"{operation}: {exc}") from exc
-            committed = False
-            try:
-                yield db
-                try:
-                    await db.execute("COMMIT")
-                    committed = True
-                except sqlite3.Error as exc:
-                    raise StoreUnavailable(f"{operation}: {exc}") from exc
-            finally:
-                if not committed:
-                    try:
-                        await db.execute("ROLLBACK")
-                    except sqlite3.Error:
-                        pass  # nothing was left open
-        if self._observer is not None:
-            self._observer(operation, time.perf_counter() - started)
+        def guarded() -> T:
+            with _translated(operation):
+                return fn()
+
+        return await self._worker.run(guarded)
+
+    def _db(self) -> sqlite3.Connection:
+        """The connection, on the worker thread only."""
+        if self._conn is None:  # pragma: no cover - _on_worker checks first
+            raise StoreUnavailable("store is not open")
+        return self._conn
 
     def _note_write(self, operation: str) -> None:
         if operation not in _ROUTING_NEUTRAL:
             self._config_generation += 1
 
-    @asynccontextmanager
-    async def _noting_write(self, operation: str) -> AsyncIterator[None]:
-        """Mark the routing snapshot stale once more when the write ends (committed or
-        rolled back): a snapshot read while it was open may hold its uncommitted rows."""
-        try:
-            yield
-        finally:
-            self._note_write(operation)
-
     async def _transaction(self, operation: str, body: Callable[[sqlite3.Connection], T]) -> T:
-        """``_write`` in one thread hop: ``body(conn)`` runs inside ``BEGIN IMMEDIATE`` …
-        ``COMMIT`` on aiosqlite's worker thread, under the same lock, with the same errors
-        (a failing BEGIN or COMMIT is StoreUnavailable; anything ``body`` raises rolls back
-        and propagates) and the same observer call on success.
-
-        ``aiosqlite.Connection._execute`` (queue a function for the worker thread) is how
-        aiosqlite's own cursors reach that thread; no public call runs a function there."""
-        db = self._conn
+        """The one way to write: ``body(conn)`` inside ``BEGIN IMMEDIATE`` … ``COMMIT``, in
+        one hop to the worker thread, under the lock. A failing statement, BEGIN or COMMIT
+        rolls back and raises the ``rating.errors`` it means; whatever ``body`` raises rolls
+        back and propagates. The observer hears of every successful one."""
         started = time.perf_counter()
         self._note_write(operation)
-        async with self._queued(operation), self._noting_write(operation):
-            result: T = await db._execute(  # type: ignore[no-untyped-call]  # aiosqlite leaves it untyped
-                _run_transaction, db, operation, body)
+        async with self._queued(operation):
+            try:
+                result = await self._on_worker(lambda: _run_transaction(self._db(), operation, body), operation)
+            finally:
+                # Mark the routing snapshot stale once more when the write ends (committed or
+                # rolled back): a snapshot read while it was open may hold its uncommitted rows.
+                self._note_write(operation)
         if self._observer is not None:
             self._observer(operation, time.perf_counter() - started)
         return result
@@ -401,11 +451,8 @@ class SqliteStore:
         finally:
             self._lock.release()
 
-    async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        try:
-            return list(await self._conn.execute_fetchall(sql, params))
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(str(exc)) from exc
+    async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return await self._on_worker(lambda: self._db().execute(sql, params).fetchall(), "read")
 
     # --- projects ----------------------------------------------------------
     async def create_project(self, *, name: str, numbers: Sequence[str], service: str,
@@ -414,28 +461,28 @@ class SqliteStore:
                              warning_s: int, pin_length: int, max_bound_numbers: int,
                              max_simultaneous_calls: int, card_validity_days: int | None,
                              now_ms: int) -> Project:
+        def body(db: sqlite3.Connection) -> None:
+            cur = db.execute(
+                "INSERT INTO projects (name, service, fallback, ring_timeout_s, language, region,"
+                " price_per_minute_cents, currency, connect_s, minimum_s, initial_s, increment_s,"
+                " warning_s, pin_length, max_bound_numbers, max_simultaneous_calls,"
+                " card_validity_days, created_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (name, service, fallback, ring_timeout_s, language, region, price_per_minute_cents,
+                 currency, rule.connect_s, rule.minimum_s, rule.initial_s, rule.increment_s,
+                 warning_s, pin_length, max_bound_numbers, max_simultaneous_calls,
+                 card_validity_days, now_ms))
+            for number in numbers:
+                db.execute("INSERT INTO access_numbers (number, project_id) VALUES (?, ?)", (number, cur.lastrowid))
+            # The service and fallback are the first rules, as migration 4 makes them.
+            db.execute("INSERT INTO routes (project_id, position, destination, conditions)"
+                       " VALUES (?, 1, ?, 'always')", (cur.lastrowid, service))
+            if fallback is not None:
+                db.execute("INSERT INTO routes (project_id, position, destination, conditions)"
+                           " VALUES (?, 2, ?, 'busy,noanswer')", (cur.lastrowid, fallback))
+
         try:
-            async with self._write("create_project") as db:
-                cur = await db.execute(
-                    "INSERT INTO projects (name, service, fallback, ring_timeout_s, language, region,"
-                    " price_per_minute_cents, currency, connect_s, minimum_s, initial_s, increment_s,"
-                    " warning_s, pin_length, max_bound_numbers, max_simultaneous_calls,"
-                    " card_validity_days, created_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (name, service, fallback, ring_timeout_s, language, region, price_per_minute_cents,
-                     currency, rule.connect_s, rule.minimum_s, rule.initial_s, rule.increment_s,
-                     warning_s, pin_length, max_bound_numbers, max_simultaneous_calls,
-                     card_validity_days, now_ms))
-                project_id = cur.lastrowid
-                for number in numbers:
-                    await db.execute("INSERT INTO access_numbers (number, project_id) VALUES (?, ?)",
-                                     (number, project_id))
-                # The service and fallback are the first rules, as migration 4 makes them.
-                await db.execute("INSERT INTO routes (project_id, position, destination, conditions)"
-                                 " VALUES (?, 1, ?, 'always')", (project_id, service))
-                if fallback is not None:
-                    await db.execute("INSERT INTO routes (project_id, position, destination, conditions)"
-                                     " VALUES (?, 2, ?, 'busy,noanswer')", (project_id, fallback))
-        except sqlite3.IntegrityError as exc:
+            await self._transaction("create_project", body)
+        except AlreadyExists as exc:
             raise AlreadyExists(f"project name or access number already in use ({exc})") from exc
         project = await self.project_by_name(name)
         assert project is not None
@@ -444,10 +491,8 @@ class SqliteStore:
     async def _project(self, where: str, params: Sequence[Any]) -> Project | None:
         sql = f"SELECT {_PROJECT_COLS} FROM projects WHERE {where}"
 
-        db = self._conn
-
-        def both() -> tuple[list[Any], list[Any], list[Any]]:  # on the worker thread: one hop
-            conn = db._conn
+        def both() -> tuple[list[Any], list[Any], list[Any]]:  # one hop
+            conn = self._db()
             rows = conn.execute(sql, params).fetchall()
             if not rows:
                 return rows, [], []
@@ -456,10 +501,7 @@ class SqliteStore:
                     conn.execute(f"SELECT {ROUTE_COLS} FROM routes WHERE project_id = ? ORDER BY position",
                                  (rows[0][0],)).fetchall())
 
-        try:
-            rows, numbers, routes = await db._execute(both)  # type: ignore[no-untyped-call]  # untyped in aiosqlite
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(str(exc)) from exc
+        rows, numbers, routes = await self._on_worker(both, "project")
         if not rows:
             return None
         return _project(rows[0], tuple(n[0] for n in numbers), _routes_by_project(routes).get(rows[0][0], ()))
@@ -477,14 +519,14 @@ class SqliteStore:
         the operator CLI); otherwise one cheap thread hop per call instead of three
         queries. With ``max_age_s`` a snapshot younger than that is trusted without the
         hop: another process's change then shows within ``max_age_s``."""
-        db = self._conn
         cached_key, generation = self._routing_key, self._config_generation
         if (self._routing is not None and generation == cached_key[1]
                 and time.monotonic() - self._routing_checked < max_age_s):
             return self._routing
 
         def load() -> tuple[int, list[Any], list[Any], list[Any], list[Any]] | tuple[int]:
-            conn = db._conn
+            # One function on the worker thread: never between the statements of a write.
+            conn = self._db()
             version = conn.execute("PRAGMA data_version").fetchone()[0]
             if (version, generation) == cached_key:
                 return (version,)
@@ -494,11 +536,7 @@ class SqliteStore:
             routes = conn.execute(f"SELECT {ROUTE_COLS} FROM routes ORDER BY project_id, position").fetchall()
             return version, projects, numbers, blocked, routes
 
-        try:
-            async with self._lock:  # never between the statements of an open write
-                loaded = await db._execute(load)  # type: ignore[no-untyped-call]  # untyped in aiosqlite
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(str(exc)) from exc
+        loaded = await self._on_worker(load, "routing")
         self._routing_checked = time.monotonic()
         if len(loaded) == 1 and self._routing is not None:
             return self._routing
@@ -530,20 +568,22 @@ class SqliteStore:
         """Raises AlreadyExists when the PIN hash is taken in the project (caller retries)."""
         if seconds <= 0:
             raise InvalidInput("a card needs a positive number of seconds")
+
+        def body(db: sqlite3.Connection) -> int:
+            cur = db.execute(
+                "INSERT INTO cards (project_id, note, pin_hash, balance_s, price_cents, created_ms,"
+                " expires_ms) VALUES (?,?,?,?,?,?,?)",
+                (project_id, note, pin_hash, seconds, price_cents, now_ms, expires_ms))
+            card_id = cur.lastrowid or 0
+            db.execute("INSERT INTO ledger (card_id, at_ms, kind, seconds, amount_cents, reference)"
+                       " VALUES (?, ?, 'purchase', ?, ?, '')", (card_id, now_ms, seconds, price_cents))
+            return card_id
+
         try:
-            async with self._write("create_card") as db:
-                cur = await db.execute(
-                    "INSERT INTO cards (project_id, note, pin_hash, balance_s, price_cents, created_ms,"
-                    " expires_ms) VALUES (?,?,?,?,?,?,?)",
-                    (project_id, note, pin_hash, seconds, price_cents, now_ms, expires_ms))
-                card_id = cur.lastrowid
-                await db.execute(
-                    "INSERT INTO ledger (card_id, at_ms, kind, seconds, amount_cents, reference)"
-                    " VALUES (?, ?, 'purchase', ?, ?, '')", (card_id, now_ms, seconds, price_cents))
-        except sqlite3.IntegrityError as exc:
+            card_id = await self._transaction("create_card", body)
+        except AlreadyExists as exc:
             raise AlreadyExists("PIN already used in this project") from exc
-        card = await self.card(card_id)  # type: ignore[arg-type]
-        return card
+        return await self.card(card_id)
 
     async def card(self, card_id: int) -> Card:
         rows = await self._read(f"SELECT {_CARD_COLS} FROM cards WHERE id = ?", (card_id,))
@@ -570,31 +610,36 @@ class SqliteStore:
                                     (project_id,))
         return [_card(r) for r in rows]
 
+    async def _update_card(self, operation: str, sql: str, params: Sequence[Any], card_id: int) -> None:
+        """One UPDATE of one card; NotFound when there is no such card."""
+        def body(db: sqlite3.Connection) -> None:
+            if db.execute(sql, params).rowcount == 0:
+                raise NotFound(f"no card {card_id}")
+
+        await self._transaction(operation, body)
+
     async def set_pin_hash(self, card_id: int, pin_hash: str) -> None:
         try:
-            async with self._write("set_pin") as db:
-                cur = await db.execute("UPDATE cards SET pin_hash = ? WHERE id = ?", (pin_hash, card_id))
-                if cur.rowcount == 0:
-                    raise NotFound(f"no card {card_id}")
-        except sqlite3.IntegrityError as exc:
+            await self._update_card("set_pin", "UPDATE cards SET pin_hash = ? WHERE id = ?", (pin_hash, card_id),
+                                    card_id)
+        except AlreadyExists as exc:
             raise AlreadyExists("PIN already used in this project") from exc
 
     async def set_blocked(self, card_id: int, blocked: bool) -> None:
-        async with self._write("set_blocked") as db:
-            cur = await db.execute("UPDATE cards SET blocked = ? WHERE id = ?", (int(blocked), card_id))
-            if cur.rowcount == 0:
-                raise NotFound(f"no card {card_id}")
+        await self._update_card("set_blocked", "UPDATE cards SET blocked = ? WHERE id = ?",
+                                (int(blocked), card_id), card_id)
 
     async def recharge(self, card_id: int, seconds: int, price_cents: int, now_ms: int) -> Card:
         if seconds <= 0:
             raise InvalidInput("recharge needs a positive number of seconds")
-        async with self._write("recharge") as db:
-            cur = await db.execute("UPDATE cards SET balance_s = balance_s + ? WHERE id = ?",
-                                   (seconds, card_id))
-            if cur.rowcount == 0:
+
+        def body(db: sqlite3.Connection) -> None:
+            if db.execute("UPDATE cards SET balance_s = balance_s + ? WHERE id = ?", (seconds, card_id)).rowcount == 0:
                 raise NotFound(f"no card {card_id}")
-            await db.execute("INSERT INTO ledger (card_id, at_ms, kind, seconds, amount_cents)"
-                             " VALUES (?, ?, 'recharge', ?, ?)", (card_id, now_ms, seconds, price_cents))
+            db.execute("INSERT INTO ledger (card_id, at_ms, kind, seconds, amount_cents)"
+                       " VALUES (?, ?, 'recharge', ?, ?)", (card_id, now_ms, seconds, price_cents))
+
+        await self._transaction("recharge", body)
         return await self.card(card_id)
 
     async def adjust(self, card_id: int, seconds: int, reason: str, now_ms: int) -> Card:
@@ -603,15 +648,18 @@ class SqliteStore:
         Raises:
             NotFound; InsufficientBalance when it would take time that is not free.
         """
-        async with self._write("adjust") as db:
-            cur = await db.execute(
+        def body(db: sqlite3.Connection) -> None:
+            cur = db.execute(
                 "UPDATE cards SET balance_s = balance_s + ? WHERE id = ? AND balance_s - reserved_s + ? >= 0",
                 (seconds, card_id, seconds))
             if cur.rowcount == 0:
-                await self.card(card_id)  # NotFound if there is no such card
+                if db.execute("SELECT 1 FROM cards WHERE id = ?", (card_id,)).fetchone() is None:
+                    raise NotFound(f"no card {card_id}")
                 raise InsufficientBalance(f"card {card_id} has not {-seconds} s free to take")
-            await db.execute("INSERT INTO ledger (card_id, at_ms, kind, seconds, reference)"
-                             " VALUES (?, ?, 'adjustment', ?, ?)", (card_id, now_ms, seconds, reason))
+            db.execute("INSERT INTO ledger (card_id, at_ms, kind, seconds, reference)"
+                       " VALUES (?, ?, 'adjustment', ?, ?)", (card_id, now_ms, seconds, reason))
+
+        await self._transaction("adjust", body)
         return await self.card(card_id)
 
     async def activate(self, card_id: int, now_ms: int) -> None:
@@ -626,8 +674,11 @@ class SqliteStore:
                    max_bound: int) -> None:
         """Bind ``caller`` to the card (moving it from any older card of the project); above
         ``max_bound`` numbers on the card the oldest binding goes. An operator binding
-        counts as activation."""
+        counts as activation. Raises NotFound for an unknown card."""
         def body(db: sqlite3.Connection) -> None:
+            if db.execute("UPDATE cards SET activated_ms = COALESCE(activated_ms, ?) WHERE id = ?",
+                          (now_ms, card_id)).rowcount == 0:
+                raise NotFound(f"no card {card_id}")
             db.execute(
                 "INSERT INTO bindings (project_id, caller, card_id, bound_ms, source) VALUES (?,?,?,?,?)"
                 " ON CONFLICT (project_id, caller) DO UPDATE SET card_id = excluded.card_id,"
@@ -636,17 +687,16 @@ class SqliteStore:
             db.execute(
                 "DELETE FROM bindings WHERE card_id = ? AND caller NOT IN (SELECT caller FROM bindings"
                 " WHERE card_id = ? ORDER BY bound_ms DESC, rowid DESC LIMIT ?)", (card_id, card_id, max_bound))
-            db.execute("UPDATE cards SET activated_ms = ? WHERE id = ? AND activated_ms IS NULL",
-                       (now_ms, card_id))
 
         await self._transaction("bind", body)
 
     async def unbind(self, project_id: int, caller: str) -> None:
-        async with self._write("unbind") as db:
-            cur = await db.execute("DELETE FROM bindings WHERE project_id = ? AND caller = ?",
-                                   (project_id, caller))
-            if cur.rowcount == 0:
+        def body(db: sqlite3.Connection) -> None:
+            if db.execute("DELETE FROM bindings WHERE project_id = ? AND caller = ?",
+                          (project_id, caller)).rowcount == 0:
                 raise NotFound(f"{caller} is not bound in this project")
+
+        await self._transaction("unbind", body)
 
     async def bindings(self, card_id: int) -> list[Binding]:
         rows = await self._read("SELECT caller, card_id, bound_ms, source FROM bindings WHERE card_id = ?"
@@ -756,11 +806,12 @@ class SqliteStore:
 
     # --- blacklist ---------------------------------------------------------
     async def blacklist_remove(self, *, project_id: int | None, pattern: str, direction: str) -> None:
-        async with self._write("blacklist_remove") as db:
-            cur = await db.execute("DELETE FROM blacklist WHERE IFNULL(project_id, 0) = ? AND pattern = ?"
-                                   " AND direction = ?", (project_id or 0, pattern, direction))
-            if cur.rowcount == 0:
+        def body(db: sqlite3.Connection) -> None:
+            if db.execute("DELETE FROM blacklist WHERE IFNULL(project_id, 0) = ? AND pattern = ? AND direction = ?",
+                          (project_id or 0, pattern, direction)).rowcount == 0:
                 raise NotFound(f"{pattern} is not blocked there")
+
+        await self._transaction("blacklist_remove", body)
 
     # --- PIN brute-force throttle -----------------------------------------
     async def record_pin_failure(self, project_id: int, caller_key: str, now_ms: int) -> None:
@@ -793,58 +844,32 @@ class SqliteStore:
         unknown = set(changes) - _PROJECT_UPDATABLE
         if unknown:
             raise InvalidInput(f"project settings cannot change: {', '.join(sorted(unknown))}")
-        async with self._write("update_project") as db:
-            if not await (await db.execute("SELECT 1 FROM projects WHERE id = ?", (project_id,))).fetchone():
+
+        def body(db: sqlite3.Connection) -> None:
+            if not db.execute("SELECT 1 FROM projects WHERE id = ?", (project_id,)).fetchone():
                 raise NotFound(f"no project with id {project_id}")
             if changes:
                 assignments = ", ".join(f"{column} = ?" for column in changes)
-                await db.execute(f"UPDATE projects SET {assignments} WHERE id = ?",
-                                 (*changes.values(), project_id))
-            await self._legacy_to_routes(db, project_id, changes)
+                db.execute(f"UPDATE projects SET {assignments} WHERE id = ?", (*changes.values(), project_id))
+            _legacy_to_routes(db, project_id, changes)
             for number in remove_numbers:
-                cur = await db.execute("DELETE FROM access_numbers WHERE number = ? AND project_id = ?",
-                                       (number, project_id))
-                if cur.rowcount == 0:
+                if db.execute("DELETE FROM access_numbers WHERE number = ? AND project_id = ?",
+                              (number, project_id)).rowcount == 0:
                     raise NotFound(f"{number} is not an access number of this project")
             for number in add_numbers:
-                owner = await (await db.execute(
-                    "SELECT p.name FROM access_numbers a JOIN projects p ON p.id = a.project_id"
-                    " WHERE a.number = ?", (number,))).fetchone()
+                owner = db.execute("SELECT p.name FROM access_numbers a JOIN projects p ON p.id = a.project_id"
+                                   " WHERE a.number = ?", (number,)).fetchone()
                 if owner is not None:
                     raise AlreadyExists(f"{number} is already an access number of project {owner[0]}")
-                await db.execute("INSERT INTO access_numbers (number, project_id) VALUES (?, ?)",
-                                 (number, project_id))
-            left = await (await db.execute("SELECT COUNT(*) FROM access_numbers WHERE project_id = ?",
-                                           (project_id,))).fetchone()
+                db.execute("INSERT INTO access_numbers (number, project_id) VALUES (?, ?)", (number, project_id))
+            left = db.execute("SELECT COUNT(*) FROM access_numbers WHERE project_id = ?", (project_id,)).fetchone()
             if not left or left[0] == 0:
                 raise InvalidInput("a project needs at least one access number")
+
+        await self._transaction("update_project", body)
         project = await self.project_by_id(project_id)
         assert project is not None
         return project
-
-    @staticmethod
-    async def _legacy_to_routes(db: aiosqlite.Connection, project_id: int, changes: Mapping[str, Any]) -> None:
-        """``--service`` changes the first rule's destination; ``--fallback`` the first later
-        rule tried on busy or no answer (added as rule 2 if there is none, removed when cleared)."""
-        if "service" in changes:
-            await db.execute("UPDATE routes SET destination = ? WHERE project_id = ? AND position ="
-                             " (SELECT MIN(position) FROM routes WHERE project_id = ?)",
-                             (changes["service"], project_id, project_id))
-        if "fallback" in changes:
-            rows = list(await db.execute_fetchall(
-                "SELECT id FROM routes WHERE project_id = ? AND conditions = 'busy,noanswer' AND position >"
-                " (SELECT MIN(position) FROM routes WHERE project_id = ?) ORDER BY position LIMIT 1",
-                (project_id, project_id)))
-            fallback = changes["fallback"]
-            if rows and fallback is None:
-                await db.execute("DELETE FROM routes WHERE id = ?", (rows[0][0],))
-            elif rows:
-                await db.execute("UPDATE routes SET destination = ? WHERE id = ?", (fallback, rows[0][0]))
-            elif fallback is not None:
-                await db.execute("UPDATE routes SET position = position + 1 WHERE project_id = ? AND position > 1",
-                                 (project_id,))
-                await db.execute("INSERT INTO routes (project_id, position, destination, conditions)"
-                                 " VALUES (?, 2, ?, 'busy,noanswer')", (project_id, fallback))
 
     # --- forwarding rules --------------------------------------------------
     async def _change_routes(self, operation: str, project_id: int,
@@ -904,23 +929,23 @@ class SqliteStore:
     # --- operator's CLI: cards --------------------------------------------
     async def set_expiry(self, card_id: int, expires_ms: int | None) -> Card:
         """Set (or, with None, remove) the moment the card expires. Raises NotFound."""
-        async with self._write("set_expiry") as db:
-            cur = await db.execute("UPDATE cards SET expires_ms = ? WHERE id = ?", (expires_ms, card_id))
-            if cur.rowcount == 0:
-                raise NotFound(f"no card {card_id}")
+        await self._update_card("set_expiry", "UPDATE cards SET expires_ms = ? WHERE id = ?", (expires_ms, card_id),
+                                card_id)
         return await self.card(card_id)
 
     # --- operator's CLI: blocked numbers ----------------------------------
     async def add_blocked(self, *, project_id: int | None, pattern: str, direction: str, reason: str,
                           added_by: str, now_ms: int) -> BlockedNumber:
         """Block ``pattern`` (checked by the caller), recording who added it. Raises AlreadyExists."""
+        def body(db: sqlite3.Connection) -> int:
+            cur = db.execute(
+                "INSERT INTO blacklist (project_id, pattern, direction, reason, created_ms, added_by)"
+                " VALUES (?,?,?,?,?,?)", (project_id, pattern, direction, reason, now_ms, added_by))
+            return cur.lastrowid or 0
+
         try:
-            async with self._write("blacklist_add") as db:
-                cur = await db.execute(
-                    "INSERT INTO blacklist (project_id, pattern, direction, reason, created_ms, added_by)"
-                    " VALUES (?,?,?,?,?,?)", (project_id, pattern, direction, reason, now_ms, added_by))
-                entry_id = cur.lastrowid or 0
-        except sqlite3.IntegrityError as exc:
+            entry_id = await self._transaction("blacklist_add", body)
+        except AlreadyExists as exc:
             raise AlreadyExists(f"{pattern} ({direction}) is already blocked there") from exc
         return BlockedNumber(entry_id, project_id, pattern, direction, reason, now_ms, added_by)
 
@@ -948,18 +973,19 @@ class SqliteStore:
         """Add ``(pattern, direction, reason, added_by)`` entries to one scope (a project, or
         global for None) in one transaction; with ``replace`` the scope's old entries go first.
         Entries already there are kept as they are. Returns (added, already there, removed)."""
-        added = removed = 0
-        async with self._write("blacklist_import") as db:
+        def body(db: sqlite3.Connection) -> tuple[int, int]:
+            added = removed = 0
             if replace:
-                cur = await db.execute("DELETE FROM blacklist WHERE IFNULL(project_id, 0) = ?",
-                                       (project_id or 0,))
-                removed = cur.rowcount
+                removed = db.execute("DELETE FROM blacklist WHERE IFNULL(project_id, 0) = ?",
+                                     (project_id or 0,)).rowcount
             for pattern, direction, reason, added_by in entries:
-                cur = await db.execute(
+                added += db.execute(
                     "INSERT INTO blacklist (project_id, pattern, direction, reason, created_ms, added_by)"
                     " VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING",
-                    (project_id, pattern, direction, reason, now_ms, added_by))
-                added += cur.rowcount
+                    (project_id, pattern, direction, reason, now_ms, added_by)).rowcount
+            return added, removed
+
+        added, removed = await self._transaction("blacklist_import", body)
         return added, len(entries) - added, removed
 
     # --- operator's CLI: CDR queries --------------------------------------
@@ -1003,15 +1029,15 @@ class SqliteStore:
             raise InvalidInput(f"account settings cannot change: {', '.join(sorted(unknown))}")
         if changes:
             values = [int(v) if isinstance(v, bool) else v for v in changes.values()]
-            async with self._write("account_settings") as db:
-                assignments = ", ".join(f"{column} = ?" for column in changes)
-                await db.execute(f"UPDATE account SET {assignments} WHERE id = 1", values)
+            assignments = ", ".join(f"{column} = ?" for column in changes)
+            await self._transaction("account_settings", lambda db: db.execute(
+                f"UPDATE account SET {assignments} WHERE id = 1", values))
         return await self.account_settings()
 
     async def claim_account_currency(self, currency: str) -> str:
         """Fix the account's currency if it has none yet; returns the account's currency."""
-        async with self._write("account_currency") as db:
-            await db.execute("UPDATE account SET currency = ? WHERE id = 1 AND currency IS NULL", (currency,))
+        await self._transaction("account_currency", lambda db: db.execute(
+            "UPDATE account SET currency = ? WHERE id = 1 AND currency IS NULL", (currency,)))
         return (await self.account_settings()).currency or currency
 
     async def account_owed_cents(self, *, before_ms: int | None = None) -> int:
@@ -1049,9 +1075,9 @@ class SqliteStore:
                           now_ms: int) -> None:
         if amount_cents <= 0:
             raise InvalidInput("a payment must be a positive amount")
-        async with self._write("add_payment") as db:
-            await db.execute("INSERT INTO payments (at_ms, amount_cents, currency, reference, entered_by)"
-                             " VALUES (?,?,?,?,?)", (now_ms, amount_cents, currency, reference, entered_by))
+        await self._transaction("add_payment", lambda db: db.execute(
+            "INSERT INTO payments (at_ms, amount_cents, currency, reference, entered_by) VALUES (?,?,?,?,?)",
+            (now_ms, amount_cents, currency, reference, entered_by)))
 
     async def project_currencies(self) -> dict[str, list[str]]:
         """Currency -> the names of the projects priced in it."""
@@ -1061,7 +1087,7 @@ class SqliteStore:
         return out
 
 
-if TYPE_CHECKING:  # mypy proves SqliteStore keeps the call path's contract
-    from .base import CallStore
+if TYPE_CHECKING:  # mypy proves SqliteStore keeps both contracts
+    from .base import OperatorStore
 
-    _keeps_contract: CallStore = SqliteStore(":memory:")
+    _keeps_contract: OperatorStore = SqliteStore(":memory:")

@@ -196,7 +196,7 @@ async def test_blocked_card(h: Harness) -> None:
 
 async def test_expired_card(h: Harness) -> None:
     card, pin = await h.card()
-    await h.store._conn.execute("UPDATE cards SET expires_ms = 1 WHERE id = ?", (card.id,))
+    await h.store.set_expiry(card.id, 1)  # long past
     rec = await h.call(digits=[pin + "#"])
     assert sound(Prompt.CARD_EXPIRED) in rec.prompts_played
     assert (await h.cdrs())[-1].outcome == "CARD_EXPIRED"
