@@ -256,3 +256,44 @@ async def test_the_issue_scenario_the_disk_fills_during_the_dial(tiny_disk: Path
 async def _in_call(db: Path, card_id: int) -> bool:
     _, _, active, _ = await card_state(db, card_id)
     return active == 1
+
+
+async def mount(*args: str) -> int:
+    proc = await asyncio.create_subprocess_exec("mount", *args, stderr=asyncio.subprocess.DEVNULL)
+    return await proc.wait()
+
+
+async def test_a_journal_that_cannot_be_written_either_keeps_the_call_until_the_store_takes_it(
+        h: Harness) -> None:
+    """The store is locked and the state directory read-only (a read-only bind mount of its
+    own): the engine keeps the call in memory, logs it in full, and writes it to the store
+    once the lock is gone."""
+    card, _ = await h.card()
+    await h.store.bind(project_id=h.project.id, caller=CALLER, card_id=card.id, now_ms=SystemClock().now_ms(),
+                       source="operator", max_bound=3)
+    state = h.engine.settings.state_path
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "journal.lock").touch()
+    (state / "replay.lock").touch()
+    if await mount("--bind", str(state), str(state)) != 0:
+        pytest.skip("cannot bind-mount here (needs mount(2))")
+    try:
+        assert await mount("-o", "remount,ro,bind", str(state)) == 0
+        call = asyncio.create_task(h.call(time_scale=0.1, uniqueid="u.nowhere", idle_timeout_s=30,
+                                          dials=[dict(ring_ms=1000, talk_ms=15_000)]))
+        await until(lambda: _held(h, card.id))
+        locker = await lock_database(h.engine.settings.database, 3)
+        await call
+        metrics = h.engine.metrics.registry
+        assert metrics.get_sample_value("ivr_journal_write_failures_total") == 1
+        assert metrics.get_sample_value("ivr_journal_entries") == 1  # kept in memory, counted
+        await locker.wait()
+        await until(lambda: _free(h, card.id))
+    finally:
+        await mount("-o", "remount,rw,bind", str(state))
+        proc = await asyncio.create_subprocess_exec("umount", str(state))
+        await proc.wait()
+    [cdr] = await h.cdrs()
+    assert (cdr.uniqueid, cdr.talk_s, cdr.debited_s) == ("u.nowhere", 15, 15)
+    assert (await h.store.card(card.id)).balance_s == 600 - 15
+    await until(lambda: _no_backlog(h))
