@@ -2,9 +2,16 @@
 
 ``Engine.handle_call`` is the per-call task body: it binds the call's log context,
 runs the flow, and whatever happens — a refusal, the caller hanging up, Asterisk
-dropping the socket, a bug, shutdown — settles the reservation and writes the CDR
-in ``finally``, shielded from cancellation, then ends the call itself (Asterisk
-never closes the socket after a hang-up, transcript c6).
+dropping the socket, a bug — settles the reservation and writes the CDR in
+``finally``, shielded from cancellation, then ends the call itself (Asterisk never
+closes the socket after a hang-up, transcript c6).
+
+One exception: a call whose Dial is running when the engine stops. AGI cannot end a
+Dial and Asterisk lets it run to its natural end (transcript e1), so any figure the
+engine could bill now is a guess. It bills nothing: it closes the session without
+HANGUP and leaves the hold open and ``IVR_HOLD`` on the channel; when the Dial ends,
+the dialplan hands the channel's exact stamps to the settle route of whichever engine
+answers (this one restarted, or another on the same database): ``Engine.handle_settle``.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -30,13 +37,14 @@ from agi import (
 )
 from rating.billing import talk_seconds_from_ms
 from rating.errors import StoreUnavailable
-from rating.models import Cdr
+from rating.models import Cdr, HoldSettlement
 from rating.pins import load_or_create_secret
 from rating.store import open_store
 from rating.store.base import OperatorStore
 
 from .call import Call, CallFinished
 from .clock import Clock, SystemClock
+from .dialplan import HOLD_VAR, SETTLE_FACTS, SETTLE_SCRIPT, ChannelFacts, parse_facts
 from .flows.prepaid import prepaid
 from .guard import GuardedStore, Recorder
 from .journal import Journal
@@ -84,6 +92,8 @@ class Engine:
     calls_suspended: bool = False
     account_level: str = "ok"
     _account_task: asyncio.Task[None] | None = None
+    live: dict[str, Call] = field(default_factory=dict)   # live calls by uniqueid
+    hand_over_dials: bool = False   # not yet: the fake Asterisk learns the settle route first
 
     @classmethod
     async def create(cls, settings: Settings, *, clock: Clock | None = None,
@@ -102,6 +112,7 @@ class Engine:
 
     async def start(self) -> AgiServer:
         routes = {name: self._route(name, flow) for name, flow in FLOWS.items()}
+        routes[SETTLE_SCRIPT] = self.handle_settle
         self.server = AgiServer(routes, host=self.settings.host, port=self.settings.port,
                                 hooks=_Hooks(self.metrics), observer=self.metrics.observe_command,
                                 env_timeout_s=self.settings.env_timeout_s)
@@ -135,18 +146,36 @@ class Engine:
                 log.exception("account_check_failed")
 
     async def stop(self, grace_s: float | None = None) -> int:
-        """Stop accepting, let calls finish within the grace period, cancel the rest
-        (their CDRs and debits are still written), close the store."""
+        """Stop accepting; calls in PIN entry or announcements go on for up to the grace
+        period (until they are in a Dial or over); then the rest are cancelled: a call in
+        a Dial is handed over to the settle route (nothing billed here, see the module
+        docstring), any other one is settled and recorded as it stands. Close the store.
+
+        Why not wait for the Dials: nobody answers new calls on this port meanwhile
+        (the listener is closed), and the settle route bills them exactly later anyway."""
         cancelled = 0
         if self._account_task is not None:
             self._account_task.cancel()
         if self.server is not None:
             await self.server.close()
-            cancelled = await self.server.drain(self.settings.grace_s if grace_s is None else grace_s)
+            grace = self.settings.grace_s if grace_s is None else grace_s
+            if self.hand_over_dials:
+                await self._wait_until_all_in_dials(grace)
+                grace = 0
+            cancelled = await self.server.drain(grace)
         await self.recorder.stop()
         await self.store.close()
         log.info("engine_stopped", cancelled_calls=cancelled)
         return cancelled
+
+    async def _wait_until_all_in_dials(self, grace_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        while loop.time() < deadline and self.server is not None and self.server.active_calls:
+            if all(call.dial_started is not None for call in self.live.values()) and \
+                    len(self.live) >= self.server.active_calls:
+                return
+            await asyncio.sleep(0.05)
 
     def _route(self, name: str, flow: Flow) -> Callable[[AgiChannel], Awaitable[None]]:
         async def handler(channel: AgiChannel) -> None:
@@ -163,6 +192,7 @@ class Engine:
                     start_ms=self.clock.now_ms(), suspended=self.calls_suspended)
         started = self.clock.monotonic()
         fault = False
+        self.live[call.uniqueid] = call
         try:
             await flow(call)
         except CallFinished:
@@ -179,11 +209,19 @@ class Engine:
             if isinstance(exc, ProtocolError):
                 self.metrics.protocol_errors.labels("remote" if "Remote" in type(exc).__name__ else "local").inc()
         except asyncio.CancelledError:
+            self.live.pop(call.uniqueid, None)
+            if self.hand_over_dials and call.dial_started is not None and call.grant is not None \
+                    and call.hold_mark is not None:
+                # Shutdown during the Dial: bill nothing, write no CDR, send no HANGUP.
+                # The Dial goes on (e1); the settle route settles it exactly when it ends.
+                log.warning("call_handed_over", hold=call.grant.reservation_id, card=str(call.grant.card_id),
+                            to="settle_route")
+                self.metrics.calls.labels(call.flow, "HANDED_OVER").inc()
+                structlog.contextvars.clear_contextvars()
+                raise
             call.hangup_side = HangupSide.ENGINE
             if call.dial_started is not None and call.grant is not None:
-                # AGI cannot interrupt a running Dial and Asterisk keeps the bridge up to
-                # L(); bill what has passed since the Dial began (ringing included), so
-                # the cut never gives time away. Ending the bridge itself needs AMI.
+                # Not yet handed over (hand_over_dials off): bill the time since the Dial began.
                 elapsed_ms = int((self.clock.monotonic() - call.dial_started) * 1000)
                 call.talk_s = talk_seconds_from_ms(elapsed_ms, call.grant.max_talk_s)
                 call.outcome = Outcome.INTERRUPTED
@@ -201,7 +239,73 @@ class Engine:
             call.outcome = Outcome.ERROR
             self.metrics.call_faults.inc()
             log.exception("call_fault")
+        self.live.pop(call.uniqueid, None)
         await asyncio.shield(self._wrap_up(call, started, fault=fault))
+
+    async def handle_settle(self, channel: AgiChannel) -> None:
+        """The settle route (``agi://…/settle,<mode>,<access number>``): the dialplan runs
+        it after ``AGI()`` returned without a result (mode ``after-agi``) and from the
+        hangup handler (``hangup-handler``, on a dead channel: only GET/SET VARIABLE).
+        Reads the facts off the channel, settles the hold, clears ``IVR_HOLD``.
+        Idempotent: a second arrival finds the hold settled and changes nothing."""
+        env = channel.env
+        assert env is not None
+        args = env.args
+        mode = args[0] if args else ""
+        structlog.contextvars.bind_contextvars(uniqueid=env.get("uniqueid"), channel=env.get("channel"),
+                                               flow=SETTLE_SCRIPT, mode=mode)
+        try:
+            facts = parse_facts(await channel.get_full_variable(SETTLE_FACTS))
+            result = await self.settle_facts(facts, uniqueid=env.get("uniqueid"), caller_raw=env.get("callerid"),
+                                             dialled=args[1] if len(args) > 1 and args[1] else env.get("extension"),
+                                             settled_by=mode or SETTLE_SCRIPT)
+            if result is not None or facts.hold_id is None:
+                await channel.set_variable(HOLD_VAR, "")
+        except (AgiError, OSError) as exc:
+            log.warning("settle_route_channel_failed", error=str(exc), error_type=type(exc).__name__)
+        except Exception:
+            # The store failed: IVR_HOLD stays, so the dialplan keeps the facts in AstDB.
+            log.exception("settle_route_failed")
+        finally:
+            structlog.contextvars.clear_contextvars()
+
+    async def settle_facts(self, facts: ChannelFacts, *, uniqueid: str, caller_raw: str, dialled: str,
+                           settled_by: str) -> HoldSettlement | None:
+        """Settle the hold named in ``facts`` exactly, from any engine: the settle route,
+        and the facts the dialplan kept in AstDB (``ivr.dialplan.parse_unsettled``).
+        Returns what happened (None: the facts name no hold). Raises RatingError when
+        the store fails."""
+        mark = facts.mark
+        if mark is None:
+            log.warning("settle_without_hold", hold=facts.hold, settled_by=settled_by)
+            return None
+        hold_id = mark.hold_id
+        talk = facts.talk
+        dial = facts.dial
+        now_ms = self.clock.now_ms()
+        outcome = {"ANSWER": Outcome.ANSWERED, "BUSY": Outcome.BUSY, "NOANSWER": Outcome.NO_ANSWER,
+                   "CANCEL": Outcome.ABANDONED}.get(dial.status, Outcome.FAILED)
+        cdr = Cdr(uniqueid=uniqueid, project_id=None, card_id=None, caller_raw=caller_raw, caller_e164=None,
+                  dialled=dialled, destination=facts.destination, start_ms=0,
+                  answer_ms=int(dial.callee_answered * 1000) if dial.callee_answered is not None else None,
+                  end_ms=int(dial.callee_ended * 1000) if dial.callee_ended is not None else now_ms,
+                  talk_s=0, debited_s=0, outcome=outcome.value,
+                  hangup_side=(HangupSide.CALLEE if settled_by == "after-agi" else HangupSide.UNKNOWN).value,
+                  call_type=mark.call_type, route_position=mark.rule, leg=mark.leg, zone=mark.zone,
+                  number_type=mark.kind, factor_pm=mark.factor_pm)
+        result = await self.guarded.settle_hold(hold_id, uniqueid=uniqueid, talk_ms=talk.ms, cdr=cdr, now_ms=now_ms,
+                                              limit_s=mark.limit_s, factor_pm=mark.factor_pm, quota=mark.quota)
+        if result.state == "settled":
+            self.metrics.debited_seconds.inc(result.debited_s)
+            self.metrics.calls.labels(SETTLE_SCRIPT, outcome.value).inc()
+            log.info("hold_settled", hold=hold_id, card=str(result.card_id), settled_by=settled_by,
+                     talk_ms=talk.ms, talk_source=talk.source, talk_s=result.talk_s, debited_s=result.debited_s)
+        elif result.state == "unknown":
+            log.warning("settle_unknown_hold", hold=hold_id, settled_by=settled_by,
+                        hint="no open hold with this id for this uniqueid; nothing changed")
+        else:
+            log.info("hold_already_settled", hold=hold_id, state=result.state, settled_by=settled_by)
+        return result
 
     async def _wrap_up(self, call: Call, started: float, *, fault: bool) -> None:
         """Settle and write the CDR (one transaction), end the call. Never raises: a store
@@ -282,6 +386,9 @@ class Engine:
         unavailable'); otherwise hang up. Best effort: the caller may be long gone."""
         channel = call.channel
         try:
+            if call.hold_mark is not None and call.grant_settled:
+                # Settled: the hangup handler ([ivr-settle]) then has nothing to do (e3).
+                await channel.set_variable(HOLD_VAR, "")
             if fault:
                 await channel.set_variable("IVR_RESULT", "error")
             elif not channel.hung_up:

@@ -74,6 +74,7 @@ class Call:
     hangup_side: HangupSide = HangupSide.UNKNOWN
     answered: bool = False
     dial_started: float | None = None   # clock.monotonic() while a Dial runs
+    hold_mark: str | None = None        # IVR_HOLD as set on the channel (None: never set)
     suspended: bool = False             # the operator's account is locked with calls suspended
     leg: Leg | None = None              # the leg that answered, or the last one tried
     quota: QuotaPeriod | None = None    # the card's included quota this month, if the project has one

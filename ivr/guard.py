@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from rating.billing import BillingRule
 from rating.errors import RatingError, StoreUnavailable
-from rating.models import AccountSettings, BoundReservation, Card, Cdr, Grant, Routing
+from rating.models import AccountSettings, BoundReservation, Card, Cdr, Grant, HoldCall, HoldSettlement, Routing
 from rating.store.base import CallStore
 from rating.zones import QuotaPeriod
 
@@ -113,17 +113,19 @@ class GuardedStore:
         await self._write("activate", lambda: self.inner.activate(card_id, now_ms))
 
     async def reserve(self, *, card_id: int, uniqueid: str, rule: BillingRule, max_calls: int,
-                      hold_s: int, now_ms: int, quota: QuotaPeriod | None = None) -> Grant:
+                      hold_s: int, now_ms: int, quota: QuotaPeriod | None = None,
+                      call: HoldCall | None = None) -> Grant:
         return await self._write("reserve", lambda: self.inner.reserve(
             card_id=card_id, uniqueid=uniqueid, rule=rule, max_calls=max_calls, hold_s=hold_s, now_ms=now_ms,
-            quota=quota))
+            quota=quota, call=call))
 
     async def reserve_bound(self, *, project_id: int, caller: str, uniqueid: str, rule: BillingRule,
                             max_calls: int, hold_s: int, now_ms: int,
-                            quota: QuotaPeriod | None = None) -> BoundReservation | None:
+                            quota: QuotaPeriod | None = None,
+                            call: HoldCall | None = None) -> BoundReservation | None:
         return await self._write("reserve", lambda: self.inner.reserve_bound(
             project_id=project_id, caller=caller, uniqueid=uniqueid, rule=rule, max_calls=max_calls,
-            hold_s=hold_s, now_ms=now_ms, quota=quota))
+            hold_s=hold_s, now_ms=now_ms, quota=quota, call=call))
 
     async def settle(self, grant: Grant, *, debit_s: int, uniqueid: str, now_ms: int,
                      factor_pm: int = 1000, quota: QuotaPeriod | None = None) -> int:
@@ -134,6 +136,13 @@ class GuardedStore:
                                 factor_pm: int = 1000, quota: QuotaPeriod | None = None) -> int:
         return await self._write("settle_and_record", lambda: self.inner.settle_and_record(
             grant, debit_s=debit_s, cdr=cdr, now_ms=now_ms, factor_pm=factor_pm, quota=quota))
+
+    async def settle_hold(self, hold_id: int, *, uniqueid: str, talk_ms: int, cdr: Cdr, now_ms: int,
+                          limit_s: int | None = None, factor_pm: int = 1000,
+                          quota: QuotaPeriod | None = None) -> HoldSettlement:
+        return await self._write("settle_hold", lambda: self.inner.settle_hold(
+            hold_id, uniqueid=uniqueid, talk_ms=talk_ms, cdr=cdr, now_ms=now_ms, limit_s=limit_s,
+            factor_pm=factor_pm, quota=quota))
 
     async def write_cdr(self, cdr: Cdr) -> None:
         await self._write("write_cdr", lambda: self.inner.write_cdr(cdr))

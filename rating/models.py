@@ -209,3 +209,28 @@ class BoundReservation:
     card: Card
     grant: Grant | None
     refusal: Exception | None
+
+
+@dataclass(frozen=True)
+class HoldCall:
+    """The call a hold is for, kept with the hold so that any engine can write its CDR."""
+
+    caller_raw: str
+    caller_e164: str | None
+    dialled: str
+    start_ms: int
+
+
+@dataclass(frozen=True)
+class HoldSettlement:
+    """What settling a hold by its id did.
+
+    ``state``: "settled" (this call debited it and wrote the CDR), "already_settled"
+    (someone did before: nothing changed), "released" (expired and released: nothing
+    changed), "unknown" (no such hold, or one of another call: nothing changed)."""
+
+    state: str
+    hold_id: int
+    card_id: int | None = None
+    talk_s: int = 0
+    debited_s: int = 0

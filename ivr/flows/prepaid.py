@@ -21,11 +21,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from agi import ChannelHungUp, dial
+from agi import ChannelHungUp
 from prompts import Prompt, remaining_time
 from rating import errors
 from rating.billing import talk_seconds_from_ms
-from rating.models import Card, CardStatus, Grant
+from rating.models import Card, CardStatus, Grant, HoldCall
 from rating.numbers import parse_caller
 from rating.pins import is_pin_shaped, pin_hash
 from rating.routes import (
@@ -41,6 +41,7 @@ from rating.routes import (
 from rating.zones import QuotaPeriod, Zone, budget_base, max_talk, month_of
 
 from ..call import Call, Leg
+from ..dialplan import HoldMark, dial_service
 from ..outcome import HangupSide, Outcome
 
 __all__ = ["prepaid"]
@@ -224,7 +225,7 @@ async def reserve_bound_line(call: Call) -> Grant | None:
     found = await call.store.reserve_bound(
         project_id=project.id, caller=call.caller.e164 or "", uniqueid=call.uniqueid, rule=project.rule,
         max_calls=project.max_simultaneous_calls, hold_s=_hold_s(call), now_ms=call.clock.now_ms(),
-        quota=call.quota)
+        quota=call.quota, call=_hold_call(call))
     if found is None:
         return None
     call.card = found.card
@@ -244,6 +245,12 @@ def _hold_s(call: Call) -> int:
     project = call.project
     ringing = sum(r.ring_timeout_s or project.ring_timeout_s for r in project.routes)
     return max(ringing, project.ring_timeout_s * 2) + 600
+
+
+def _hold_call(call: Call) -> HoldCall:
+    """The call's facts kept with its hold: whoever settles it writes the CDR from them."""
+    return HoldCall(caller_raw=call.env.get("callerid"), caller_e164=call.caller.e164 if call.caller else None,
+                    dialled=call.dialled, start_ms=call.start_ms)
 
 
 def _held(call: Call, grant: Grant) -> Grant:
@@ -323,7 +330,7 @@ async def reserve(call: Call, card: Card) -> Grant:
         grant = await call.store.reserve(
             card_id=card.id, uniqueid=call.uniqueid, rule=project.rule,
             max_calls=project.max_simultaneous_calls, hold_s=_hold_s(call), now_ms=call.clock.now_ms(),
-            quota=call.quota)
+            quota=call.quota, call=_hold_call(call))
     except errors.CardUnusable as refusal:
         await call.finish(*_REFUSALS[type(refusal)])
     return _held(call, grant)
@@ -343,20 +350,28 @@ async def connect(call: Call, grant: Grant, first: Leg) -> None:
             call.log.info("leg_unaffordable", rule=leg.route.position, zone=leg.zone.value, factor=leg.factor_pm)
             await call.finish(Outcome.NO_CREDIT, Prompt.NO_CREDIT)
         warning_ms = project.warning_s * 1000 if project.warning_s else 0
+        factor_pm, quota = call.charge_terms()
+        mark = HoldMark(hold_id=grant.reservation_id, destination=leg.dial_string, limit_s=limit_s,
+                        factor_pm=factor_pm, quota=quota, rule=leg.route.position, leg=leg.number,
+                        zone=leg.zone.value, kind=leg.kind.value, call_type=leg.call_type)
         call.dial_started = call.clock.monotonic()
-        result = await dial(call.channel, leg.dial_string, timeout_s=leg.route.ring_timeout_s or project.ring_timeout_s,
-                            limit_ms=limit_s * 1000, warning_ms=warning_ms,
-                            warning_sound=call.sound(Prompt.ONE_MINUTE_WARNING))
+        result = await dial_service(call.channel, mark, timeout_s=leg.route.ring_timeout_s or project.ring_timeout_s,
+                                    warning_ms=warning_ms, warning_sound=call.sound(Prompt.ONE_MINUTE_WARNING),
+                                    hold_set=call.hold_mark)
+        call.hold_mark = mark.format()
         call.dial_started = None
-        if result.stamp_missing:
-            call.log.warning("talk_stamp_missing", hint="load the [ivr-stamp] context from asterisk-conf/")
+        talk = result.talk
+        if result.status == "ANSWER" and talk.source != "stamps":
+            call.log.warning("talk_stamp_missing", source=talk.source,
+                             hint="load [ivr-stamp] and [ivr-stamp-end] from asterisk-conf/")
         call.log.info("dial_finished", destination=leg.dial_string, rule=leg.route.position, leg=leg.number,
-                      zone=leg.zone.value, status=result.status, talk_ms=result.talk_ms,
+                      zone=leg.zone.value, status=result.status, talk_ms=talk.ms,
                       caller_hung_up=result.caller_hung_up)
         if result.status == "ANSWER":
-            call.talk_s = talk_seconds_from_ms(result.talk_ms, limit_s)
-            if result.answered_epoch is not None:
-                call.answer_ms = int(result.answered_epoch * 1000)
+            call.talk_s = talk_seconds_from_ms(talk.ms, limit_s)
+            answered = result.facts.dial.callee_answered
+            if answered is not None:
+                call.answer_ms = int(answered * 1000)
             call.outcome = Outcome.ANSWERED
             if result.caller_hung_up:
                 call.hangup_side = HangupSide.CALLER

@@ -226,4 +226,18 @@ MIGRATIONS: list[str] = [
         number_type = CASE WHEN destination IS NULL THEN '' ELSE 'dial_string' END;
     CREATE INDEX cdrs_type ON cdrs(call_type, start_ms);
     """,
+    # 5: any engine can settle any call (issue 8): a hold keeps what its settlement
+    # needs when the engine that made it is gone — the talk limit and billing rule it
+    # was granted with, and the call's facts for the CDR the settle route writes.
+    """
+    ALTER TABLE reservations ADD COLUMN max_talk_s INTEGER;
+    ALTER TABLE reservations ADD COLUMN connect_s INTEGER;
+    ALTER TABLE reservations ADD COLUMN minimum_s INTEGER;
+    ALTER TABLE reservations ADD COLUMN initial_s INTEGER;
+    ALTER TABLE reservations ADD COLUMN increment_s INTEGER;
+    ALTER TABLE reservations ADD COLUMN caller_raw TEXT;
+    ALTER TABLE reservations ADD COLUMN caller_e164 TEXT;
+    ALTER TABLE reservations ADD COLUMN dialled TEXT;
+    ALTER TABLE reservations ADD COLUMN call_start_ms INTEGER;
+    """,
 ]

@@ -26,6 +26,8 @@ from ..models import (
     Card,
     Cdr,
     Grant,
+    HoldCall,
+    HoldSettlement,
     LedgerEntry,
     Project,
     Routing,
@@ -55,12 +57,14 @@ class CallStore(Protocol):
     async def activate(self, card_id: int, now_ms: int) -> None: ...
 
     async def reserve(self, *, card_id: int, uniqueid: str, rule: BillingRule, max_calls: int,
-                      hold_s: int, now_ms: int, quota: QuotaPeriod | None = None) -> Grant:
+                      hold_s: int, now_ms: int, quota: QuotaPeriod | None = None,
+                      call: HoldCall | None = None) -> Grant:
         """Raises NotFound, CardBlocked, CardExpired, CardInUse, InsufficientBalance."""
 
     async def reserve_bound(self, *, project_id: int, caller: str, uniqueid: str, rule: BillingRule,
                             max_calls: int, hold_s: int, now_ms: int,
-                            quota: QuotaPeriod | None = None) -> BoundReservation | None:
+                            quota: QuotaPeriod | None = None,
+                            call: HoldCall | None = None) -> BoundReservation | None:
         """The bound line's card and a hold on it in one step; None when not bound."""
 
     async def settle(self, grant: Grant, *, debit_s: int, uniqueid: str, now_ms: int,
@@ -74,6 +78,12 @@ class CallStore(Protocol):
     async def settle_and_record_once(self, grant: Grant | None, *, debit_s: int, cdr: Cdr, now_ms: int,
                                      factor_pm: int = 1000, quota: QuotaPeriod | None = None) -> int | None:
         """A journal replay: exactly once however often it runs (None: it was written before)."""
+    async def settle_hold(self, hold_id: int, *, uniqueid: str, talk_ms: int, cdr: Cdr, now_ms: int,
+                          limit_s: int | None = None, factor_pm: int = 1000,
+                          quota: QuotaPeriod | None = None) -> HoldSettlement:
+        """Settle a hold by its id, from any engine (the settle route, reconciliation):
+        idempotent — not open, unknown or another call's: nothing changes; otherwise debit
+        once and write the call's one CDR (see SqliteStore.settle_hold)."""
 
     async def record_pin_failure(self, project_id: int, caller_key: str, now_ms: int) -> None: ...
     async def pin_failures_since(self, project_id: int, caller_key: str, since_ms: int) -> tuple[int, int]: ...

@@ -20,6 +20,22 @@ their whole transaction as one function there: one hop instead of one per statem
 ``sqlite3`` connection, fed by a queue, answering through ``call_soon_threadsafe`` —
 what aiosqlite does inside, but aiosqlite offers no public call that runs a function
 on its thread, and ``run_in_executor`` costs about 30 % more CPU per hop.
+
+Inline transactions: even one hop costs more than the SQL, so transactions first run
+inline, on the event loop, on a second connection of our own (``_inline``) whose
+``busy_timeout`` is 0: ``BEGIN IMMEDIATE`` either takes the write lock at once or
+fails at once with ``SQLITE_BUSY`` (another process — the operator CLI, another
+engine — holds it), and only then does the transaction go to the worker thread,
+which waits there in ``busy_timeout``. So the loop never waits for a lock, and a lock
+held elsewhere never blocks it. Between ``BEGIN`` and ``COMMIT`` nothing awaits, so
+no other task runs inside an inline transaction; both connections write only under
+``_lock``, so they never contend with each other. The inline connection never
+checkpoints the WAL itself (``wal_autocheckpoint=0``: a checkpoint copies pages and
+syncs the file); the worker thread runs a passive one every ``CHECKPOINT_EVERY``
+inline commits instead, under ``_lock`` (racing our own commits it would never copy
+the whole WAL, and SQLite restarts the WAL from its beginning only after a whole
+copy). The routing snapshot's change check (``PRAGMA data_version``) reads the inline
+connection, whose own commits are never a change by another connection.
 """
 
 from __future__ import annotations
@@ -54,11 +70,14 @@ from ..models import (
     Card,
     Cdr,
     Grant,
+    HoldCall,
+    HoldSettlement,
     LedgerEntry,
     Project,
     Routing,
 )
 from ..routes import Route
+from ..settlement import settlement
 from ..zones import QuotaPeriod, charge
 from ._rows import ROUTE_COLS, default_timezone, policy_of, route_of, tariff_of
 from ._schema import MIGRATIONS, SchemaMode, check_schema
@@ -110,11 +129,13 @@ def _translated(operation: str) -> Iterator[None]:
         raise StoreUnavailable(f"{operation}: {exc}") from exc
 
 
-def _run_transaction(conn: sqlite3.Connection, operation: str, body: Callable[[sqlite3.Connection], T]) -> T:
-    """On the worker thread: ``BEGIN IMMEDIATE``, ``body``, ``COMMIT``, or ``ROLLBACK``
-    if anything failed; sqlite3 errors translated."""
+def _run_transaction(conn: sqlite3.Connection, operation: str, body: Callable[[sqlite3.Connection], T], *,
+                     begun: bool = False) -> T:
+    """``BEGIN IMMEDIATE`` (unless ``begun``), ``body``, ``COMMIT``, or ``ROLLBACK`` if
+    anything failed; sqlite3 errors translated."""
     with _translated(operation):
-        conn.execute("BEGIN IMMEDIATE")
+        if not begun:
+            conn.execute("BEGIN IMMEDIATE")
         committed = False
         try:
             result = body(conn)
@@ -127,6 +148,29 @@ def _run_transaction(conn: sqlite3.Connection, operation: str, body: Callable[[s
                 except sqlite3.Error:
                     pass  # nothing was left open
     return result
+
+
+# Inline commits between two passive WAL checkpoints on the worker thread (a call
+# writes a few pages per transaction: near SQLite's own 1,000-page threshold).
+CHECKPOINT_EVERY = 100
+
+
+class _Busy(Exception):
+    """The inline ``BEGIN IMMEDIATE`` found the write lock taken: go to the thread."""
+
+
+def _run_inline(conn: sqlite3.Connection, operation: str, body: Callable[[sqlite3.Connection], T]) -> T:
+    """``_run_transaction`` on the event loop, with ``busy_timeout=0``. Raises _Busy,
+    before anything ran, when another connection holds the write lock."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            raise _Busy(operation) from exc
+        raise StoreUnavailable(f"{operation}: {exc}") from exc
+    except sqlite3.Error as exc:
+        raise StoreUnavailable(f"{operation}: {exc}") from exc
+    return _run_transaction(conn, operation, body, begun=True)
 
 
 class _Worker:
@@ -185,7 +229,7 @@ def _quota_left(db: sqlite3.Connection, card_id: int, quota: QuotaPeriod | None)
 
 
 def _reserve(db: sqlite3.Connection, *, card_id: int, uniqueid: str, rule: BillingRule, max_calls: int,
-             hold_s: int, now_ms: int, quota: QuotaPeriod | None = None) -> Grant:
+             hold_s: int, now_ms: int, quota: QuotaPeriod | None = None, call: HoldCall | None = None) -> Grant:
     """Inside a transaction: see ``SqliteStore.reserve``."""
     # Holds of crashed engines expire, so a card is never locked forever.
     for res_id, seconds, expires_ms in db.execute(
@@ -207,8 +251,12 @@ def _reserve(db: sqlite3.Connection, *, card_id: int, uniqueid: str, rule: Billi
     if cur.rowcount != 1:  # pragma: no cover - the write lock makes this unreachable
         raise InsufficientBalance(f"card {card_id} changed under the reservation")
     cur = db.execute(
-        "INSERT INTO reservations (card_id, uniqueid, seconds, created_ms, expires_ms) VALUES (?, ?, ?, ?, ?)",
-        (card_id, uniqueid, plan.seconds, now_ms, plan.expires_ms))
+        "INSERT INTO reservations (card_id, uniqueid, seconds, created_ms, expires_ms, max_talk_s, connect_s,"
+        " minimum_s, initial_s, increment_s, caller_raw, caller_e164, dialled, call_start_ms)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (card_id, uniqueid, plan.seconds, now_ms, plan.expires_ms, plan.max_talk_s, rule.connect_s,
+         rule.minimum_s, rule.initial_s, rule.increment_s, call.caller_raw if call else None,
+         call.caller_e164 if call else None, call.dialled if call else None, call.start_ms if call else None))
     return Grant(reservation_id=cur.lastrowid or 0, card_id=card_id, reserved_s=plan.seconds,
                  max_talk_s=plan.max_talk_s, available_before_s=plan.available_before_s,
                  quota_left_s=_quota_left(db, card_id, quota))
@@ -238,6 +286,51 @@ def _settle(db: sqlite3.Connection, grant: Grant, *, debit_s: int, uniqueid: str
         db.execute("INSERT INTO ledger (card_id, at_ms, kind, seconds, reference) VALUES (?, ?, 'debit', ?, ?)",
                    (grant.card_id, now_ms, -debit_s, uniqueid))
     return debit_s, quota_used
+
+
+def _settle_hold(db: sqlite3.Connection, hold_id: int, *, uniqueid: str, talk_ms: int, cdr: Cdr, now_ms: int,
+                 limit_s: int | None, factor_pm: int, quota: QuotaPeriod | None) -> HoldSettlement:
+    """Inside a transaction: see ``SqliteStore.settle_hold``."""
+    row = db.execute(
+        "SELECT r.card_id, r.uniqueid, r.seconds, r.state, r.max_talk_s, r.connect_s, r.minimum_s,"
+        " r.initial_s, r.increment_s, r.caller_raw, r.caller_e164, r.dialled, r.call_start_ms, r.created_ms,"
+        " c.project_id, p.connect_s, p.minimum_s, p.initial_s, p.increment_s"
+        " FROM reservations r JOIN cards c ON c.id = r.card_id JOIN projects p ON p.id = c.project_id"
+        " WHERE r.id = ?", (hold_id,)).fetchone()
+    if row is None or row[1] != uniqueid:
+        return HoldSettlement(state="unknown", hold_id=hold_id)
+    (card_id, _, reserved_s, state, max_talk_s, connect_s, minimum_s, initial_s, increment_s, caller_raw,
+     caller_e164, dialled, start_ms, created_ms, project_id, *project_rule) = row
+    if state != "open":
+        return HoldSettlement(state="already_settled" if state == "settled" else state, hold_id=hold_id,
+                              card_id=card_id)
+    # The rule the hold was granted with; a hold made before migration 5 has none: the
+    # project's current rule, the talk limit recomputed from the seconds held.
+    rule = (BillingRule(connect_s=connect_s, minimum_s=minimum_s, initial_s=initial_s, increment_s=increment_s)
+            if connect_s is not None else BillingRule(*project_rule))
+    if max_talk_s is None:
+        max_talk_s = rule.max_talk(reserved_s)
+    if limit_s is not None:  # the leg's own L() (its zone factor), never above the hold's
+        max_talk_s = min(max_talk_s, limit_s)
+    decided = settlement(rule, talk_ms=talk_ms, max_talk_s=max_talk_s, reserved_s=reserved_s)
+    grant = Grant(reservation_id=hold_id, card_id=card_id, reserved_s=reserved_s, max_talk_s=max_talk_s,
+                  available_before_s=0)
+    debited, quota_used = _settle(db, grant, debit_s=decided.debit_s, uniqueid=uniqueid, now_ms=now_ms,
+                                  factor_pm=factor_pm, quota=quota)
+    cdr.project_id, cdr.card_id = project_id, card_id
+    if caller_raw is not None:
+        cdr.caller_raw, cdr.caller_e164 = caller_raw, caller_e164
+    cdr.dialled = dialled if dialled is not None else cdr.dialled
+    cdr.start_ms = start_ms if start_ms is not None else created_ms
+    cdr.talk_s, cdr.debited_s, cdr.quota_used_s, cdr.factor_pm = decided.talk_s, debited, quota_used, factor_pm
+    _insert_cdr(db, cdr)
+    return HoldSettlement(state="settled", hold_id=hold_id, card_id=card_id, talk_s=decided.talk_s,
+                          debited_s=debited)
+
+
+def _hold_state(db: sqlite3.Connection, hold_id: int) -> str | None:
+    row = db.execute("SELECT state FROM reservations WHERE id = ?", (hold_id,)).fetchone()
+    return None if row is None else str(row[0])
 
 
 def _insert_cdr(db: sqlite3.Connection, cdr: Cdr) -> None:
@@ -333,6 +426,18 @@ def _migrate(db: sqlite3.Connection, schema: SchemaMode) -> int:
     return version
 
 
+def _open_inline(path: str) -> sqlite3.Connection:
+    """The event loop's own connection: never waits for a lock, never checkpoints."""
+    conn = sqlite3.connect(path, isolation_level=None, timeout=0)
+    try:
+        for pragma in ("busy_timeout=0", "foreign_keys=ON", "synchronous=NORMAL", "wal_autocheckpoint=0"):
+            conn.execute(f"PRAGMA {pragma}")
+    except sqlite3.Error:
+        conn.close()
+        raise
+    return conn
+
+
 class SqliteStore:
     def __init__(self, path: str | Path, *, observer: StoreObserver | None = None,
                  schema: SchemaMode = "check", busy_timeout_ms: int = 5000) -> None:
@@ -351,6 +456,10 @@ class SqliteStore:
         self._observer = observer
         self._schema: SchemaMode = schema
         self.schema_found: int | None = None  # the version ``open`` found (``ivr db status|migrate``)
+        self._inline: sqlite3.Connection | None = None
+        self._inline_commits = 0
+        self._checkpoint: asyncio.Task[None] | None = None
+        self.thread_fallbacks = 0  # inline transactions that found the write lock taken
 
     # --- lifecycle ---------------------------------------------------------
     async def open(self) -> None:
@@ -370,6 +479,9 @@ class SqliteStore:
 
         try:
             self.schema_found = await self._on_worker(connect, f"cannot open database {self.path}")
+            if self.path != ":memory:":  # a second :memory: connection would be another database
+                with _translated(f"cannot open database {self.path}"):
+                    self._inline = _open_inline(self.path)
         except (RatingError, OSError) as exc:
             await self.close()
             if isinstance(exc, OSError):
@@ -377,6 +489,12 @@ class SqliteStore:
             raise
 
     async def close(self) -> None:
+        if self._checkpoint is not None:
+            await asyncio.gather(self._checkpoint, return_exceptions=True)
+            self._checkpoint = None
+        if self._inline is not None:
+            self._inline.close()
+            self._inline = None
         if self._worker is None:
             return
         worker, self._worker = self._worker, None  # no new jobs; those queued run first
@@ -427,7 +545,17 @@ class SqliteStore:
         self._note_write(operation)
         async with self._queued(operation):
             try:
-                result = await self._on_worker(lambda: _run_transaction(self._db(), operation, body), operation)
+                inline = self._inline
+                try:
+                    if inline is None:
+                        raise _Busy(operation)
+                    result = _run_inline(inline, operation, body)  # module docstring: inline transactions
+                    self._committed_inline()
+                except _Busy:
+                    if inline is not None:
+                        self.thread_fallbacks += 1
+                    result = await self._on_worker(lambda: _run_transaction(self._db(), operation, body),
+                                                   operation)
             finally:
                 # Mark the routing snapshot stale once more when the write ends (committed or
                 # rolled back): a snapshot read while it was open may hold its uncommitted rows.
@@ -450,6 +578,31 @@ class SqliteStore:
             yield
         finally:
             self._lock.release()
+
+    def _committed_inline(self) -> None:
+        """Count inline commits; every ``CHECKPOINT_EVERY`` start a passive checkpoint on
+        the worker thread (the loop goes on; our writers wait for the lock meanwhile)."""
+        self._inline_commits += 1
+        if self._inline_commits % CHECKPOINT_EVERY == 0 and (self._checkpoint is None or self._checkpoint.done()):
+            self._checkpoint = asyncio.get_running_loop().create_task(self._run_checkpoint())
+
+    async def _run_checkpoint(self) -> None:
+        try:
+            async with self._lock:
+                await self._on_worker(lambda: self._db().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall(),
+                                      "checkpoint")
+        except RatingError:
+            pass  # the store is closing, or busy: the next one will do it
+
+    def _inline_data_version(self) -> int | None:
+        """``PRAGMA data_version`` of the inline connection (no lock needed); -1, which
+        matches no snapshot, if it cannot be read; None without an inline connection."""
+        if self._inline is None:
+            return None
+        try:
+            return int(self._inline.execute("PRAGMA data_version").fetchone()[0])
+        except sqlite3.Error:
+            return -1
 
     async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         return await self._on_worker(lambda: self._db().execute(sql, params).fetchall(), "read")
@@ -524,12 +677,23 @@ class SqliteStore:
                 and time.monotonic() - self._routing_checked < max_age_s):
             return self._routing
 
+        # With the inline connection, its data_version says whether another connection
+        # committed (its own commits are never that) without a thread hop; the rows then
+        # come from the thread, at least as new as that version.
+        inline_version = self._inline_data_version()
+        if inline_version is not None and (inline_version, generation) == cached_key and self._routing is not None:
+            self._routing_checked = time.monotonic()
+            return self._routing
+
         def load() -> tuple[int, list[Any], list[Any], list[Any], list[Any]] | tuple[int]:
             # One function on the worker thread: never between the statements of a write.
             conn = self._db()
-            version = conn.execute("PRAGMA data_version").fetchone()[0]
-            if (version, generation) == cached_key:
-                return (version,)
+            if inline_version is None:
+                version = conn.execute("PRAGMA data_version").fetchone()[0]
+                if (version, generation) == cached_key:
+                    return (version,)
+            else:
+                version = inline_version
             projects = conn.execute(f"SELECT {_PROJECT_COLS} FROM projects").fetchall()
             numbers = conn.execute("SELECT number, project_id FROM access_numbers ORDER BY number").fetchall()
             blocked = conn.execute(f"SELECT {_BLOCKED_COLS} FROM blacklist ORDER BY id").fetchall()
@@ -705,8 +869,10 @@ class SqliteStore:
 
     # --- reserve and settle -----------------------------------------------
     async def reserve(self, *, card_id: int, uniqueid: str, rule: BillingRule, max_calls: int,
-                      hold_s: int, now_ms: int, quota: QuotaPeriod | None = None) -> Grant:
-        """Hold card time for one call, atomically.
+                      hold_s: int, now_ms: int, quota: QuotaPeriod | None = None,
+                      call: HoldCall | None = None) -> Grant:
+        """Hold card time for one call, atomically. ``call`` is kept with the hold for the
+        CDR of a settlement by another engine (``settle_hold``).
 
         The free time (balance minus other calls' holds) is shared among the call
         slots still free, so a second simultaneous call cannot spend the first's.
@@ -718,11 +884,12 @@ class SqliteStore:
         """
         return await self._transaction("reserve", lambda db: _reserve(
             db, card_id=card_id, uniqueid=uniqueid, rule=rule, max_calls=max_calls, hold_s=hold_s, now_ms=now_ms,
-            quota=quota))
+            quota=quota, call=call))
 
     async def reserve_bound(self, *, project_id: int, caller: str, uniqueid: str, rule: BillingRule,
                             max_calls: int, hold_s: int, now_ms: int,
-                            quota: QuotaPeriod | None = None) -> BoundReservation | None:
+                            quota: QuotaPeriod | None = None,
+                            call: HoldCall | None = None) -> BoundReservation | None:
         """The card bound to ``caller`` in the project, and a hold on it, in one transaction
         (one thread hop for a bound caller instead of two). ``None`` when the line is not
         bound; a refusal (``CardUnusable``) is returned, not raised, with the card."""
@@ -735,7 +902,7 @@ class SqliteStore:
             card = _card(row)
             try:
                 grant = _reserve(db, card_id=card.id, uniqueid=uniqueid, rule=rule, max_calls=max_calls,
-                                 hold_s=hold_s, now_ms=now_ms, quota=quota)
+                                 hold_s=hold_s, now_ms=now_ms, quota=quota, call=call)
             except CardUnusable as refusal:
                 return BoundReservation(card=card, grant=None, refusal=refusal)
             return BoundReservation(card=card, grant=grant, refusal=None)
@@ -756,8 +923,14 @@ class SqliteStore:
     async def settle_and_record(self, grant: Grant, *, debit_s: int, cdr: Cdr, now_ms: int,
                                 factor_pm: int = 1000, quota: QuotaPeriod | None = None) -> int:
         """``settle`` and ``write_cdr`` in one transaction (one commit per call instead of
-        two); the CDR gets the seconds really debited and the quota used. Returns the seconds."""
+        two); the CDR gets the seconds really debited and the quota used. Returns the seconds.
+
+        One CDR per call: when the hold was settled already (by the settle route or a
+        reconciliation, which wrote the call's CDR with it) nothing is written; a hold
+        released as stale has no CDR yet, so this one is written (debiting nothing)."""
         def body(db: sqlite3.Connection) -> int:
+            if _hold_state(db, grant.reservation_id) == "settled":
+                return 0
             cdr.debited_s, cdr.quota_used_s = _settle(db, grant, debit_s=debit_s, uniqueid=cdr.uniqueid,
                                                       now_ms=now_ms, factor_pm=factor_pm, quota=quota)
             cdr.factor_pm = factor_pm
@@ -789,6 +962,22 @@ class SqliteStore:
             return cdr.debited_s
 
         return await self._transaction("settle_and_record_once", body)
+
+    async def settle_hold(self, hold_id: int, *, uniqueid: str, talk_ms: int, cdr: Cdr, now_ms: int,
+                          limit_s: int | None = None, factor_pm: int = 1000,
+                          quota: QuotaPeriod | None = None) -> HoldSettlement:
+        """Settle a hold by its id, from any engine sharing the database (the settle route,
+        a reconciliation): debit ``talk_ms`` by the rule and talk limit the hold was
+        granted with (and the leg's ``limit_s``, zone ``factor_pm`` and ``quota``, as
+        ``settle``), capped at the seconds held, and write ``cdr`` — completed with the
+        project, card and the call's facts kept with the hold — in one transaction.
+
+        Idempotent: a hold that is not open, unknown, or made for another ``uniqueid``
+        changes nothing (see ``HoldSettlement.state``), so the card is debited once and
+        one CDR is written whoever arrives first."""
+        return await self._transaction("settle", lambda db: _settle_hold(
+            db, hold_id, uniqueid=uniqueid, talk_ms=talk_ms, cdr=cdr, now_ms=now_ms, limit_s=limit_s,
+            factor_pm=factor_pm, quota=quota))
 
     # --- ledger, CDRs ------------------------------------------------------
     async def ledger(self, card_id: int) -> list[LedgerEntry]:

@@ -30,8 +30,14 @@ async def test_first_call_pin_bind_announce_dial_debit_cdr(h: Harness) -> None:
 
     assert [words(c)[:2] for c in rec.commands] == [
         ["ANSWER"], ["SET", "VARIABLE"], ["GET", "DATA"], ["EXEC", "Playback"], ["SET", "VARIABLE"],
-        ["EXEC", "Dial"], ["GET", "FULL"], ["HANGUP"]]
+        ["SET", "VARIABLE"], ["EXEC", "Dial"], ["GET", "FULL"], ["SET", "VARIABLE"], ["HANGUP"]]
     assert words(rec.commands[1]) == ["SET", "VARIABLE", "CHANNEL(language)", "de"]
+    # the hold on the channel during the Dial (any engine can settle it), cleared once settled
+    hold = await h.store._read("SELECT id FROM reservations")
+    assert words(rec.commands[4]) == ["SET", "VARIABLE", "IVR_HOLD", (
+        f"r{hold[0][0]} limit=600 factor=1000 rule=1 leg=1 zone=internal kind=dial_string type=service"
+        " Local/100@prepaid-service/n")]
+    assert words(rec.commands[8]) == ["SET", "VARIABLE", "IVR_HOLD", ""]
     assert words(rec.commands[2]) == ["GET", "DATA", sound(Prompt.ENTER_PIN), "7000", "8"]
     played = words(rec.commands[3])[2].split("&")
     assert played == [sound(Prompt.PIN_ACCEPTED), *remaining_time(600, "de")]
