@@ -4,7 +4,18 @@ One module per group: ``projects``, ``cards``, ``blacklist``, ``cdrs``, ``accoun
 the engine's own commands (serve, config, demo, call) live in ``_engine``.
 """
 
-from . import _engine, account, blacklist, cards, cdrs, db, journal, projects, prompts  # noqa: F401  (they register commands)
+from . import (  # noqa: F401  (they register commands)
+    _engine,
+    account,
+    blacklist,
+    calls,
+    cards,
+    cdrs,
+    db,
+    journal,
+    projects,
+    prompts,
+)
 from ._app import main
 
 __all__ = ["main"]

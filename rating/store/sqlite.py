@@ -73,6 +73,7 @@ from ..models import (
     HoldCall,
     HoldSettlement,
     LedgerEntry,
+    OpenHold,
     Project,
     Routing,
 )
@@ -978,6 +979,18 @@ class SqliteStore:
         return await self._transaction("settle", lambda db: _settle_hold(
             db, hold_id, uniqueid=uniqueid, talk_ms=talk_ms, cdr=cdr, now_ms=now_ms, limit_s=limit_s,
             factor_pm=factor_pm, quota=quota))
+
+    async def open_holds(self, *, card_id: int | None = None) -> list[OpenHold]:
+        """Holds not settled or released yet (every engine's), oldest first."""
+        sql = ("SELECT r.id, r.uniqueid, r.card_id, c.project_id, p.name, r.seconds, r.max_talk_s, r.created_ms,"
+               " r.expires_ms, r.caller_raw FROM reservations r JOIN cards c ON c.id = r.card_id"
+               " JOIN projects p ON p.id = c.project_id WHERE r.state = 'open'")
+        params: tuple[Any, ...] = ()
+        if card_id is not None:
+            sql += " AND r.card_id = ?"
+            params = (card_id,)
+        rows = await self._read(sql + " ORDER BY r.id", params)
+        return [OpenHold(*tuple(r)) for r in rows]
 
     # --- ledger, CDRs ------------------------------------------------------
     async def ledger(self, card_id: int) -> list[LedgerEntry]:
