@@ -95,7 +95,10 @@ class Engine:
     account_level: str = "ok"
     _account_task: asyncio.Task[None] | None = None
     live: dict[str, Call] = field(default_factory=dict)   # live calls by uniqueid
-    hand_over_dials: bool = False   # not yet: the fake Asterisk learns the settle route first
+    # Shutdown leaves live Dials to the settle route (module docstring); False: the old
+    # guess ("time since the Dial began", INTERRUPTED), kept only for a dialplan without
+    # the settle route.
+    hand_over_dials: bool = True
     ami: AmiClient | None = None
     reconciler: Reconciler | None = None
     _holds_task: asyncio.Task[None] | None = None

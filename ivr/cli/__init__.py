@@ -1,6 +1,7 @@
 """The operator's command line: ``ivr …`` (console entry point ``ivr = ivr.cli:main``).
 
-One module per group: ``projects``, ``cards``, ``blacklist``, ``cdrs``, ``account``;
+One module per group: ``projects``, ``cards``, ``blacklist``, ``cdrs``, ``account``, ``routes``
+(route and zone);
 the engine's own commands (serve, config, demo, call) live in ``_engine``.
 """
 
@@ -15,6 +16,7 @@ from . import (  # noqa: F401  (they register commands)
     journal,
     projects,
     prompts,
+    routes,
 )
 from ._app import main
 

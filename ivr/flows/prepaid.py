@@ -354,11 +354,11 @@ async def connect(call: Call, grant: Grant, first: Leg) -> None:
         mark = HoldMark(hold_id=grant.reservation_id, destination=leg.dial_string, limit_s=limit_s,
                         factor_pm=factor_pm, quota=quota, rule=leg.route.position, leg=leg.number,
                         zone=leg.zone.value, kind=leg.kind.value, call_type=leg.call_type)
+        already, call.hold_mark = call.hold_mark, mark.format()   # on the channel from here on
         call.dial_started = call.clock.monotonic()
         result = await dial_service(call.channel, mark, timeout_s=leg.route.ring_timeout_s or project.ring_timeout_s,
                                     warning_ms=warning_ms, warning_sound=call.sound(Prompt.ONE_MINUTE_WARNING),
-                                    hold_set=call.hold_mark)
-        call.hold_mark = mark.format()
+                                    hold_set=already)
         call.dial_started = None
         talk = result.talk
         if result.status == "ANSWER" and talk.source != "stamps":

@@ -1193,7 +1193,8 @@ class SqliteStore:
     # --- operator's CLI: CDR queries --------------------------------------
     async def find_cdrs(self, *, since_ms: int | None = None, until_ms: int | None = None,
                         project_id: int | None = None, card_id: int | None = None,
-                        outcomes: Sequence[str] = (), last: int | None = None) -> list[Cdr]:
+                        outcomes: Sequence[str] = (), last: int | None = None, call_types: Sequence[str] = (),
+                        zones: Sequence[str] = ()) -> list[Cdr]:
         """CDRs in start order, filtered; with ``last`` only the latest that many."""
         clauses: list[str] = []
         params: list[Any] = []
@@ -1202,9 +1203,10 @@ class SqliteStore:
             if value is not None:
                 clauses.append(clause)
                 params.append(value)
-        if outcomes:
-            clauses.append(f"outcome IN ({', '.join('?' for _ in outcomes)})")
-            params.extend(outcomes)
+        for column, values in (("outcome", outcomes), ("call_type", call_types), ("zone", zones)):
+            if values:
+                clauses.append(f"{column} IN ({', '.join('?' for _ in values)})")
+                params.extend(values)
         where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
         limit = ""
         if last is not None:
