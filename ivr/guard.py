@@ -23,7 +23,18 @@ from typing import Any, TypeVar
 
 from rating.billing import BillingRule
 from rating.errors import RatingError, StoreUnavailable
-from rating.models import AccountSettings, BoundReservation, Card, Cdr, Grant, HoldCall, HoldSettlement, Routing
+from rating.models import (
+    AccountSettings,
+    BindResult,
+    BoundReservation,
+    Card,
+    Cdr,
+    Grant,
+    HoldCall,
+    HoldSettlement,
+    PinAttempt,
+    Routing,
+)
 from rating.store.base import CallStore
 from rating.zones import QuotaPeriod
 
@@ -105,9 +116,10 @@ class GuardedStore:
         return await self._read("card_by_pin_hash", lambda: self.inner.card_by_pin_hash(project_id, pin_hash))
 
     async def bind(self, *, project_id: int, caller: str, card_id: int, now_ms: int, source: str,
-                   max_bound: int) -> None:
-        await self._write("bind", lambda: self.inner.bind(project_id=project_id, caller=caller, card_id=card_id,
-                                                          now_ms=now_ms, source=source, max_bound=max_bound))
+                   max_bound: int, evict: bool = True, actor: str = "") -> BindResult:
+        return await self._write("bind", lambda: self.inner.bind(
+            project_id=project_id, caller=caller, card_id=card_id, now_ms=now_ms, source=source,
+            max_bound=max_bound, evict=evict, actor=actor))
 
     async def activate(self, card_id: int, now_ms: int) -> None:
         await self._write("activate", lambda: self.inner.activate(card_id, now_ms))
@@ -152,12 +164,16 @@ class GuardedStore:
         return await self._write("journal_replay", lambda: self.inner.settle_and_record_once(
             grant, debit_s=debit_s, cdr=cdr, now_ms=now_ms, factor_pm=factor_pm, quota=quota))
 
-    async def record_pin_failure(self, project_id: int, caller_key: str, now_ms: int) -> None:
-        await self._write("pin_failure", lambda: self.inner.record_pin_failure(project_id, caller_key, now_ms))
+    async def begin_pin_attempt(self, *, project_id: int, caller_key: str, now_ms: int, window_ms: int,
+                                line_cap: int | None, project_cap: int, entering_cap: int,
+                                entering_ms: int) -> PinAttempt:
+        return await self._write("pin_attempt", lambda: self.inner.begin_pin_attempt(
+            project_id=project_id, caller_key=caller_key, now_ms=now_ms, window_ms=window_ms, line_cap=line_cap,
+            project_cap=project_cap, entering_cap=entering_cap, entering_ms=entering_ms))
 
-    async def pin_failures_since(self, project_id: int, caller_key: str, since_ms: int) -> tuple[int, int]:
-        return await self._read("pin_failures", lambda: self.inner.pin_failures_since(
-            project_id, caller_key, since_ms))
+    async def end_pin_attempt(self, attempt_id: int, *, wrong: bool, since_ms: int) -> int:
+        return await self._write("pin_attempt_end", lambda: self.inner.end_pin_attempt(
+            attempt_id, wrong=wrong, since_ms=since_ms))
 
     async def account_settings(self) -> AccountSettings:
         return await self._read("account", self.inner.account_settings)

@@ -14,6 +14,7 @@ from . import (  # noqa: F401  (they register commands)
     cdrs,
     db,
     journal,
+    pins,
     projects,
     prompts,
     routes,
