@@ -26,6 +26,7 @@ from rating.store import open_store
 from rating.store.base import OperatorStore
 
 from .. import operations as ops
+from .._safe import printable
 from ..ami import AmiError
 from ..settings import Settings, SettingsError, load_settings
 
@@ -40,7 +41,9 @@ class Cancelled(CliError):
     """The operator did not confirm: nothing changed."""
 
 
-EXPECTED_ERRORS = (RatingError, CliError, SettingsError, ValueError, OSError, AmiError)
+# OverflowError: a number past what the store holds (int64) that an option let through;
+# every option is range-checked, this is the backstop that keeps it one line.
+EXPECTED_ERRORS = (RatingError, CliError, SettingsError, ValueError, OSError, AmiError, OverflowError)
 
 
 def _quiet_broken_pipe() -> NoReturn:
@@ -52,7 +55,7 @@ def _quiet_broken_pipe() -> NoReturn:
 
 
 def _fail(exc: BaseException) -> NoReturn:
-    click.echo(f"{type(exc).__name__}: {exc}", err=True)
+    click.echo(printable(f"{type(exc).__name__}: {exc}"), err=True)
     sys.exit(1)
 
 
@@ -66,6 +69,9 @@ class IvrGroup(click.Group):
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:  # `ivr`, `ivr card`: show what there is
+            click.echo(exc.ctx.get_help() if exc.ctx is not None else exc.format_message())
+            sys.exit(exc.exit_code)
         except click.UsageError as exc:
             hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
             click.echo(f"{type(exc).__name__}: {exc.format_message()}{hint}", err=True)
@@ -100,10 +106,20 @@ def run(coro: Awaitable[T]) -> T:
         _fail(exc)
 
 
-async def _open(settings: Settings) -> OperatorStore:
-    store = open_store(settings.database)
+# The commands that may start a database from nothing; every other command refuses a
+# SQLite file that does not exist instead of creating it (and its directory) empty.
+CREATING_COMMANDS = frozenset({("project", "create")})
+
+
+async def _open(settings: Settings, *, must_exist: bool = True) -> OperatorStore:
+    store = open_store(settings.database, must_exist=must_exist)
     await store.open()
     return store
+
+
+def _creates_database(ctx: click.Context) -> bool:
+    parent = ctx.parent.info_name if ctx.parent is not None else None
+    return (parent, ctx.info_name) in CREATING_COMMANDS or ctx.info_name == "demo"  # demo: top level
 
 
 async def warn_about_account(store: OperatorStore) -> None:
@@ -127,9 +143,10 @@ def with_store(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
     @click.pass_context
     def wrapper(ctx: click.Context, /, **kwargs: Any) -> Any:
         settings = _settings(ctx)
+        must_exist = not _creates_database(ctx)
 
         async def go() -> Any:
-            store = await _open(settings)
+            store = await _open(settings, must_exist=must_exist)
             try:
                 result = await fn(store, settings, **kwargs)
                 await warn_about_account(store)
@@ -166,12 +183,12 @@ def emit(as_json: bool, data: Any, lines: Sequence[str]) -> None:
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
     else:
         for line in lines:
-            click.echo(line)
+            click.echo(printable(line))  # caller IDs, notes, reasons: never terminal controls
 
 
 def note(text: str) -> None:
     """A remark for the operator on stderr (never part of the data)."""
-    click.echo(text, err=True)
+    click.echo(printable(text), err=True)
 
 
 def check_new_path(path: str, yes: bool) -> Path:
@@ -188,6 +205,8 @@ def open_new_file(path: str, yes: bool, *, private: bool = False) -> IO[str]:
     """Open ``path`` for writing (see ``check_new_path``); ``private``: mode 0600, for PINs."""
     target = check_new_path(path, yes)
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
+    if private:  # an existing file keeps its mode through O_TRUNC: PINs are never readable by others
+        os.fchmod(fd, 0o600)
     return os.fdopen(fd, "w", encoding="utf-8", newline="")
 
 
