@@ -41,6 +41,7 @@ from rating.pins import load_or_create_secret
 from rating.store import open_store
 from rating.store.base import OperatorStore
 
+from .ami import AmiClient
 from .call import Call, CallFinished
 from .clock import Clock, SystemClock
 from .dialplan import HOLD_VAR, SETTLE_FACTS, SETTLE_SCRIPT, ChannelFacts, parse_facts
@@ -48,6 +49,7 @@ from .flows.prepaid import prepaid
 from .metrics import Metrics
 from .operations import account_state
 from .outcome import HangupSide, Outcome
+from .reconcile import Reconciler
 from .settings import Settings, SettingsError
 from .sounds import CustomSounds
 
@@ -90,6 +92,9 @@ class Engine:
     _account_task: asyncio.Task[None] | None = None
     live: dict[str, Call] = field(default_factory=dict)   # live calls by uniqueid
     hand_over_dials: bool = False   # not yet: the fake Asterisk learns the settle route first
+    ami: AmiClient | None = None
+    reconciler: Reconciler | None = None
+    _holds_task: asyncio.Task[None] | None = None
     _sounds: CustomSounds | None = None
 
     @classmethod
@@ -111,7 +116,49 @@ class Engine:
         log.info("engine_listening", host=self.settings.host, port=self.server.port)
         await self.refresh_account()
         self._account_task = asyncio.create_task(self._watch_account())
+        await self._start_ami()
         return self.server
+
+    async def _count_holds(self) -> None:
+        """Without AMI nothing reconciles, but ivr_holds_open still tells the operator."""
+        while True:
+            try:
+                self.metrics.holds_open.set(len(await self.store.open_holds()))
+            except Exception:
+                log.exception("holds_count_failed")
+            await asyncio.sleep(self.settings.reconcile_s)
+
+    async def _start_ami(self) -> None:
+        """The optional AMI connection and the reconciliation it drives (ivr/reconcile.py)."""
+        s = self.settings
+        if not s.ami_configured:
+            log.warning("ami_not_configured",
+                        cannot=["settle calls that ended while no engine could be reached from the facts"
+                                " Asterisk kept (AstDB): their holds stay open until they expire",
+                                "estimate holds whose facts are lost", "list live calls (ivr calls)",
+                                "hang up calls (ivr calls hangup, ivr card block --hangup)"],
+                        hint="set ami_host and ami_secret (manager.conf)")
+            self._holds_task = asyncio.create_task(self._count_holds())
+            return
+        reconciler: Reconciler | None = None
+
+        def on_event(name: str, fields: dict[str, str]) -> None:
+            if name == "Hangup" and reconciler is not None:
+                reconciler.wake()
+
+        def on_login() -> None:
+            if reconciler is not None:
+                reconciler.logged_in()
+
+        self.ami = AmiClient(s.ami_host, s.ami_port, s.ami_user, s.ami_secret, action_timeout_s=s.ami_timeout_s,
+                             on_event=on_event, on_login=on_login)
+        reconciler = self.reconciler = Reconciler(self, self.ami, interval_s=s.reconcile_s,
+                                                  grace_s=3 * s.reconcile_s, now_ms=self.clock.now_ms)
+        ami = self.ami
+        self.metrics.ami_up.set_function(lambda: 1 if ami.connected else 0)
+        await ami.start()
+        reconciler.start()
+        log.info("ami_starting", address=self.ami.address, reconcile_s=s.reconcile_s)
 
     async def refresh_account(self) -> None:
         """Reread the operator's account (the CLI changes it in the same database): log when
@@ -146,6 +193,10 @@ class Engine:
         cancelled = 0
         if self._account_task is not None:
             self._account_task.cancel()
+        if self.reconciler is not None:
+            await self.reconciler.stop()
+        if self._holds_task is not None:
+            self._holds_task.cancel()
         if self.server is not None:
             await self.server.close()
             grace = self.settings.grace_s if grace_s is None else grace_s
@@ -153,6 +204,8 @@ class Engine:
                 await self._wait_until_all_in_dials(grace)
                 grace = 0
             cancelled = await self.server.drain(grace)
+        if self.ami is not None:
+            await self.ami.close()
         await self.store.close()
         log.info("engine_stopped", cancelled_calls=cancelled)
         return cancelled

@@ -51,6 +51,8 @@ from rating.zones import QuotaPeriod
 
 __all__ = [
     "ANSWERED_STAMP",
+    "CUT_BLOCKED",
+    "CUT_VAR",
     "ENDED_STAMP",
     "HOLD_VAR",
     "PREPAID_SCRIPT",
@@ -82,6 +84,8 @@ HOLD_VAR = "IVR_HOLD"            # "r<hold id> <destination>" during a Dial, "" 
 RESULT_VAR = "IVR_RESULT"        # "error": the engine failed, the dialplan says "unavailable"
 ANSWERED_STAMP = "IVR_ANSWERED"  # SHARED(): the callee's answer, epoch.ms (Asterisk's clock)
 ENDED_STAMP = "IVR_ENDED"        # SHARED(): the callee's hang-up, epoch.ms
+CUT_VAR = "IVR_CUT"              # set over AMI (Setvar) before the operator hangs up the callee:
+CUT_BLOCKED = "blocked"          #   the card was blocked (ivr card block --hangup): the caller hears it
 
 # Contexts.
 STAMP_CONTEXT = "ivr-stamp"          # Dial U() on the callee's answer
@@ -220,6 +224,7 @@ class ServiceDial:
 
     facts: ChannelFacts
     caller_hung_up: bool
+    cut: str = ""          # IVR_CUT: why the operator cut the callee ("" none)
 
     @property
     def status(self) -> str:
@@ -246,7 +251,11 @@ async def dial_service(channel: AgiChannel, mark: HoldMark, *, timeout_s: int, w
     hold = mark.format()
     if hold != hold_set:
         await channel.set_variable(HOLD_VAR, hold)
+    # IVR_CUT rides on the same GET FULL VARIABLE (no round trip more per call); nothing
+    # after IVR_HOLD holds a ',' (neither the hold's words nor a dial string), so it is
+    # split off the end.
     reply = await dial(channel, mark.destination, timeout_s=timeout_s, limit_ms=mark.limit_s * 1000,
-                       read=SETTLE_FACTS, on_answer=f"{STAMP_CONTEXT}^{own}", warning_ms=warning_ms,
-                       warning_sound=warning_sound)
-    return ServiceDial(facts=parse_facts(reply.values), caller_hung_up=reply.caller_hung_up)
+                       read=SETTLE_FACTS + ",${" + CUT_VAR + "}", on_answer=f"{STAMP_CONTEXT}^{own}",
+                       warning_ms=warning_ms, warning_sound=warning_sound)
+    values, _, cut = reply.values.rpartition(",")
+    return ServiceDial(facts=parse_facts(values), caller_hung_up=reply.caller_hung_up, cut=cut.strip())

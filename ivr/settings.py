@@ -46,6 +46,13 @@ class Settings:
     log_format: str = "auto"           # auto | json | console
     event_loop: str = "auto"           # auto (uvloop when installed) | uvloop | asyncio
     log_level: str = "INFO"
+    # AMI (optional): live calls, reconciliation of holds left open, hang-ups by the operator.
+    ami_host: str = ""                 # empty = no AMI: the engine says once what it then cannot do
+    ami_port: int = 5038
+    ami_user: str = "ivr-engine"
+    ami_secret: str = ""               # manager.conf's secret; prefer IVR_AMI_SECRET or the TOML file
+    ami_timeout_s: float = 5.0         # every AMI action is answered within this, or fails
+    reconcile_s: float = 5.0           # open holds checked against Asterisk's channels this often
 
     @property
     def secret_path(self) -> Path:
@@ -59,10 +66,17 @@ class Settings:
                                 " and the CLI must hash PINs with the same secret")
         return Path(db.target + ".secret")
 
+    @property
+    def ami_configured(self) -> bool:
+        return bool(self.ami_host)
+
     def masked(self) -> dict[str, Any]:
-        """The settings to show. None holds a secret itself: the PIN-hashing secret lives
-        in the file ``secret_file`` names, so there is nothing to mask yet."""
-        return dataclasses.asdict(self)
+        """The settings to show: the AMI secret masked (the PIN-hashing secret lives in
+        the file ``secret_file`` names)."""
+        data = dataclasses.asdict(self)
+        if data["ami_secret"]:
+            data["ami_secret"] = "********"
+        return data
 
 
 def _coerce(name: str, kind: Any, value: Any) -> Any:
@@ -124,6 +138,14 @@ def _validate(s: Settings) -> None:
         raise SettingsError("setting 'pin_throttle_window_s' must be between 1 s and 7 days")
     if s.pin_tries < 1:
         raise SettingsError("setting 'pin_tries' must be >= 1")
+    if not 0 < s.ami_port < 65536:
+        raise SettingsError(f"setting 'ami_port': {s.ami_port} is not a TCP port")
+    if s.ami_host and not s.ami_secret:
+        raise SettingsError("setting 'ami_secret' is empty while 'ami_host' is set (manager.conf's secret)")
+    if not 0 < s.ami_timeout_s <= 60:
+        raise SettingsError("setting 'ami_timeout_s' must be between 0 and 60 seconds")
+    if not 0.5 <= s.reconcile_s <= 300:
+        raise SettingsError("setting 'reconcile_s' must be between 0.5 and 300 seconds")
     if s.event_loop not in ("auto", "uvloop", "asyncio"):
         raise SettingsError("setting 'event_loop' must be auto, uvloop or asyncio")
     if s.log_format not in ("auto", "json", "console"):

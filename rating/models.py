@@ -234,3 +234,19 @@ class HoldSettlement:
     card_id: int | None = None
     talk_s: int = 0
     debited_s: int = 0
+
+
+@dataclass(frozen=True)
+class OpenHold:
+    """A hold not settled yet, as reconciliation and ``ivr calls`` see it."""
+
+    hold_id: int
+    uniqueid: str
+    card_id: int
+    project_id: int
+    project: str
+    seconds: int            # held
+    max_talk_s: int | None  # None: a hold from before migration 4
+    created_ms: int
+    expires_ms: int
+    caller_raw: str | None

@@ -26,6 +26,7 @@ from rating.store import open_store
 from rating.store.base import OperatorStore
 
 from .. import operations as ops
+from ..ami import AmiError
 from ..settings import Settings, SettingsError, load_settings
 
 T = TypeVar("T")
@@ -39,7 +40,7 @@ class Cancelled(CliError):
     """The operator did not confirm: nothing changed."""
 
 
-EXPECTED_ERRORS = (RatingError, CliError, SettingsError, ValueError, OSError)
+EXPECTED_ERRORS = (RatingError, CliError, SettingsError, ValueError, OSError, AmiError)
 
 
 def _quiet_broken_pipe() -> NoReturn:

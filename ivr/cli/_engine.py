@@ -26,6 +26,11 @@ from ._format import hms
 @click.option("--metrics-port", type=int, help="Prometheus port (default 9102, 0 = off).")
 @click.option("--grace", "grace_s", type=float, help="Seconds live calls may go on at shutdown.")
 @click.option("--log-format", type=click.Choice(["auto", "json", "console"]))
+@click.option("--ami-host", help="Asterisk's AMI address (default: none, AMI off).")
+@click.option("--ami-port", type=int, help="AMI port (default 5038).")
+@click.option("--ami-user", help="AMI user in manager.conf (default ivr-engine).")
+@click.option("--ami-secret", help="AMI secret (better: IVR_AMI_SECRET or the TOML file).")
+@click.option("--reconcile", "reconcile_s", type=float, help="Seconds between checks of open holds (default 5).")
 @click.pass_context
 def serve(ctx: click.Context, /, **flags: Any) -> None:
     """Run the FastAGI engine until SIGTERM / SIGINT."""

@@ -321,17 +321,31 @@ async def card_recharge(store: OperatorStore, settings: Settings, *, card_id: st
 @with_store
 async def card_block(store: OperatorStore, settings: Settings, *, card_id: str, hangup: bool, yes: bool,
                      as_json: bool) -> None:
-    """Block a card: its callers hear that it is blocked."""
+    """Block a card: its callers hear that it is blocked (--hangup: also those in a call now)."""
     c = await ops.card(store, card_id)
-    if not c.blocked:
-        confirm(f"Block {_label(c)}? Its callers will hear that it is blocked.", yes)
-        await store.set_blocked(c.id, True)
-    if hangup:
-        note("not available yet: needs AMI (calls in progress go on until they end)")
-    elif c.active_calls:
-        note(f"note: card {c.id} is in {c.active_calls} call(s) now; they go on until they end")
-    emit(as_json, {"card": str(c.id), "blocked": True, "in_calls": c.active_calls},
-         [f"card {c.id} {'was already' if c.blocked else 'is now'} blocked"])
+    if not hangup:
+        if not c.blocked:
+            confirm(f"Block {_label(c)}? Its callers will hear that it is blocked.", yes)
+            await store.set_blocked(c.id, True)
+        if c.active_calls:
+            note(f"note: card {c.id} is in {c.active_calls} call(s) now; they go on until they end"
+                 " (--hangup ends them)")
+        emit(as_json, {"card": str(c.id), "blocked": True, "in_calls": c.active_calls, "hung_up": []},
+             [f"card {c.id} {'was already' if c.blocked else 'is now'} blocked"])
+        return
+    from ..live import end_card_calls
+    from .calls import cli_ami
+
+    async with cli_ami(settings, "--hangup") as ami:   # refused before anything changes
+        if not c.blocked:
+            confirm(f"Block {_label(c)} and end its calls in progress? Its callers will hear that it is"
+                    " blocked.", yes)
+            await store.set_blocked(c.id, True)
+        ended = await end_card_calls(ami, store, c.id)
+    emit(as_json, {"card": str(c.id), "blocked": True, "in_calls": c.active_calls,
+                   "hung_up": [call.uniqueid for call in ended]},
+         [f"card {c.id} {'was already' if c.blocked else 'is now'} blocked;"
+          f" {len(ended)} call(s) in progress ended" + (f": {', '.join(x.uniqueid for x in ended)}" if ended else "")])
 
 
 @card.command("unblock")

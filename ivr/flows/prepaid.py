@@ -41,7 +41,7 @@ from rating.routes import (
 from rating.zones import QuotaPeriod, Zone, budget_base, max_talk, month_of
 
 from ..call import Call, Leg
-from ..dialplan import HoldMark, dial_service
+from ..dialplan import CUT_BLOCKED, HoldMark, dial_service
 from ..outcome import HangupSide, Outcome
 
 __all__ = ["prepaid"]
@@ -379,6 +379,7 @@ async def connect(call: Call, grant: Grant, first: Leg) -> None:
                 call.hangup_side = HangupSide.LIMIT
             else:
                 call.hangup_side = HangupSide.CALLEE
+                await tell_why_cut(call, result.cut)
             return
         if result.caller_hung_up:
             call.hangup_side = HangupSide.CALLER
@@ -389,3 +390,13 @@ async def connect(call: Call, grant: Grant, first: Leg) -> None:
     prompt = {Outcome.BUSY: Prompt.BUSY, Outcome.NO_ANSWER: Prompt.NO_ANSWER}.get(
         call.outcome or Outcome.FAILED, Prompt.SERVICE_UNAVAILABLE)
     await call.finish(call.outcome or Outcome.FAILED, prompt)
+
+
+async def tell_why_cut(call: Call, reason: str) -> None:
+    """The callee's leg ended before the limit: if the operator cut it (``ivr card block
+    --hangup`` leaves ``IVR_CUT`` on this channel over AMI, then hangs up the callee,
+    which keeps the caller up: e5), the caller hears why before the goodbye."""
+    if reason == CUT_BLOCKED:
+        call.hangup_side = HangupSide.ENGINE
+        call.log.info("call_cut_by_operator", reason=reason)
+        await call.finish(Outcome.ANSWERED, Prompt.CARD_BLOCKED)

@@ -12,6 +12,7 @@ from rating.billing import PER_SECOND, BillingRule
 from rating.errors import AlreadyExists, InvalidInput, NotFound
 from rating.models import Project
 from rating.numbers import normalise_number, parse_caller
+from rating.routes import check_timezone, render_trunk
 from rating.store.base import OperatorStore
 
 from ._common import _SEPARATORS, LANGUAGES, CurrencyMismatch
@@ -57,6 +58,18 @@ def check_project_values(values: Mapping[str, Any]) -> None:
     currency = values.get("currency")
     if currency is not None and not (len(currency) == 3 and currency.isascii() and currency.isalpha()):
         raise InvalidInput(f"currency {currency!r}: a three-letter code such as EUR or CHF")
+
+
+def check_routing_values(values: Mapping[str, Any], project: Project) -> None:
+    """The routing settings of ``ivr project update`` (``timezone``, ``trunk``). Raises InvalidInput."""
+    if "timezone" in values:
+        check_timezone(values["timezone"])
+    trunk = values.get("trunk")
+    if trunk:
+        try:
+            check_dial_string(render_trunk(trunk, "+41441234567", project.region))
+        except ValueError as exc:
+            raise InvalidInput(f"trunk: {exc}") from None
 
 
 def billing_rule(connect_s: int, minimum_s: int, initial_s: int, increment_s: int) -> BillingRule:
@@ -131,6 +144,7 @@ async def update_project(store: OperatorStore, project: Project, *, values: Mapp
     if not values and not add_numbers and not remove_numbers:
         raise InvalidInput("nothing to change: give at least one option")
     check_project_values(values)
+    check_routing_values(values, project)
     rule = project.rule
     billing_rule(values.get("connect_s", rule.connect_s), values.get("minimum_s", rule.minimum_s),
                  values.get("initial_s", rule.initial_s), values.get("increment_s", rule.increment_s))

@@ -13,20 +13,12 @@ from agi import check_dial_string
 from rating.errors import InvalidInput
 from rating.models import Project
 from rating.numbers import PatternSet
-from rating.routes import (
-    NumberKind,
-    OfficeHours,
-    Route,
-    check_number,
-    check_timezone,
-    parse_conditions,
-    render_trunk,
-)
+from rating.routes import NumberKind, OfficeHours, Route, check_number, parse_conditions
 from rating.store._rows import factors_text, kinds_text, parse_factors
 from rating.store.base import OperatorStore
 from rating.zones import RATED_ZONES, Zone, parse_factor
 
-from .projects import normalise
+from .projects import check_routing_values, normalise
 
 __all__ = ["add_route", "check_routing_values", "move_route", "outbound_blocks", "parse_countries", "parse_kinds",
            "remove_route", "set_zones", "zone_rows"]
@@ -55,18 +47,6 @@ def parse_kinds(text: str) -> str:
     if NumberKind.DIAL_STRING in kinds:
         raise InvalidInput("dial_string is not a number type")
     return kinds_text(list(dict.fromkeys(kinds)))
-
-
-def check_routing_values(values: Mapping[str, Any], project: Project) -> None:
-    """The routing settings of ``ivr project update`` (``timezone``, ``trunk``). Raises InvalidInput."""
-    if "timezone" in values:
-        check_timezone(values["timezone"])
-    trunk = values.get("trunk")
-    if trunk:
-        try:
-            check_dial_string(render_trunk(trunk, "+41441234567", project.region))
-        except ValueError as exc:
-            raise InvalidInput(f"trunk: {exc}") from None
 
 
 async def outbound_blocks(store: OperatorStore, project: Project) -> PatternSet:

@@ -73,6 +73,7 @@ from ..models import (
     HoldCall,
     HoldSettlement,
     LedgerEntry,
+    OpenHold,
     Project,
     Routing,
 )
@@ -935,6 +936,18 @@ class SqliteStore:
             db, hold_id, uniqueid=uniqueid, talk_ms=talk_ms, cdr=cdr, now_ms=now_ms, limit_s=limit_s,
             factor_pm=factor_pm, quota=quota))
 
+    async def open_holds(self, *, card_id: int | None = None) -> list[OpenHold]:
+        """Holds not settled or released yet (every engine's), oldest first."""
+        sql = ("SELECT r.id, r.uniqueid, r.card_id, c.project_id, p.name, r.seconds, r.max_talk_s, r.created_ms,"
+               " r.expires_ms, r.caller_raw FROM reservations r JOIN cards c ON c.id = r.card_id"
+               " JOIN projects p ON p.id = c.project_id WHERE r.state = 'open'")
+        params: tuple[Any, ...] = ()
+        if card_id is not None:
+            sql += " AND r.card_id = ?"
+            params = (card_id,)
+        rows = await self._read(sql + " ORDER BY r.id", params)
+        return [OpenHold(*tuple(r)) for r in rows]
+
     # --- ledger, CDRs ------------------------------------------------------
     async def ledger(self, card_id: int) -> list[LedgerEntry]:
         rows = await self._read("SELECT id, card_id, at_ms, kind, seconds, amount_cents, reference"
@@ -1136,7 +1149,8 @@ class SqliteStore:
     # --- operator's CLI: CDR queries --------------------------------------
     async def find_cdrs(self, *, since_ms: int | None = None, until_ms: int | None = None,
                         project_id: int | None = None, card_id: int | None = None,
-                        outcomes: Sequence[str] = (), last: int | None = None) -> list[Cdr]:
+                        outcomes: Sequence[str] = (), last: int | None = None, call_types: Sequence[str] = (),
+                        zones: Sequence[str] = ()) -> list[Cdr]:
         """CDRs in start order, filtered; with ``last`` only the latest that many."""
         clauses: list[str] = []
         params: list[Any] = []
@@ -1145,9 +1159,10 @@ class SqliteStore:
             if value is not None:
                 clauses.append(clause)
                 params.append(value)
-        if outcomes:
-            clauses.append(f"outcome IN ({', '.join('?' for _ in outcomes)})")
-            params.extend(outcomes)
+        for column, values in (("outcome", outcomes), ("call_type", call_types), ("zone", zones)):
+            if values:
+                clauses.append(f"{column} IN ({', '.join('?' for _ in values)})")
+                params.extend(values)
         where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
         limit = ""
         if last is not None:
