@@ -86,6 +86,7 @@ __all__ = [
     "AGI_VERSION",
     "CallRecord",
     "CallScript",
+    "Continuation",
     "DialScript",
     "parse_args",
     "place_call",
@@ -197,6 +198,30 @@ class DialScript:
 
 
 @dataclass
+class Continuation:
+    """What the dialplan does after ``AGI()`` returns and once the channel is gone.
+
+    ``after_agi``: when the first session ended without a hang-up (``AGISTATUS=SUCCESS``,
+    the engine closed or died, e1), the dialplan runs ``AGI(agi://host:port/<script>,<args>)``
+    at ``after_agi_priority``; ``handlers``: hangup handler context -> (script, args, priority)
+    of the ``AGI()`` it runs on the dead channel (e2, e3); ``pushed``: handlers the dialplan
+    pushes before ``AGI()`` (the engine may push more with ``SET VARIABLE
+    CHANNEL(hangup_handler_push)``). ``only_with``: run them only while this channel variable
+    is non-empty (asterisk-conf's ``IVR_HOLD``). ``unsettled``: (``DB()`` key, value) templates
+    written when ``only_with`` is still set after such a session (no engine settled it);
+    the variable is then cleared, as ``[ivr-settle]`` does.
+    """
+
+    after_agi: tuple[str, tuple[str, ...]] | None = None
+    after_agi_priority: int = 6
+    handlers: Mapping[str, tuple[str, tuple[str, ...], int]] = field(default_factory=dict)
+    pushed: tuple[str, ...] = ()
+    only_with: str | None = None
+    unsettled: tuple[str, str] | None = None
+    port: int | None = None   # where the later sessions go (another engine); default the first's
+
+
+@dataclass
 class CallScript:
     """One simulated call: who calls, what the caller does, how Asterisk is set up.
 
@@ -250,6 +275,8 @@ class CallScript:
     request: str | None = None
     threadid: int = 140541265692352
     agi_version: str = AGI_VERSION
+    continuation: Continuation | None = None
+    stamp_end: bool = True   # [ivr-stamp] also pushes [ivr-stamp-end]: SHARED(IVR_ENDED) at the callee's hang-up
     # What the AMI shows of the AGI channel (CoreShowChannels, e4): the call's first
     # channel's uniqueid (default: the channel's own) and its connected line.
     linkedid: str | None = None
@@ -289,6 +316,8 @@ class CallRecord:
     duration_ms: int
     uniqueid: str = ""
     channel: str = ""
+    sessions: list[CallRecord] = field(default_factory=list)  # the dialplan's later FastAGI sessions
+    database: dict[str, str] = field(default_factory=dict)   # AstDB at the end, "family/key" -> value
 
 
 # --------------------------------------------------------------------------- usage texts
@@ -646,6 +675,13 @@ class _Call:
         own_seq = re.search(r"-([0-9a-f]{8});\d$", self.channel)
         self._peer_seq = itertools.count((int(own_seq.group(1), 16) if own_seq else seq) + 1)
         self.request = script.request or f"agi://{host}:{port}/{script.network_script}"
+        self.env_script = script.network_script
+        self.env_args: tuple[str, ...] = script.args
+        self.env_context, self.env_extension, self.env_priority = script.context, script.extension, script.priority
+        self.hangup_handlers: list[str] = [h for h in (script.continuation.pushed if script.continuation else ())]
+        self.bridge_ended_us: int | None = None
+        self.after_bridge_cdr_us: int | None = None  # e1: after the bridge the dialplan gets a new CDR
+        self._pending_end_stamp = False
 
         self.now_us = 0
         self.created_us = -script.setup_ms * 1000
@@ -908,7 +944,7 @@ class _Call:
         s = self.script
         env = [
             ("agi_network", "yes"),
-            *([("agi_network_script", s.network_script)] if s.network_script else []),
+            *([("agi_network_script", self.env_script)] if self.env_script else []),
             ("agi_request", self.request),
             ("agi_channel", self.channel),
             ("agi_language", s.language),
@@ -923,13 +959,13 @@ class _Call:
             ("agi_callingtns", "0"),
             ("agi_dnid", "unknown"),
             ("agi_rdnis", "unknown"),
-            ("agi_context", s.context),
-            ("agi_extension", s.extension),
-            ("agi_priority", str(s.priority)),
+            ("agi_context", self.env_context),
+            ("agi_extension", self.env_extension),
+            ("agi_priority", str(self.env_priority)),
             ("agi_enhanced", "0.0"),
             ("agi_accountcode", ""),
             ("agi_threadid", str(s.threadid)),
-            *[(f"agi_arg_{n}", arg) for n, arg in enumerate(s.args, start=1)],
+            *[(f"agi_arg_{n}", arg) for n, arg in enumerate(self.env_args, start=1)],
         ]
         await self._send(*[f"{key}: {value}" for key, value in env], "")
 
@@ -1015,6 +1051,32 @@ class _Call:
             await self._writer.wait_closed()
         except (ConnectionError, OSError):
             pass
+
+    # ------------------------------------------------------------------ the dialplan's later sessions
+
+    def _next_session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: str,
+                      script: str, args: tuple[str, ...], context: str, extension: str, priority: int,
+                      dead: bool) -> None:
+        """The same channel, a new FastAGI session: variables, SHARED, AstDB and the clock go on."""
+        self._reader, self._writer = reader, writer
+        self._kernel, self._stdio = bytearray(), bytearray()
+        self._eof, self._write_failed = False, False
+        self._arrived = asyncio.Event()
+        self._pump_task = None
+        self.request, self.env_script, self.env_args = request, script, args
+        self.env_context, self.env_extension, self.env_priority = context, extension, priority
+        self.agistatus = "SUCCESS"
+        self.dead = dead  # a hangup handler's session starts on a dead channel (e2): no HANGUP line
+        self.record = CallRecord(lines=[], commands=[], prompts_played=[], digits_sent=[], dials=[],
+                                 variables={}, hung_up_by=None, closed_by=None, violations=[], duration_ms=0,
+                                 uniqueid=self.uniqueid, channel=self.channel)
+
+    def _expand_db(self) -> tuple[str, str] | None:
+        cont = self.script.continuation
+        if cont is None or cont.unsettled is None:
+            return None
+        key, value = cont.unsettled
+        return self._substitute(key), self._substitute(value)
 
     # ------------------------------------------------------------------ dispatch
 
@@ -1489,6 +1551,13 @@ class _Call:
             self.answered_us = plan.answered_us
         if plan.answered_us is not None and "U" in spec.options:
             self._run_stamp(spec.options["U"], plan.answered_us)
+        if self._pending_end_stamp:
+            # [ivr-stamp-end]: app_dial hangs the callee up when the bridge ends, before Dial returns.
+            self._pending_end_stamp = False
+            self.shared["IVR_ENDED"] = _strftime(self.epoch(plan.answered_us + plan.talk_us if plan.answered_us
+                                                            is not None else self.now_us), "%s.%3q", "")
+        if plan.answered_us is not None:
+            self.bridge_ended_us = self.now_us
         status = plan.status
         self.variables["DIALSTATUS"] = status
         peer = ""
@@ -1562,6 +1631,8 @@ class _Call:
             return
         if args and args[0].casefold() == self.channel.casefold():
             self.shared["IVR_ANSWERED"] = _strftime(self.epoch(answered_us), "%s.%3q", "")
+            if self.script.stamp_end:
+                self._pending_end_stamp = True
 
     def _set_duration(self, base: str, duration_us: int) -> None:
         ms = duration_us // 1000
@@ -1793,6 +1864,8 @@ class _Call:
                 self.caller_name, self.caller_num = name or "", number or ""
         elif fname == "CHANNEL" and args.strip().lower() == "language":
             self.language = value
+        elif fname == "CHANNEL" and args.strip().lower() == "hangup_handler_push":
+            self.hangup_handlers.append(value.split(",", 1)[0])  # e2: pushes "ctx,s,1"
         elif fname == "CDR" and args.strip().lower() == "userfield":
             self.variables["CDR(userfield)"] = value
         else:
@@ -1821,7 +1894,7 @@ class _Call:
         if name == "start":
             return stamp(self.created_us)
         if name == "answer":
-            return stamp(self.answered_us)
+            return stamp(self.after_bridge_cdr_us if self.after_bridge_cdr_us is not None else self.answered_us)
         if name == "end":
             return stamp(self.cdr_end_us)
         if name == "duration":
@@ -2137,25 +2210,95 @@ def _shrink_phone_number(number: str) -> str:
 # --------------------------------------------------------------------------- entry point
 
 
-async def place_call(host: str, port: int, script: CallScript, *, ami: AmiServer | None = None) -> CallRecord:
-    """Connect to the FastAGI server at host:port and play the Asterisk side of one call.
-
-    Returns the :class:`CallRecord` once the call is over: the server closed the
-    connection, the fake closed it (AGIEXITONHANGUP) or the fake gave up after
-    ``script.idle_timeout_s`` (``closed_by`` None, with a violation).
-    With ``ami``, the call's channels are those of that fake AMI (CoreShowChannels,
-    Hangup, Getvar/Setvar) and its AstDB is the AMI's.
-    Raises OSError if the connection cannot be made (Asterisk: AGISTATUS=FAILURE, d1).
-    """
+async def _connect(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     reader, writer = await asyncio.open_connection(host, port)
     sock = writer.get_extra_info("socket")
     if sock is not None:
         # Asterisk writes without TCP_NODELAY; the fake sends its pieces at once instead,
         # so chunked writes really reach the server as separate segments.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    call = _Call(script, reader, writer, host, port, ami)
+    return reader, writer
+
+
+async def _run_session(call: _Call, host: str, port: int, script: str, args: tuple[str, ...], context: str,
+                       extension: str, priority: int, *, dead: bool) -> CallRecord | None:
+    """AGI(agi://host:port/script,args) from the dialplan; None when nothing answers (d1:
+    AGISTATUS=FAILURE, the dialplan goes on)."""
+    try:
+        reader, writer = await _connect(host, port)
+    except OSError:
+        call.variables["AGISTATUS"] = "FAILURE"
+        return None
+    call._next_session(reader, writer, f"agi://{host}:{port}/{script}", script, args, context, extension,
+                       priority, dead)
     try:
         await call.run()
     finally:
         await call.close()
     return call.record
+
+
+async def _continue(call: _Call, first: CallRecord, host: str, port: int, cont: Continuation) -> None:
+    """[prepaid-in] after AGI(), then the hangup handlers (asterisk-conf, or the e-series harness)."""
+    def wanted() -> bool:
+        return cont.only_with is None or bool(call.variables.get(cont.only_with))
+
+    def keep_facts() -> None:
+        if cont.only_with is not None and wanted():
+            entry = call._expand_db()
+            if entry is not None:
+                family, _, key = entry[0].partition("/")
+                call.database[(family, key)] = entry[1]
+                call.variables[cont.only_with] = ""
+
+    ext = call.script.extension
+    port = cont.port or port
+    if first.closed_by is None:
+        return  # the fake gave up: no dialplan to continue
+    if call.agistatus == "SUCCESS" and not call.soft_hungup and cont.after_agi is not None and wanted():
+        if call.bridge_ended_us is not None:
+            call.after_bridge_cdr_us = call.bridge_ended_us + 2_500  # e1: the new CDR's answer
+        script, args = cont.after_agi
+        session = await _run_session(call, host, port, script, args, call.script.context, ext,
+                                     cont.after_agi_priority, dead=False)
+        if session is not None:
+            first.sessions.append(session)
+        keep_facts()
+    call.after_bridge_cdr_us = None
+    call.soft_hungup = True  # the dialplan hangs up; the handlers run on the dead channel
+    for context in reversed(call.hangup_handlers):
+        if context not in cont.handlers or not wanted():
+            continue
+        script, args, priority = cont.handlers[context]
+        session = await _run_session(call, host, port, script, args, context, "s", priority, dead=True)
+        if session is not None:
+            first.sessions.append(session)
+        keep_facts()
+
+
+async def place_call(host: str, port: int, script: CallScript, *, ami: AmiServer | None = None) -> CallRecord:
+    """Connect to the FastAGI server at host:port and play the Asterisk side of one call.
+
+    Returns the :class:`CallRecord` once the call is over: the server closed the
+    connection, the fake closed it (AGIEXITONHANGUP) or the fake gave up after
+    ``script.idle_timeout_s`` (``closed_by`` None, with a violation). With a
+    ``script.continuation`` the dialplan's later sessions (after ``AGI()``, hangup
+    handlers) follow and are in ``record.sessions``; AstDB in ``record.database``.
+    With ``ami``, the call's channels are those of that fake AMI (CoreShowChannels,
+    Hangup, Getvar/Setvar) and its AstDB is the AMI's.
+    Raises OSError if the connection cannot be made (Asterisk: AGISTATUS=FAILURE, d1).
+    """
+    reader, writer = await _connect(host, port)
+    call = _Call(script, reader, writer, host, port, ami)
+    try:
+        await call.run()
+    finally:
+        await call.close()
+    first = call.record
+    if script.continuation is not None:
+        await _continue(call, first, host, port, script.continuation)
+        first.variables = dict(call.variables)
+        for name, value in call.shared.items():
+            first.variables[f"SHARED({name})"] = value
+    first.database = {f"{family}/{key}": value for (family, key), value in call.database.items()}
+    return first
