@@ -55,6 +55,7 @@ from .operations import account_state
 from .outcome import HangupSide, Outcome
 from .reconcile import Reconciler
 from .settings import Settings, SettingsError, peer_networks
+from .sounds import CustomSounds
 
 log = structlog.get_logger("ivr.engine")
 
@@ -112,6 +113,7 @@ class Engine:
     ami: AmiClient | None = None
     reconciler: Reconciler | None = None
     _holds_task: asyncio.Task[None] | None = None
+    _sounds: CustomSounds | None = None
 
     @classmethod
     async def create(cls, settings: Settings, *, clock: Clock | None = None,
@@ -257,6 +259,11 @@ class Engine:
             await self.handle_call(channel, name, flow)
         return handler
 
+    def _custom_sounds(self) -> CustomSounds:
+        if self._sounds is None:
+            self._sounds = CustomSounds(max_age_s=self.settings.config_refresh_s, monotonic=self.clock.monotonic)
+        return self._sounds
+
     async def handle_call(self, channel: AgiChannel, flow_name: str, flow: Flow) -> None:
         env = channel.env
         assert env is not None
@@ -264,7 +271,7 @@ class Engine:
                                                flow=flow_name)
         call = Call(channel=channel, env=env, store=self.guarded, clock=self.clock, settings=self.settings,
                     metrics=self.metrics, secret=self.secret, log=log, flow=flow_name,
-                    start_ms=self.clock.now_ms(), suspended=self.calls_suspended)
+                    start_ms=self.clock.now_ms(), suspended=self.calls_suspended, custom_sounds=self._custom_sounds())
         started = self.clock.monotonic()
         fault = False
         self.live[call.uniqueid] = call
