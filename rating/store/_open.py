@@ -80,9 +80,12 @@ def parse_database(value: str) -> Database:
 
 
 def open_store(value: str | Database, *, observer: StoreObserver | None = None, schema: SchemaMode = "check",
-               must_exist: bool = False, on_failure: FailureObserver | None = None) -> OperatorStore:
+               must_exist: bool = False, budget_ms: int = 5000,
+               on_failure: FailureObserver | None = None) -> OperatorStore:
     """A store for the ``database`` setting, not yet opened (``await store.open()``).
     ``schema``: what ``open`` does with an older schema (``_schema.check_schema``).
+    ``budget_ms``: how long a write may wait for the database before it fails with
+    StoreUnavailable (the engine's call path: ``store_budget_ms``; the CLI waits 5 s).
     ``must_exist``: a SQLite file that does not exist is refused instead of created
     (commands that only read). ``on_failure`` hears of every StoreUnavailable (metrics).
 
@@ -103,4 +106,5 @@ def open_store(value: str | Database, *, observer: StoreObserver | None = None, 
         return PostgresStore(db.target, observer=observer, schema=schema, on_failure=on_failure)
     from .sqlite import SqliteStore
 
-    return SqliteStore(db.target, observer=observer, schema=schema, on_failure=on_failure)
+    return SqliteStore(db.target, observer=observer, schema=schema, busy_timeout_ms=budget_ms,
+                       on_failure=on_failure)

@@ -767,6 +767,26 @@ class PostgresStore:
 
         return await self._transaction("settle_and_record", body)
 
+    async def settle_and_record_once(self, grant: Grant | None, *, debit_s: int, cdr: Cdr, now_ms: int,
+                                     factor_pm: int = 1000, quota: QuotaPeriod | None = None) -> int | None:
+        """As ``SqliteStore.settle_and_record_once``: a journal replay, written exactly once."""
+        async def body(db: Conn) -> int | None:
+            if await db.fetchval(_q("SELECT 1 FROM cdrs WHERE start_ms = ? AND uniqueid = ? AND end_ms = ?"),
+                                 cdr.start_ms, cdr.uniqueid, cdr.end_ms):
+                return None
+            if grant is not None:
+                await db.execute(_q("SELECT 1 FROM cards WHERE id = ? FOR UPDATE"), grant.card_id)
+                if await db.fetchval(_q("SELECT state FROM reservations WHERE id = ?"),
+                                     grant.reservation_id) == "settled":
+                    return None
+                cdr.debited_s, cdr.quota_used_s = await _settle(db, grant, debit_s=debit_s, uniqueid=cdr.uniqueid,
+                                                                now_ms=now_ms, factor_pm=factor_pm, quota=quota)
+                cdr.factor_pm = factor_pm
+            await _insert_cdr(db, cdr)
+            return cdr.debited_s
+
+        return await self._transaction("settle_and_record_once", body)
+
     async def settle_hold(self, hold_id: int, *, uniqueid: str, talk_ms: int, cdr: Cdr, now_ms: int,
                           limit_s: int | None = None, factor_pm: int = 1000,
                           quota: QuotaPeriod | None = None) -> HoldSettlement:
