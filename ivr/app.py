@@ -85,7 +85,11 @@ class Engine:
         metrics = metrics or Metrics(version=VERSION)
         store = SqliteStore(settings.database, observer=metrics.observe_store)
         await store.open()
-        secret = load_or_create_secret(settings.secret_path)
+        try:
+            secret = load_or_create_secret(settings.secret_path)
+        except BaseException:
+            await store.close()  # its thread would keep the process alive
+            raise
         return cls(settings=settings, store=store, clock=clock or SystemClock(), metrics=metrics, secret=secret)
 
     async def start(self) -> AgiServer:
@@ -275,17 +279,45 @@ def run_event_loop(main: Coroutine[Any, Any, None], choice: str = "auto") -> Non
     asyncio.run(main)
 
 
+class BindError(OSError):
+    """An address the engine cannot listen on (in use, not local, not permitted)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def _bind_error(what: str, host: str, port: int, exc: OSError) -> BindError:
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    return BindError(f"cannot listen for {what} on {host}:{port}: {reason}")
+
+
 async def serve(settings: Settings) -> None:
-    """Run the engine until SIGTERM/SIGINT; a second SIGINT forces exit."""
+    """Run the engine until SIGTERM/SIGINT; a second SIGINT forces exit.
+
+    Raises BindError when a port cannot be bound, StoreUnavailable when the database
+    cannot be opened; either way nothing is left running (store thread, metrics server)."""
     engine = await Engine.create(settings)
     metrics_server = None
-    if settings.metrics_port:
-        from prometheus_client import start_http_server
+    try:
+        if settings.metrics_port:
+            from prometheus_client import start_http_server
 
-        metrics_server, _ = start_http_server(settings.metrics_port, addr=settings.metrics_host,
-                                              registry=engine.metrics.registry)
-        log.info("metrics_listening", host=settings.metrics_host, port=settings.metrics_port)
-    await engine.start()
+            try:
+                metrics_server, _ = start_http_server(settings.metrics_port, addr=settings.metrics_host,
+                                                      registry=engine.metrics.registry)
+            except OSError as exc:
+                raise _bind_error("metrics", settings.metrics_host, settings.metrics_port, exc) from None
+            log.info("metrics_listening", host=settings.metrics_host, port=settings.metrics_port)
+        try:
+            await engine.start()
+        except OSError as exc:
+            raise _bind_error("FastAGI", settings.host, settings.port, exc) from None
+    except BaseException:
+        await engine.stop(grace_s=0)
+        if metrics_server is not None:
+            metrics_server.shutdown()
+            metrics_server.server_close()
+        raise
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals_seen = 0

@@ -14,7 +14,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Settings", "SettingsError", "load_settings"]
+__all__ = ["LOG_LEVELS", "Settings", "SettingsError", "database_location", "load_settings"]
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class SettingsError(ValueError):
@@ -96,7 +98,20 @@ def load_settings(config_file: str | None = None, *, environ: Mapping[str, str] 
     return settings
 
 
+def database_location(value: str) -> str:
+    """What the ``database`` setting names: the one place that decides (a SQLite file
+    path today). Returns the value to open; raises SettingsError for one that names
+    nothing — an empty ``IVR_DATABASE=`` would otherwise open a throw-away database
+    (SQLite's "" is a private temporary file) and lose everything written to it."""
+    if not value.strip():
+        raise SettingsError("setting 'database' is empty; give a SQLite file such as ivr.sqlite3")
+    return value
+
+
 def _validate(s: Settings) -> None:
+    database_location(s.database)
+    if s.log_level.upper() not in LOG_LEVELS:
+        raise SettingsError(f"setting 'log_level': {s.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
     if not 0 < s.port < 65536:
         raise SettingsError(f"setting 'port': {s.port} is not a TCP port")
     if not 0 <= s.metrics_port < 65536:

@@ -21,11 +21,11 @@ from typing import IO, Any, NoReturn, TypeVar
 
 import click
 
-from rating.errors import RatingError
+from rating.errors import RatingError, StoreUnavailable
 from rating.store.sqlite import SqliteStore
 
 from .. import operations as ops
-from ..settings import Settings, SettingsError, load_settings
+from ..settings import Settings, SettingsError, database_location, load_settings
 
 T = TypeVar("T")
 
@@ -98,9 +98,17 @@ def run(coro: Awaitable[T]) -> T:
         _fail(exc)
 
 
-async def _open(settings: Settings) -> SqliteStore:
-    store = SqliteStore(settings.database)
-    await store.open()
+async def _open(settings: Settings, *, create: bool = False) -> SqliteStore:
+    """Open the operator's database. Only commands that start one (``project create``,
+    ``demo``) create a missing file; the others say it does not exist and create nothing."""
+    store = SqliteStore(database_location(settings.database))
+    try:
+        await store.open(create=create)
+    except StoreUnavailable as exc:
+        if not create and not Path(settings.database).exists():
+            raise StoreUnavailable(f"database {settings.database} does not exist (check --database or"
+                                   " IVR_DATABASE; `ivr project create` starts a new one)") from exc
+        raise
     return store
 
 
@@ -119,15 +127,21 @@ async def warn_about_account(store: SqliteStore) -> None:
                    f" {state.money(state.lock_limit_cents)}; pay with: ivr account pay AMOUNT)", err=True)
 
 
-def with_store(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
-    """Run ``fn(store, settings, **kwargs)`` with an open store, then warn about the account."""
+def with_store(fn: Callable[..., Awaitable[Any]] | None = None, *,
+               create: bool = False) -> Callable[..., Any]:
+    """Run ``fn(store, settings, **kwargs)`` with an open store, then warn about the account.
+    ``@with_store(create=True)``: the command may start a new database file."""
+    if fn is None:
+        return functools.partial(with_store, create=create)
+
     @functools.wraps(fn)
     @click.pass_context
     def wrapper(ctx: click.Context, /, **kwargs: Any) -> Any:
         settings = _settings(ctx)
+        assert fn is not None
 
         async def go() -> Any:
-            store = await _open(settings)
+            store = await _open(settings, create=create)
             try:
                 result = await fn(store, settings, **kwargs)
                 await warn_about_account(store)

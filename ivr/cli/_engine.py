@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from rating.errors import RatingError
 from rating.pins import load_or_create_secret
 from rating.store.sqlite import SqliteStore
 
@@ -47,7 +48,7 @@ def serve(ctx: click.Context, /, **flags: Any) -> None:
     except SettingsError as exc:
         click.echo(f"SettingsError: {exc}", err=True)
         sys.exit(2)
-    except OSError as exc:
+    except (OSError, RatingError) as exc:
         _fail(exc)
 
 
@@ -68,7 +69,7 @@ def config_show(ctx: click.Context, as_json: bool) -> None:
 # --- demo and simulated calls ----------------------------------------------
 @main.command()
 @json_option
-@with_store
+@with_store(create=True)
 async def demo(store: SqliteStore, settings: Settings, *, as_json: bool) -> None:
     """Create a demo project (access number +4930123456) and a 10-minute card, once."""
     p = await store.project_by_name("demo")

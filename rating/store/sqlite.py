@@ -208,18 +208,38 @@ class SqliteStore:
         self._observer = observer
 
     # --- lifecycle ---------------------------------------------------------
-    async def open(self) -> None:
+    async def open(self, *, create: bool = True) -> None:
+        """Open (and migrate) the database. ``create=False``: a file that does not exist
+        is StoreUnavailable and nothing is created (read commands, ``ivr call``).
+
+        Raises StoreUnavailable; a failed open closes the connection again, so aiosqlite's
+        worker thread (not a daemon) does not keep the process alive."""
         try:
             if self.path != ":memory:":
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                if not create and not Path(self.path).is_file():
+                    raise StoreUnavailable(f"database {self.path} does not exist")
+                if create:
+                    Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             self._db = await aiosqlite.connect(self.path, isolation_level=None)
             await self._db.execute("PRAGMA journal_mode=WAL")
             await self._db.execute("PRAGMA busy_timeout=5000")
             await self._db.execute("PRAGMA foreign_keys=ON")
             await self._db.execute("PRAGMA synchronous=NORMAL")
             await self._migrate()
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"cannot open database {self.path}: {exc}") from exc
+        except (sqlite3.Error, OSError, StoreUnavailable) as exc:
+            await self._close_quietly()
+            if isinstance(exc, StoreUnavailable):
+                raise
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise StoreUnavailable(f"cannot open database {self.path}: {reason}") from exc
+
+    async def _close_quietly(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            try:
+                await db.close()
+            except (sqlite3.Error, ValueError):
+                pass  # the open failed; closing is only to end aiosqlite's thread
 
     async def close(self) -> None:
         if self._db is not None:
