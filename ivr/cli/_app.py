@@ -21,7 +21,7 @@ from typing import IO, Any, NoReturn, TypeVar
 
 import click
 
-from rating.errors import RatingError, StoreUnavailable
+from rating.errors import RatingError
 from rating.store.sqlite import SqliteStore
 
 from .. import operations as ops
@@ -102,13 +102,7 @@ async def _open(settings: Settings, *, create: bool = False) -> SqliteStore:
     """Open the operator's database. Only commands that start one (``project create``,
     ``demo``) create a missing file; the others say it does not exist and create nothing."""
     store = SqliteStore(database_location(settings.database))
-    try:
-        await store.open(create=create)
-    except StoreUnavailable as exc:
-        if not create and not Path(settings.database).exists():
-            raise StoreUnavailable(f"database {settings.database} does not exist (check --database or"
-                                   " IVR_DATABASE; `ivr project create` starts a new one)") from exc
-        raise
+    await store.open(create=create)
     return store
 
 

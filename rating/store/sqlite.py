@@ -196,6 +196,10 @@ def _project(r: Sequence[Any], numbers: tuple[str, ...]) -> Project:
                    max_simultaneous_calls=r[16], card_validity_days=r[17])
 
 
+def _is_file(path: str) -> bool:
+    return Path(path).is_file()  # a stat, not worth a thread hop
+
+
 class SqliteStore:
     def __init__(self, path: str | Path, *, observer: StoreObserver | None = None) -> None:
         self.path = str(path)
@@ -216,8 +220,9 @@ class SqliteStore:
         worker thread (not a daemon) does not keep the process alive."""
         try:
             if self.path != ":memory:":
-                if not create and not Path(self.path).is_file():
-                    raise StoreUnavailable(f"database {self.path} does not exist")
+                if not create and not _is_file(self.path):
+                    raise StoreUnavailable(f"database {self.path} does not exist (`ivr project create`"
+                                           " starts a new one)")
                 if create:
                     Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             self._db = await aiosqlite.connect(self.path, isolation_level=None)
