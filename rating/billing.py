@@ -14,8 +14,8 @@ from a card:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from decimal import ROUND_CEILING, Decimal
 
 __all__ = ["PER_SECOND", "BillingRule", "parse_money", "price_cents", "talk_seconds_from_ms"]
 
@@ -71,22 +71,25 @@ def price_cents(seconds: int, cents_per_minute: int) -> int:
     return -(-seconds * cents_per_minute // 60)
 
 
+# One syntax an operator cannot misread: ASCII digits (no thousands separators, no
+# exponent, no full-width digits), then at most two decimals after "." or ",". So
+# "1,500" (thousands or 1.5?) and "1e9" are refused instead of recorded as 1.50 and
+# 1,000,000,000.00. Nine digits before the mark: more than any prepaid account moves.
+_AMOUNT = re.compile(r"([0-9]{1,9})(?:[.,]([0-9]{1,2}))?", re.ASCII)
+
+
 def parse_money(text: str) -> int:
-    """``"0.50"`` -> 50 cents, exactly (Decimal, never float).
+    """``"0.50"`` or ``"0,50"`` -> 50 cents, exactly (integers, never float).
 
     Raises:
-        ValueError: not a non-negative amount with at most two decimals.
+        ValueError: not a non-negative amount of at most nine digits and two decimals.
     """
-    try:
-        amount = Decimal(text.strip())
-    except ArithmeticError:
-        raise ValueError(f"not an amount: {text!r}") from None
-    if not amount.is_finite() or amount < 0:
-        raise ValueError(f"amount must be a non-negative number: {text!r}")
-    cents = amount * 100
-    if cents != cents.to_integral_value():
-        raise ValueError(f"amount has more than two decimals: {text!r}")
-    return int(cents.to_integral_value(rounding=ROUND_CEILING))
+    match = _AMOUNT.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"not an amount: {text!r} (digits with at most two decimals, e.g. 1500 or 1500.00;"
+                         " no thousands separators)")
+    whole, decimals = match.group(1), match.group(2) or ""
+    return int(whole) * 100 + int(decimals.ljust(2, "0"))
 
 
 def format_money(cents: int, currency: str) -> str:

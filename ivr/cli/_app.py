@@ -64,6 +64,10 @@ class IvrGroup(click.Group):
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:  # `ivr card` alone: one line, not the help
+            click.echo(f"UsageError: missing command (see '{exc.ctx.command_path if exc.ctx else 'ivr'} --help')",
+                       err=True)
+            sys.exit(2)
         except click.UsageError as exc:
             hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
             click.echo(f"{type(exc).__name__}: {exc.format_message()}{hint}", err=True)
@@ -96,6 +100,9 @@ def run(coro: Awaitable[T]) -> T:
         _quiet_broken_pipe()
     except EXPECTED_ERRORS as exc:
         _fail(exc)
+    except OverflowError:  # an id or amount beyond SQLite's 64-bit integers
+        click.echo("InvalidInput: a number is too large", err=True)
+        sys.exit(1)
 
 
 async def _open(settings: Settings, *, create: bool = False) -> SqliteStore:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Any
 
@@ -94,17 +95,36 @@ def main_entry() -> None:  # pragma: no cover - console script alias
     main()
 
 
+class _Seconds(click.ParamType):  # type: ignore[type-arg]  # generic in newer click stubs only
+    """A finite, non-negative number of seconds, at most a day (nan, inf and -5 are usage errors)."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if not math.isfinite(seconds) or not 0 <= seconds <= 86_400:
+            self.fail(f"{value!r} must be between 0 and 86400 seconds", param, ctx)
+        return seconds
+
+
+_SECONDS = _Seconds()
+
+
 @main.command("call")
 @click.option("--from", "caller", required=True, help="Caller ID as the network delivers it (or 'anonymous').")
 @click.option("--to", "dialled", required=True, help="The access number dialled.")
 @click.option("--digits", multiple=True, help="What the caller types at each PIN prompt, e.g. 12345678#.")
-@click.option("--answer-after", type=float, default=2.0, show_default=True, help="Seconds the service rings.")
-@click.option("--talk", type=float, default=30.0, show_default=True, help="Seconds the service talks.")
+@click.option("--answer-after", type=_SECONDS, default=2.0, show_default=True, help="Seconds the service rings.")
+@click.option("--talk", type=_SECONDS, default=30.0, show_default=True, help="Seconds the service talks.")
 @click.option("--busy", is_flag=True, help="The service is busy.")
 @click.option("--no-answer", is_flag=True, help="The service does not answer.")
-@click.option("--hangup-after", type=float, help="The caller hangs up after this many seconds.")
+@click.option("--hangup-after", type=_SECONDS, help="The caller hangs up after this many seconds.")
 @click.option("--host", default=None, help="Engine address (default: the serve settings).")
-@click.option("--port", type=int, default=None)
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="Engine's FastAGI port (default: the serve settings, 4573).")
 @click.option("--realtime", is_flag=True, help="Wait as long as a real call would.")
 @json_option
 @click.pass_context

@@ -45,11 +45,10 @@ def amount(cents: int) -> str:
 
 
 def parse_amount(text: str, *, option: str) -> int:
-    """A non-negative amount with at most two decimals, exactly (``parse_money``: Decimal),
-    in cents; a single comma is taken as the decimal mark (``0,50``). Raises InvalidInput."""
-    cleaned = text.replace(",", ".") if text.count(",") == 1 and "." not in text else text
+    """A non-negative amount with at most two decimals (``parse_money``), in cents;
+    ``.`` or ``,`` is the decimal mark (``0,50``). Raises InvalidInput."""
     try:
-        return parse_money(cleaned)
+        return parse_money(text)
     except ValueError as exc:
         raise InvalidInput(f"{option}: {exc}") from None
 

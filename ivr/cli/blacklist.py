@@ -15,6 +15,7 @@ from .. import operations as ops
 from ..clock import SystemClock
 from ..settings import Settings
 from ._app import (
+    CliError,
     confirm,
     emit,
     json_option,
@@ -159,8 +160,15 @@ async def blacklist_import(store: SqliteStore, settings: Settings, *, file: str,
 
 
 def _read(path: str) -> str:
-    with open(path, encoding="utf-8-sig") as f:
-        return f.read()
+    """The CSV's text. Raises CliError: a missing or unreadable file, or one not in UTF-8
+    (a spreadsheet's Latin-1 export would turn names into mojibake if guessed)."""
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            return f.read()
+    except UnicodeDecodeError as exc:
+        raise CliError(f"{path} is not UTF-8 text (byte {exc.start}); save the CSV as UTF-8") from None
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 @blacklist.command("export")

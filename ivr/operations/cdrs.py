@@ -147,13 +147,21 @@ async def report(store: SqliteStore, cdrs: Sequence[Cdr], *, by: str, tz: tzinfo
 
 
 # --- calendar: operator dates are local dates -----------------------------------
+FIRST_DAY = date(1970, 1, 2)
+LAST_DAY = date(9998, 12, 31)
+
+
 def parse_date(text: str) -> date:
     """``2026-11-23`` or ``23.11.2026``. Raises InvalidInput."""
     for fmt in ("%Y-%m-%d", "%d.%m.%Y"):
         try:
-            return datetime.strptime(text.strip(), fmt).date()
+            day = datetime.strptime(text.strip(), fmt).date()
         except ValueError:
             continue
+        # The day's local start and the next day's must be timestamps on every platform.
+        if not FIRST_DAY <= day <= LAST_DAY:
+            raise InvalidInput(f"date {text!r} out of range ({FIRST_DAY} to {LAST_DAY})")
+        return day
     raise InvalidInput(f"not a date: {text!r} (YYYY-MM-DD or DD.MM.YYYY)")
 
 

@@ -30,10 +30,15 @@ def national_form(e164: str, region: str) -> str:
 
 
 # --- projects ---------------------------------------------------------------
+# (lowest, highest, label): the highest keep a typo from making every card useless (a
+# minimum of 999999999 s answers every call NO_CREDIT) or overflowing SQLite's integers.
 _INT_SETTINGS = {
-    "ring_timeout_s": (1, "ring timeout"), "max_bound_numbers": (1, "max bound numbers"),
-    "max_simultaneous_calls": (1, "simultaneous calls"), "warning_s": (0, "warning"),
-    "price_per_minute_cents": (0, "price per minute"), "card_validity_days": (1, "card validity days"),
+    "ring_timeout_s": (1, 600, "ring timeout"), "max_bound_numbers": (1, 100, "max bound numbers"),
+    "max_simultaneous_calls": (1, 100, "simultaneous calls"), "warning_s": (0, 3600, "warning"),
+    "price_per_minute_cents": (0, 100_000_00, "price per minute"),
+    "card_validity_days": (1, 36_500, "card validity days"),
+    "connect_s": (0, 3600, "connect charge"), "minimum_s": (0, 3600, "minimum"),
+    "initial_s": (1, 3600, "first block"), "increment_s": (1, 3600, "increment"),
 }
 
 
@@ -51,9 +56,9 @@ def check_project_values(values: Mapping[str, Any]) -> None:
                 raise InvalidInput(f"{key}: {exc}") from None
     if "pin_length" in values and not 4 <= values["pin_length"] <= 16:
         raise InvalidInput("PIN length must be between 4 and 16")
-    for key, (lowest, label) in _INT_SETTINGS.items():
-        if values.get(key) is not None and values[key] < lowest:
-            raise InvalidInput(f"{label} must be at least {lowest}, not {values[key]}")
+    for key, (lowest, highest, label) in _INT_SETTINGS.items():
+        if values.get(key) is not None and not lowest <= values[key] <= highest:
+            raise InvalidInput(f"{label} must be between {lowest} and {highest}, not {values[key]}")
     currency = values.get("currency")
     if currency is not None and not (len(currency) == 3 and currency.isascii() and currency.isalpha()):
         raise InvalidInput(f"currency {currency!r}: a three-letter code such as EUR or CHF")
@@ -100,7 +105,8 @@ async def create_project(store: SqliteStore, *, name: str, numbers: list[str], s
         "pin_length": pin_length, "ring_timeout_s": ring_timeout_s, "warning_s": warning_s,
         "max_bound_numbers": max_bound_numbers, "currency": currency,
         "max_simultaneous_calls": max_simultaneous_calls, "price_per_minute_cents": price_per_minute_cents,
-        "card_validity_days": card_validity_days})
+        "card_validity_days": card_validity_days, "connect_s": rule.connect_s, "minimum_s": rule.minimum_s,
+        "initial_s": rule.initial_s, "increment_s": rule.increment_s})
     if not numbers:
         raise InvalidInput("a project needs at least one access number (--number)")
     e164 = list(dict.fromkeys(normalise(n, region) for n in numbers))
