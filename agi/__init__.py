@@ -5,7 +5,7 @@ Imports neither ``ivr`` nor ``rating``.
 
 from ._channel import AgiChannel, GetDataResult
 from ._codec import MAX_LINE, AgiConnection, State, encode_command, quote
-from ._dial import STAMP_CONTEXT, DialOutcome, check_dial_string, dial
+from ._dial import DialReply, check_channel_name, check_dial_string, dial
 from ._errors import (
     AgiError,
     ChannelHungUp,
@@ -22,7 +22,6 @@ from ._server import AgiServer, Handler, ServerHooks
 __all__ = [
     "MAX_LINE",
     "NEED_DATA",
-    "STAMP_CONTEXT",
     "AgiChannel",
     "AgiConnection",
     "AgiError",
@@ -32,7 +31,7 @@ __all__ = [
     "CommandTimeout",
     "ConnectionClosed",
     "ConnectionLost",
-    "DialOutcome",
+    "DialReply",
     "Environment",
     "GetDataResult",
     "Handler",
@@ -43,6 +42,7 @@ __all__ = [
     "Reply",
     "ServerHooks",
     "State",
+    "check_channel_name",
     "check_dial_string",
     "dial",
     "encode_command",

@@ -7,6 +7,8 @@ without an Asterisk (as wazo-agid keeps its peer apart from the server). Standar
 library only.
 """
 
-from ._fastagi import AGI_VERSION, CallRecord, CallScript, DialScript, parse_args, place_call
+from ._ami import AMI_BANNER, AmiServer
+from ._fastagi import AGI_VERSION, CallRecord, CallScript, Continuation, DialScript, parse_args, place_call
 
-__all__ = ["AGI_VERSION", "CallRecord", "CallScript", "DialScript", "parse_args", "place_call"]
+__all__ = ["AGI_VERSION", "AMI_BANNER", "AmiServer", "CallRecord", "CallScript", "Continuation", "DialScript",
+           "parse_args", "place_call"]

@@ -48,6 +48,13 @@ The fake mirrors ``res_agi.c``'s ``run_agi()`` loop, not an idealised protocol:
   return of Dial (b4f), ``U(ivr-stamp^<channel>)`` stamps
   ``SHARED(IVR_ANSWERED)`` at the callee's answer (b4k).
 
+* AMI (``place_call(..., ami=AmiServer())``, ``_ami.py``): the call's channels are
+  listed by ``CoreShowChannels`` (e4) and can be hung up. With ``time_scale > 0`` an AMI
+  Hangup of the AGI channel during ``EXEC Dial`` ends the Dial at once as a caller
+  hang-up would (``200 result=-1``, then ``HANGUP``, e4); of the callee's leg, ends it
+  and keeps the caller (``200 result=0`` with ``g``, e5). Outside a Dial the hang-up
+  takes effect when the running command ends (not modelled mid-command).
+
 Not modelled: DTMF typed during a prompt (keys are read after it; STREAM
 FILE is never interrupted by a key), ``$[...]`` expressions (left as text),
 dialplan functions other than CALLERID, CDR, SHARED, STRFTIME, CHANNEL and
@@ -66,18 +73,20 @@ import itertools
 import re
 import socket
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_FLOOR, Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 __all__ = [
     "AGI_VERSION",
     "CallRecord",
     "CallScript",
+    "Continuation",
     "DialScript",
     "parse_args",
     "place_call",
@@ -94,6 +103,9 @@ REPLY_UNKNOWN = "510 Invalid or unknown command"
 REPLY_DEAD = "511 Command Not Permitted on a dead channel or intercept routine"
 USAGE_FIRST = "520-Invalid command syntax.  Proper usage follows:"
 USAGE_LAST = "520 End of proper usage."
+
+if TYPE_CHECKING:
+    from ._ami import AmiServer
 
 _DIAL_OUTCOMES = ("answer", "busy", "noanswer", "congestion", "chanunavail")
 
@@ -170,6 +182,11 @@ class DialScript:
     outcome: str = "answer"
     ring_ms: int = 2000
     talk_ms: int = 5000
+    # What the AMI shows of the callee (CoreShowChannels, e4): the bridge both legs
+    # are in once answered (default: a new uuid), and what a Local peer's ;2 leg runs.
+    bridge_id: str | None = None
+    callee_app: tuple[str, str] | None = None  # default ("Wait", talk seconds)
+    callee_priority: int = 1
 
     def __post_init__(self) -> None:
         if self.outcome not in _DIAL_OUTCOMES:
@@ -178,6 +195,30 @@ class DialScript:
             )
         if self.ring_ms < 0 or self.talk_ms < 0:
             raise ValueError("DialScript.ring_ms and talk_ms must be >= 0")
+
+
+@dataclass
+class Continuation:
+    """What the dialplan does after ``AGI()`` returns and once the channel is gone.
+
+    ``after_agi``: when the first session ended without a hang-up (``AGISTATUS=SUCCESS``,
+    the engine closed or died, e1), the dialplan runs ``AGI(agi://host:port/<script>,<args>)``
+    at ``after_agi_priority``; ``handlers``: hangup handler context -> (script, args, priority)
+    of the ``AGI()`` it runs on the dead channel (e2, e3); ``pushed``: handlers the dialplan
+    pushes before ``AGI()`` (the engine may push more with ``SET VARIABLE
+    CHANNEL(hangup_handler_push)``). ``only_with``: run them only while this channel variable
+    is non-empty (asterisk-conf's ``IVR_HOLD``). ``unsettled``: (``DB()`` key, value) templates
+    written when ``only_with`` is still set after such a session (no engine settled it);
+    the variable is then cleared, as ``[ivr-settle]`` does.
+    """
+
+    after_agi: tuple[str, tuple[str, ...]] | None = None
+    after_agi_priority: int = 6
+    handlers: Mapping[str, tuple[str, tuple[str, ...], int]] = field(default_factory=dict)
+    pushed: tuple[str, ...] = ()
+    only_with: str | None = None
+    unsettled: tuple[str, str] | None = None
+    port: int | None = None   # where the later sessions go (another engine); default the first's
 
 
 @dataclass
@@ -234,6 +275,12 @@ class CallScript:
     request: str | None = None
     threadid: int = 140541265692352
     agi_version: str = AGI_VERSION
+    continuation: Continuation | None = None
+    stamp_end: bool = True   # [ivr-stamp] also pushes [ivr-stamp-end]: SHARED(IVR_ENDED) at the callee's hang-up
+    # What the AMI shows of the AGI channel (CoreShowChannels, e4): the call's first
+    # channel's uniqueid (default: the channel's own) and its connected line.
+    linkedid: str | None = None
+    connected_num: str = ""
 
     def __post_init__(self) -> None:
         if self.time_scale < 0:
@@ -269,6 +316,8 @@ class CallRecord:
     duration_ms: int
     uniqueid: str = ""
     channel: str = ""
+    sessions: list[CallRecord] = field(default_factory=list)  # the dialplan's later FastAGI sessions
+    database: dict[str, str] = field(default_factory=dict)   # AstDB at the end, "family/key" -> value
 
 
 # --------------------------------------------------------------------------- usage texts
@@ -607,8 +656,10 @@ class _Call:
         writer: asyncio.StreamWriter,
         host: str,
         port: int,
+        ami: AmiServer | None = None,
     ) -> None:
         self.script = script
+        self.ami = ami
         self._reader = reader
         self._writer = writer
         self._kernel = bytearray()  # arrived, not read by fgets() yet
@@ -624,6 +675,13 @@ class _Call:
         own_seq = re.search(r"-([0-9a-f]{8});\d$", self.channel)
         self._peer_seq = itertools.count((int(own_seq.group(1), 16) if own_seq else seq) + 1)
         self.request = script.request or f"agi://{host}:{port}/{script.network_script}"
+        self.env_script = script.network_script
+        self.env_args: tuple[str, ...] = script.args
+        self.env_context, self.env_extension, self.env_priority = script.context, script.extension, script.priority
+        self.hangup_handlers: list[str] = [h for h in (script.continuation.pushed if script.continuation else ())]
+        self.bridge_ended_us: int | None = None
+        self.after_bridge_cdr_us: int | None = None  # e1: after the bridge the dialplan gets a new CDR
+        self._pending_end_stamp = False
 
         self.now_us = 0
         self.created_us = -script.setup_ms * 1000
@@ -637,7 +695,13 @@ class _Call:
         self.language = script.language
         self.variables: dict[str, str] = {}
         self.shared: dict[str, str] = {}
-        self.database: dict[tuple[str, str], str] = {}
+        # One Asterisk, one AstDB: shared with the AMI's DBGet/DBPut/DBGetTree.
+        self.database: dict[tuple[str, str], str] = ami.astdb if ami is not None else {}
+        self._live_dial: _LiveDial | None = None
+        self._cut: tuple[str, int] | None = None  # an AMI Hangup during a Dial: ("self"|"callee", cause)
+        self._cut_event = asyncio.Event()
+        self._ami_hangup_pending = False  # an AMI Hangup of the AGI channel outside a Dial
+        self._clock_base: tuple[float, int] | None = None  # (loop time, virtual µs) while a Dial waits
         self._digits = deque(script.digits)
         self._dials = deque(script.dials)
 
@@ -729,11 +793,13 @@ class _Call:
         """poll() on the AGI socket: unread bytes or end of stream."""
         return bool(self._kernel) or self._eof
 
-    async def _wait_readable(self, timeout_s: float | None) -> bool:
-        """Wait until the socket is readable; False if `timeout_s` passed first."""
+    async def _wait_readable(self, timeout_s: float | None, *, ami: bool = False) -> bool:
+        """Wait until the socket is readable; False if `timeout_s` passed first.
+        ``ami``: an AMI Hangup of the channel also ends the wait (``run_agi()``'s poll
+        watches the channel as well as the socket)."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout_s is None else loop.time() + timeout_s
-        while not self._readable():
+        while not self._readable() and not (ami and self._ami_hangup_pending):
             self._arrived.clear()
             remaining = None if deadline is None else deadline - loop.time()
             if remaining is not None and remaining <= 0:
@@ -860,19 +926,25 @@ class _Call:
 
     async def run(self) -> None:
         self._pump_task = asyncio.create_task(self._pump())
+        if self.ami is not None:
+            self.ami.register(self)
         try:
             await self._send_env()
             await self._loop()
         except _GiveUp as exc:
             self._violation(str(exc))
             self.record.closed_by = None
+        finally:
+            if self.ami is not None:
+                channels = self.ami_channels()
+                self.ami.unregister(self, channels[0] if channels else None, self.hangupcause or 16)
         self._finish()
 
     async def _send_env(self) -> None:
         s = self.script
         env = [
             ("agi_network", "yes"),
-            *([("agi_network_script", s.network_script)] if s.network_script else []),
+            *([("agi_network_script", self.env_script)] if self.env_script else []),
             ("agi_request", self.request),
             ("agi_channel", self.channel),
             ("agi_language", s.language),
@@ -887,13 +959,13 @@ class _Call:
             ("agi_callingtns", "0"),
             ("agi_dnid", "unknown"),
             ("agi_rdnis", "unknown"),
-            ("agi_context", s.context),
-            ("agi_extension", s.extension),
-            ("agi_priority", str(s.priority)),
+            ("agi_context", self.env_context),
+            ("agi_extension", self.env_extension),
+            ("agi_priority", str(self.env_priority)),
             ("agi_enhanced", "0.0"),
             ("agi_accountcode", ""),
             ("agi_threadid", str(s.threadid)),
-            *[(f"agi_arg_{n}", arg) for n, arg in enumerate(s.args, start=1)],
+            *[(f"agi_arg_{n}", arg) for n, arg in enumerate(self.env_args, start=1)],
         ]
         await self._send(*[f"{key}: {value}" for key, value in env], "")
 
@@ -912,6 +984,11 @@ class _Call:
                     self.record.closed_by = "asterisk"
                     return
             event = await self._poll()
+            if event == "ami":
+                self._ami_hangup_pending = False
+                self._note("AMI Hangup of the AGI channel")
+                self._hang_up("ami")
+                continue
             if event == "hangup":
                 hangup_at = self._pending_hangup_us()
                 assert hangup_at is not None
@@ -932,6 +1009,8 @@ class _Call:
 
     async def _poll(self) -> str:
         """ast_waitfor_nandfds() on channel and socket: "hangup", "data" or "idle"."""
+        if self._ami_hangup_pending and not self.soft_hungup:
+            return "ami"
         hangup_at = self._pending_hangup_us()
         if hangup_at is not None and hangup_at <= self.now_us:
             return "hangup"
@@ -942,8 +1021,13 @@ class _Call:
         if hangup_at is not None and scale > 0:
             until_hangup = (hangup_at - self.now_us) / 1_000_000 * scale
             if until_hangup < timeout:
-                return "data" if await self._wait_readable(until_hangup) else "hangup"
-        return "data" if await self._wait_readable(timeout) else "idle"
+                readable = await self._wait_readable(until_hangup, ami=True)
+                return "ami" if self._ami_hangup_pending and not self.soft_hungup else (
+                    "data" if readable else "hangup")
+        readable = await self._wait_readable(timeout, ami=True)
+        if self._ami_hangup_pending and not self.soft_hungup:
+            return "ami"
+        return "data" if readable else "idle"
 
     def _finish(self) -> None:
         record = self.record
@@ -967,6 +1051,32 @@ class _Call:
             await self._writer.wait_closed()
         except (ConnectionError, OSError):
             pass
+
+    # ------------------------------------------------------------------ the dialplan's later sessions
+
+    def _next_session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: str,
+                      script: str, args: tuple[str, ...], context: str, extension: str, priority: int,
+                      dead: bool) -> None:
+        """The same channel, a new FastAGI session: variables, SHARED, AstDB and the clock go on."""
+        self._reader, self._writer = reader, writer
+        self._kernel, self._stdio = bytearray(), bytearray()
+        self._eof, self._write_failed = False, False
+        self._arrived = asyncio.Event()
+        self._pump_task = None
+        self.request, self.env_script, self.env_args = request, script, args
+        self.env_context, self.env_extension, self.env_priority = context, extension, priority
+        self.agistatus = "SUCCESS"
+        self.dead = dead  # a hangup handler's session starts on a dead channel (e2): no HANGUP line
+        self.record = CallRecord(lines=[], commands=[], prompts_played=[], digits_sent=[], dials=[],
+                                 variables={}, hung_up_by=None, closed_by=None, violations=[], duration_ms=0,
+                                 uniqueid=self.uniqueid, channel=self.channel)
+
+    def _expand_db(self) -> tuple[str, str] | None:
+        cont = self.script.continuation
+        if cont is None or cont.unsettled is None:
+            return None
+        key, value = cont.unsettled
+        return self._substitute(key), self._substitute(value)
 
     # ------------------------------------------------------------------ dispatch
 
@@ -1423,9 +1533,11 @@ class _Call:
         if hangup_at is not None and (plan.end_us is None or hangup_at < plan.end_us):
             plan.cut_by_caller(hangup_at)
         peer_seq = next(self._peer_seq)
-        outcome = await self._run(
-            None if plan.end_us is None else plan.end_us - self.now_us, interruptible=False
-        )
+        self._live_dial = _LiveDial(self, spec, script, plan, peer_seq, data)
+        try:
+            outcome = await self._dial_wait(plan)
+        finally:
+            self._live_dial = None
         if outcome == "stalled":
             raise _GiveUp(f"EXEC Dial {data!r} rings forever (no timeout) and nobody hangs up")
         if plan.answered_us is not None:
@@ -1439,6 +1551,13 @@ class _Call:
             self.answered_us = plan.answered_us
         if plan.answered_us is not None and "U" in spec.options:
             self._run_stamp(spec.options["U"], plan.answered_us)
+        if self._pending_end_stamp:
+            # [ivr-stamp-end]: app_dial hangs the callee up when the bridge ends, before Dial returns.
+            self._pending_end_stamp = False
+            self.shared["IVR_ENDED"] = _strftime(self.epoch(plan.answered_us + plan.talk_us if plan.answered_us
+                                                            is not None else self.now_us), "%s.%3q", "")
+        if plan.answered_us is not None:
+            self.bridge_ended_us = self.now_us
         status = plan.status
         self.variables["DIALSTATUS"] = status
         peer = ""
@@ -1512,11 +1631,151 @@ class _Call:
             return
         if args and args[0].casefold() == self.channel.casefold():
             self.shared["IVR_ANSWERED"] = _strftime(self.epoch(answered_us), "%s.%3q", "")
+            if self.script.stamp_end:
+                self._pending_end_stamp = True
 
     def _set_duration(self, base: str, duration_us: int) -> None:
         ms = duration_us // 1000
         self.variables[base] = str(ms // 1000)
         self.variables[f"{base}_MS"] = str(ms)
+
+    # ------------------------------------------------------------------ AMI
+
+    async def _dial_wait(self, plan: _DialPlan) -> str:
+        """Let the Dial run; with an AMI and real time, an AMI Hangup cuts it (e4, e5).
+
+        Returns "done" or "stalled" as ``_run`` does."""
+        duration = None if plan.end_us is None else plan.end_us - self.now_us
+        scale = self.script.time_scale
+        if self.ami is None or scale <= 0:
+            return await self._run(duration, interruptible=False)
+        loop = asyncio.get_running_loop()
+        start_us, t0 = self.now_us, loop.time()
+        self._clock_base = (t0, start_us)
+        try:
+            if self._cut is None:
+                timeout = self.script.idle_timeout_s if duration is None else duration / 1_000_000 * scale
+                try:
+                    await asyncio.wait_for(self._cut_event.wait(), timeout)
+                except TimeoutError:
+                    if plan.end_us is None:
+                        return "stalled"
+                    self.now_us = plan.end_us
+                    return "done"
+            at = start_us + int((loop.time() - t0) / scale * 1_000_000)
+        finally:
+            self._clock_base = None
+        if plan.end_us is not None:
+            at = min(at, plan.end_us)
+        assert self._cut is not None
+        kind, cause = self._cut
+        self._cut = None
+        self._cut_event.clear()
+        self.now_us = at
+        if kind == "self":
+            # As a caller hang-up: Dial returns -1, then the bare HANGUP line (e4).
+            self._note("AMI Hangup of the AGI channel ends the Dial")
+            self._hang_up("ami")
+            plan.cut_by_caller(at)
+            if plan.ended_by == "caller":
+                plan.ended_by = "ami"
+        elif plan.answered_us is not None and at >= plan.answered_us:
+            # The callee's leg hung up: Dial returns (0 with g), the caller stays up (e5).
+            self._note("AMI Hangup of the callee ends the Dial")
+            plan.end_us = plan.cdr_end_us = at
+            plan.talk_us = at - plan.answered_us
+            plan.ended_by = "ami"
+            kept = [i for i, (begin, _) in enumerate(plan.warning_spans) if begin < at]
+            plan.warnings = [plan.warnings[i] for i in kept]
+            plan.warning_spans = [plan.warning_spans[i] for i in kept]
+        else:
+            # Not recorded: a ringing callee hung up with cause 16 is no answer (app_dial.c
+            # handle_cause() counts only busy, congestion and unavailable).
+            self._note("AMI Hangup of the ringing callee ends the Dial (not recorded)")
+            plan.status = "NOANSWER"
+            plan.answered_us = None
+            plan.talk_us = 0
+            plan.end_us = plan.cdr_end_us = at
+            plan.ended_by = "ami"
+            plan.warnings, plan.warning_spans = [], []
+        self.hangupcause = cause
+        return "done"
+
+    def _live_us(self) -> int:
+        """The virtual clock now, also while a Dial waits in real time."""
+        if self._clock_base is None:
+            return self.now_us
+        t0, base = self._clock_base
+        scale = self.script.time_scale or 1.0
+        return base + int((asyncio.get_running_loop().time() - t0) / scale * 1_000_000)
+
+    def ami_channels(self) -> list[dict[str, str]]:
+        """The call's channels as CoreShowChannel fields (e4): the AGI channel, and during
+        a Dial the callee's leg (a Local peer's ;1 and ;2)."""
+        now = self._live_us()
+        s = self.script
+        linkedid = s.linkedid or self.uniqueid
+        dial = self._live_dial
+        answered = dial is not None and dial.plan.answered_us is not None and dial.plan.answered_us <= now
+        up = self.state == _STATE_UP or answered
+        if dial is not None:
+            app, app_data = "Dial", dial.data
+        else:
+            app = "AGI"
+            app_data = ",".join([self.request, *s.args])
+        own = {
+            "Channel": self.channel,
+            "ChannelState": str(_STATE_UP if up else self.state),
+            "ChannelStateDesc": _STATE_NAMES.get(_STATE_UP if up else self.state, "Unknown"),
+            "CallerIDNum": self.caller_num or "<unknown>",
+            "CallerIDName": self.caller_name or "<unknown>",
+            "ConnectedLineNum": s.connected_num or "<unknown>",
+            "ConnectedLineName": "<unknown>",
+            "Language": self.language,
+            "AccountCode": "",
+            "Context": s.context,
+            "Exten": s.extension,
+            "Priority": str(s.priority),
+            "Uniqueid": self.uniqueid,
+            "Linkedid": linkedid,
+            "Application": app,
+            "ApplicationData": app_data,
+            "Duration": _hms(now - self.created_us),
+            "BridgeId": dial.bridge_id if dial is not None and answered else "",
+        }
+        channels = [own]
+        if dial is not None:
+            channels.extend(dial.callee_channels(now, answered, linkedid))
+        return channels
+
+    def ami_hangup(self, name: str, cause: int) -> bool:
+        if name.casefold() == self.channel.casefold():
+            kind = "self"
+        elif self._live_dial is not None and name in self._live_dial.callee_names:
+            kind = "callee"
+        else:
+            return False
+        if kind == "self" and self._live_dial is None:
+            if not self.soft_hungup:
+                self._ami_hangup_pending = True  # taken when the running command ends
+                self.hangupcause = cause
+                self._arrived.set()
+            return True
+        if self._cut is None:
+            self._cut = (kind, cause)
+            self._cut_event.set()
+        return True
+
+    def ami_getvar(self, name: str, variable: str) -> str | None:
+        if name.casefold() != self.channel.casefold():
+            return "" if self._live_dial is not None and name in self._live_dial.callee_names else None
+        return self._read_function(variable) if variable.endswith(")") else self._get_variable(variable)
+
+    def ami_setvar(self, name: str, variable: str, value: str) -> bool:
+        if name.casefold() != self.channel.casefold():
+            return self._live_dial is not None and name in self._live_dial.callee_names
+        self._set_variable(variable, value)
+        return True
 
     # ------------------------------------------------------------------ variables and functions
 
@@ -1605,6 +1864,8 @@ class _Call:
                 self.caller_name, self.caller_num = name or "", number or ""
         elif fname == "CHANNEL" and args.strip().lower() == "language":
             self.language = value
+        elif fname == "CHANNEL" and args.strip().lower() == "hangup_handler_push":
+            self.hangup_handlers.append(value.split(",", 1)[0])  # e2: pushes "ctx,s,1"
         elif fname == "CDR" and args.strip().lower() == "userfield":
             self.variables["CDR(userfield)"] = value
         else:
@@ -1633,7 +1894,7 @@ class _Call:
         if name == "start":
             return stamp(self.created_us)
         if name == "answer":
-            return stamp(self.answered_us)
+            return stamp(self.after_bridge_cdr_us if self.after_bridge_cdr_us is not None else self.answered_us)
         if name == "end":
             return stamp(self.cdr_end_us)
         if name == "duration":
@@ -1775,6 +2036,65 @@ class _DialPlan:
             self.ended_by = "caller"
 
 
+class _LiveDial:
+    """A Dial while it runs, as the AMI sees it: the callee's channels and their bridge."""
+
+    def __init__(self, call: _Call, spec: _DialSpec, script: DialScript, plan: _DialPlan, seq: int,
+                 data: str) -> None:
+        self.plan = plan
+        self.data = data
+        self.started_us = call.now_us
+        self.bridge_id = script.bridge_id or str(uuid.uuid4())
+        self.call = call
+        self.script = script
+        peer = spec.peers[0] if spec.peers else ""
+        tech, _, resource = peer.partition("/")
+        self.local = tech.casefold() == "local"
+        target = resource.split("/", 1)[0]
+        self.number, _, self.context = target.partition("@")
+        leg = _peer_name(peer, seq) if "/" in peer else ""
+        self.callee_names = [leg] + ([leg[:-1] + "2"] if self.local and leg else [])
+        epoch = int(call.epoch(call.now_us))
+        tail = call.uniqueid.rpartition(".")[2]
+        n = int(tail) if tail.isdigit() else seq
+        self.uniqueids = [f"{epoch}.{n + 1}", f"{epoch}.{n + 2}"]
+
+    def callee_channels(self, now_us: int, answered: bool, linkedid: str) -> list[dict[str, str]]:
+        call = self.call
+        if not self.callee_names or not self.callee_names[0]:
+            return []
+        state = ("6", "Up") if answered else ("5", "Ringing")
+        common = {"Language": call.language, "AccountCode": ""}
+        duration = _hms(now_us - self.started_us)
+        app = self.script.callee_app or ("Wait", str(self.script.talk_ms // 1000))
+        channels = []
+        if self.local:
+            channels.append({
+                "Channel": self.callee_names[1], "ChannelState": state[0], "ChannelStateDesc": state[1],
+                "CallerIDNum": call.caller_num or "<unknown>", "CallerIDName": call.caller_name or "<unknown>",
+                "ConnectedLineNum": call.script.extension, "ConnectedLineName": "<unknown>", **common,
+                "Context": self.context, "Exten": self.number, "Priority": str(self.script.callee_priority),
+                "Uniqueid": self.uniqueids[1], "Linkedid": linkedid, "Application": app[0],
+                "ApplicationData": app[1], "Duration": duration, "BridgeId": "",
+            })
+        channels.append({
+            "Channel": self.callee_names[0], "ChannelState": state[0], "ChannelStateDesc": state[1],
+            "CallerIDNum": call.script.extension, "CallerIDName": "<unknown>",
+            "ConnectedLineNum": call.caller_num or "<unknown>", "ConnectedLineName": "<unknown>", **common,
+            "Context": self.context if self.local else "", "Exten": "", "Priority": "1",
+            "Uniqueid": self.uniqueids[0], "Linkedid": linkedid, "Application": "AppDial",
+            "ApplicationData": "(Outgoing Line)", "Duration": duration,
+            "BridgeId": self.bridge_id if answered else "",
+        })
+        return channels
+
+
+def _hms(us: int) -> str:
+    """CoreShowChannel's Duration: HH:MM:SS."""
+    seconds = max(0, us) // 1_000_000
+    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
 def _plan_dial(
     spec: _DialSpec,
     script: DialScript,
@@ -1890,23 +2210,95 @@ def _shrink_phone_number(number: str) -> str:
 # --------------------------------------------------------------------------- entry point
 
 
-async def place_call(host: str, port: int, script: CallScript) -> CallRecord:
-    """Connect to the FastAGI server at host:port and play the Asterisk side of one call.
-
-    Returns the :class:`CallRecord` once the call is over: the server closed the
-    connection, the fake closed it (AGIEXITONHANGUP) or the fake gave up after
-    ``script.idle_timeout_s`` (``closed_by`` None, with a violation).
-    Raises OSError if the connection cannot be made (Asterisk: AGISTATUS=FAILURE, d1).
-    """
+async def _connect(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     reader, writer = await asyncio.open_connection(host, port)
     sock = writer.get_extra_info("socket")
     if sock is not None:
         # Asterisk writes without TCP_NODELAY; the fake sends its pieces at once instead,
         # so chunked writes really reach the server as separate segments.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    call = _Call(script, reader, writer, host, port)
+    return reader, writer
+
+
+async def _run_session(call: _Call, host: str, port: int, script: str, args: tuple[str, ...], context: str,
+                       extension: str, priority: int, *, dead: bool) -> CallRecord | None:
+    """AGI(agi://host:port/script,args) from the dialplan; None when nothing answers (d1:
+    AGISTATUS=FAILURE, the dialplan goes on)."""
+    try:
+        reader, writer = await _connect(host, port)
+    except OSError:
+        call.variables["AGISTATUS"] = "FAILURE"
+        return None
+    call._next_session(reader, writer, f"agi://{host}:{port}/{script}", script, args, context, extension,
+                       priority, dead)
     try:
         await call.run()
     finally:
         await call.close()
     return call.record
+
+
+async def _continue(call: _Call, first: CallRecord, host: str, port: int, cont: Continuation) -> None:
+    """[prepaid-in] after AGI(), then the hangup handlers (asterisk-conf, or the e-series harness)."""
+    def wanted() -> bool:
+        return cont.only_with is None or bool(call.variables.get(cont.only_with))
+
+    def keep_facts() -> None:
+        if cont.only_with is not None and wanted():
+            entry = call._expand_db()
+            if entry is not None:
+                family, _, key = entry[0].partition("/")
+                call.database[(family, key)] = entry[1]
+                call.variables[cont.only_with] = ""
+
+    ext = call.script.extension
+    port = cont.port or port
+    if first.closed_by is None:
+        return  # the fake gave up: no dialplan to continue
+    if call.agistatus == "SUCCESS" and not call.soft_hungup and cont.after_agi is not None and wanted():
+        if call.bridge_ended_us is not None:
+            call.after_bridge_cdr_us = call.bridge_ended_us + 2_500  # e1: the new CDR's answer
+        script, args = cont.after_agi
+        session = await _run_session(call, host, port, script, args, call.script.context, ext,
+                                     cont.after_agi_priority, dead=False)
+        if session is not None:
+            first.sessions.append(session)
+        keep_facts()
+    call.after_bridge_cdr_us = None
+    call.soft_hungup = True  # the dialplan hangs up; the handlers run on the dead channel
+    for context in reversed(call.hangup_handlers):
+        if context not in cont.handlers or not wanted():
+            continue
+        script, args, priority = cont.handlers[context]
+        session = await _run_session(call, host, port, script, args, context, "s", priority, dead=True)
+        if session is not None:
+            first.sessions.append(session)
+        keep_facts()
+
+
+async def place_call(host: str, port: int, script: CallScript, *, ami: AmiServer | None = None) -> CallRecord:
+    """Connect to the FastAGI server at host:port and play the Asterisk side of one call.
+
+    Returns the :class:`CallRecord` once the call is over: the server closed the
+    connection, the fake closed it (AGIEXITONHANGUP) or the fake gave up after
+    ``script.idle_timeout_s`` (``closed_by`` None, with a violation). With a
+    ``script.continuation`` the dialplan's later sessions (after ``AGI()``, hangup
+    handlers) follow and are in ``record.sessions``; AstDB in ``record.database``.
+    With ``ami``, the call's channels are those of that fake AMI (CoreShowChannels,
+    Hangup, Getvar/Setvar) and its AstDB is the AMI's.
+    Raises OSError if the connection cannot be made (Asterisk: AGISTATUS=FAILURE, d1).
+    """
+    reader, writer = await _connect(host, port)
+    call = _Call(script, reader, writer, host, port, ami)
+    try:
+        await call.run()
+    finally:
+        await call.close()
+    first = call.record
+    if script.continuation is not None:
+        await _continue(call, first, host, port, script.continuation)
+        first.variables = dict(call.variables)
+        for name, value in call.shared.items():
+            first.variables[f"SHARED({name})"] = value
+    first.database = {f"{family}/{key}": value for (family, key), value in call.database.items()}
+    return first

@@ -53,11 +53,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--levels", help="comma-separated concurrency levels for latency (default 1,50,500)")
     p.add_argument("--level-calls", type=int, help="calls per latency level other than the throughput one"
                    " (default: 300 at 1 concurrent call, else --calls)")
-    p.add_argument("--parked", type=int, help="calls parked in Dial for the holding test (default 5000)")
+    p.add_argument("--parked", type=int, help="calls parked in Dial for the holding test (default 5000; 0: no"
+                   " holding test)")
     p.add_argument("--hold-rate", type=float, help="new calls per second while parked (default 50)")
     p.add_argument("--hold-seconds", type=float, help="how long new calls arrive while parked (default 10)")
     p.add_argument("--store-cards", type=int, help="cards for the store throughput test (default 10000)")
     p.add_argument("--store-pairs", type=int, help="reserve+settle pairs per store test (default 5000)")
+    p.add_argument("--scenarios", help=f"comma-separated scenarios (default all: {','.join(SCENARIOS)})")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="run the bound-caller throughput load this many times and report the spread (default 1)")
+    p.add_argument("--paced-rate", type=float, help="paced load: new calls per second (default 10; quick 10)")
+    p.add_argument("--paced-seconds", type=float, help="paced load: how long calls arrive (default 30; quick 2)")
+    p.add_argument("--paced-scale", type=float,
+                   help="paced load: Asterisk's reply times (bench._driver.PACE_S) times this (default 1; quick 0.05)")
+    p.add_argument("--no-paced", action="store_true", help="skip the paced load")
+    p.add_argument("--no-store", action="store_true", help="skip the store throughput test")
     p.add_argument("--blacklist", type=int, default=100, help="blocked-number entries (default 100)")
     p.add_argument("--drivers", type=int, default=1, help="driver processes (default 1: 2-core machine)")
     p.add_argument("--no-references", action="store_true", help="engine only, no bare/panoramisk runs")
@@ -65,6 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile", dest="profile", action="store_true", default=None,
                    help="profile the engine with py-spy under the bound-caller load (default: on, not --quick)")
     p.add_argument("--no-profile", dest="profile", action="store_false")
+    p.add_argument("--profile-native", action="store_true", help="profile C frames too (py-spy --native)")
     p.add_argument("--no-log-compare", action="store_true", help="skip the IVR_LOG_LEVEL=WARNING engine run")
     p.add_argument("--output", type=Path, help="results JSON (default bench/results/<time>.json)")
     p.add_argument("--workdir", type=Path, help="where the database and logs go (default: a temp dir)")
@@ -81,6 +92,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.store_pairs = args.store_pairs or (200 if quick else 5000)
     if args.profile is None:
         args.profile = not quick
+    args.scenarios = [x.strip() for x in (args.scenarios or ",".join(SCENARIOS)).split(",") if x.strip()]
+    unknown = set(args.scenarios) - set(SCENARIOS)
+    if unknown:
+        p.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+    args.paced_rate = args.paced_rate or 10.0
+    args.paced_seconds = args.paced_seconds or (2.0 if quick else 30.0)
+    args.paced_scale = args.paced_scale if args.paced_scale is not None else (0.05 if quick else 1.0)
+    if args.repeat < 1:
+        p.error("--repeat must be at least 1")
     if min(args.levels) < 1 or args.calls < 1 or args.drivers < 1:
         p.error("counts and levels must be positive")
     return args
@@ -215,13 +235,46 @@ class Bench:
         warm = 10 if self.args.quick else 200
         self.run_closed(server, "bound", min(10, self.args.concurrency), warm)
         rows = []
-        for scenario in SCENARIOS:
+        for scenario in self.args.scenarios:
             for level in self.args.levels:
                 row = self.run_closed(server, scenario, level, level_calls(self.args, level),
                                       per_command=server.name == "engine")
                 rows.append(row)
                 _progress(row)
         return rows
+
+    def repeats(self, server: _proc.Server, first: dict[str, Any] | None) -> dict[str, Any]:
+        """The bound-caller load at the throughput concurrency ``--repeat`` times: the
+        spread of CPU per call on a shared machine (the first run is the load matrix's)."""
+        a = self.args
+        values = [first["cpu_ms_per_call"]] if first else []
+        while len(values) < a.repeat:
+            row = self.run_closed(server, "bound", a.concurrency, a.calls)
+            _progress(row)
+            values.append(row["cpu_ms_per_call"])
+        ordered = sorted(values)
+        return {"server": server.name, "runs": len(values), "cpu_ms_per_call": values,
+                "min": ordered[0], "median": ordered[len(ordered) // 2], "max": ordered[-1]}
+
+    def paced(self, server: _proc.Server, scenario: str) -> dict[str, Any]:
+        """Calls spread in time as Asterisk sends them: ``--paced-rate`` new calls per
+        second for ``--paced-seconds``, each reply as late as Asterisk's (``PACE_S``)."""
+        a = self.args
+        results = self.drive(server, {"mode": "paced", "scenario": scenario, "rate": a.paced_rate,
+                                      "duration_s": a.paced_seconds, "pace_scale": a.paced_scale,
+                                      "timeout_s": 120.0 + 30 * a.paced_scale})
+        merged = _merge(results)
+        cpu = sum(r["server_cpu_s"] for r in results) / len(results)  # each driver saw the same process
+        ok = max(1, merged["ok"])
+        row = {"server": server.name, "scenario": scenario, "rate_per_s": a.paced_rate,
+               "scale": a.paced_scale, "calls": merged["started"], "ok": merged["ok"],
+               "failed": merged["failed"], "violations": merged["violations"],
+               "wall_s": round(merged["wall_s"], 2), "cpu_s": round(cpu, 3),
+               "cpu_ms_per_call": round(cpu / ok * 1000, 3), "command_rtt": distribution(merged["rtt_us"]),
+               "setup": distribution(merged["setup_us"])}
+        print(f"  paced {server.name:<10} {scenario:<9} {row['ok']:>5} ok {row['failed']:>3} failed"
+              f"  {row['cpu_ms_per_call']:>7} ms CPU/call", file=sys.stderr)
+        return row
 
     def hold(self, server: _proc.Server) -> dict[str, Any]:
         a = self.args
@@ -264,7 +317,7 @@ class Bench:
 
     def profile(self, server: _proc.Server) -> dict[str, Any]:
         out_path = self.workdir / "profile.txt"
-        spy = _profile.record(server.pid, out_path)
+        spy = _profile.record(server.pid, out_path, native=self.args.profile_native)
         time.sleep(1.0)
         try:
             row = self.run_closed(server, "bound", self.args.concurrency, self.args.calls)
@@ -300,10 +353,12 @@ class Bench:
             self.notes.append(f"file-descriptor limit {soft} (hard {hard}) is below the {need} the hold test"
                               " needs; some parked calls may fail")
         max_level = max(a.levels)
-        bound = a.parked + max(max_level, 100)
+        paced_calls = 0 if a.no_paced else int(a.paced_rate * a.paced_seconds) + 10
+        bound = max(a.parked + max(max_level, 100), paced_calls)
         print(f"preparing the database: {bound} bound cards, {max_level} PIN cards, {a.blacklist} blacklist"
               " entries", file=sys.stderr)
-        self.plan = asyncio.run(prepare(self.workdir / "bench.sqlite3", bound=bound, pin_cards=max_level,
+        self.plan = asyncio.run(prepare(self.workdir / "bench.sqlite3", bound=bound,
+                                        pin_cards=max(max_level, paced_calls),
                                         blacklist=a.blacklist))
         (self.workdir / "plan.json").write_text(json.dumps(self.plan.to_json()))
         results: dict[str, Any] = {
@@ -313,7 +368,7 @@ class Bench:
             "database": {"bound_cards": len(self.plan.bound_callers), "pin_cards": len(self.plan.pins),
                          "blacklist_entries": self.plan.blacklist_entries, "project": self.plan.project,
                          "prepare_s": round(self.plan.seconds, 2)},
-            "scenarios": {k: v[0] for k, v in SCENARIOS.items()},
+            "scenarios": {k: v[0] for k, v in SCENARIOS.items() if k in a.scenarios},
         }
 
         engine = self.start_engine("engine")
@@ -327,6 +382,9 @@ class Bench:
                 {k: {"commands": v.commands} for k, v in scripts.items()}))
             print("engine: load matrix", file=sys.stderr)
             load = self.load_matrix(engine)
+            if "bound" in a.scenarios:
+                results["repeat"] = [self.repeats(engine, _row({"load": load}, "engine", "bound",
+                                                               a.concurrency))]
             refs: list[_proc.Server] = []
             if not a.no_references:
                 refs = [self.start_reference("bench.bare_server", "bare"),
@@ -336,8 +394,13 @@ class Bench:
                     print(f"{ref.name}: load matrix", file=sys.stderr)
                     load += self.load_matrix(ref)
             results["load"] = load
-            results["hold"] = [self.hold(engine)]
-            if a.hold_references:
+            if not a.no_paced:
+                print("paced load", file=sys.stderr)
+                results["paced"] = [self.paced(engine, scenario) for scenario in a.scenarios]
+                if refs:
+                    results["paced"].append(self.paced(refs[0], a.scenarios[0]))
+            results["hold"] = [self.hold(engine)] if a.parked else []
+            if a.hold_references and a.parked:
                 results["hold"] += [self.hold(ref) for ref in refs]
             for ref in refs:
                 ref.stop()
@@ -367,9 +430,10 @@ class Bench:
             for server in servers:
                 server.stop()
         results["cdr_check"] = self.cdr_check()
-        print("store throughput", file=sys.stderr)
-        results["store"] = asyncio.run(store_throughput(self.workdir / "store.sqlite3", cards=a.store_cards,
-                                                        pairs=a.store_pairs))
+        if not a.no_store:
+            print("store throughput", file=sys.stderr)
+            results["store"] = asyncio.run(store_throughput(self.workdir / "store.sqlite3", cards=a.store_cards,
+                                                            pairs=a.store_pairs))
         results["verdict"] = verdict(results, a)
         results["notes"] = [PANORAMISK_NOTE, *self.notes, *driver_notes(results)]
         results["seconds"] = round(time.time() - started, 1)
@@ -435,7 +499,7 @@ def verdict(results: dict[str, Any], a: argparse.Namespace) -> dict[str, Any]:
         out["cpu_per_bound_call"] = {"value_ms": cpu, "target_ms": TARGETS["cpu_ms_per_bound_call"],
                                      "met": cpu <= TARGETS["cpu_ms_per_bound_call"]}
     ratios: dict[str, Any] = {}
-    for scenario in SCENARIOS:
+    for scenario in a.scenarios:
         eng = _row(results, "engine", scenario, a.concurrency)
         if not eng:
             continue
@@ -462,7 +526,7 @@ def verdict(results: dict[str, Any], a: argparse.Namespace) -> dict[str, Any]:
                          "met": hold["parked"] == hold["wanted"] and rss <= TARGETS["parked_rss_mb"]
                          and p99 <= TARGETS["parked_new_call_p99_ms"] and hold["new_calls"]["failed"] == 0}
     check = results.get("cdr_check", {})
-    failed = sum(r["failed"] for r in results.get("load", []))
+    failed = sum(r["failed"] for r in [*results.get("load", []), *results.get("paced", [])])
     out["integrity"] = {"cdrs_equal_calls": check.get("ok", False), "failed_calls": failed,
                         "open_reservations": check.get("open_reservations")}
     return out

@@ -16,8 +16,10 @@ Measured on the peer side, as Asterisk would see it:
   (to the final ``HANGUP`` for a blocked caller); call: until the server closes.
 
 Modes: ``closed`` (C calls in flight at all times until N calls were made),
-``open`` (calls arrive at a fixed rate) and ``hold`` (park P calls in Dial, then
-measure new calls arriving at a fixed rate, then release the parked calls).
+``open`` (calls arrive at a fixed rate), ``paced`` (calls arrive at a fixed rate and
+every reply is held back as long as Asterisk would take: ``PACE_S``, scaled) and
+``hold`` (park P calls in Dial, then measure new calls arriving at a fixed rate,
+then release the parked calls).
 """
 
 from __future__ import annotations
@@ -39,6 +41,12 @@ __all__ = ["run_job"]
 
 _perf = time.perf_counter
 _EPOCH = 1795438347
+#: How long Asterisk takes to answer each command in the paced mode, seconds (the
+#: transcripts: ANSWER waits ~0.5 s for media; prompts play for seconds; the PIN is
+#: typed during GET DATA; Dial rings 2 s and talks 5 s, as the captured DIAL script).
+#: Commands not listed (SET/GET VARIABLE, HANGUP) take ``PACE_OTHER_S``.
+PACE_S: dict[str, float] = {"ANSWER": 0.5, 'EXEC "Playback"': 3.0, "GET DATA": 5.0, 'EXEC "Dial"': 7.0}
+PACE_OTHER_S = 0.002
 
 
 @dataclass
@@ -79,6 +87,14 @@ class _Compiled:
         self.setup_end = [s.setup_end for s in script.steps]
         self.names = [s.key for s in script.steps]
         self.env = list(script.env)
+        self.delays: list[float] | None = None
+
+    def paced(self, scale: float) -> _Compiled:
+        """A copy whose replies wait as long as Asterisk would take, times ``scale``."""
+        other = _Compiled.__new__(_Compiled)
+        other.__dict__.update(self.__dict__)
+        other.delays = [PACE_S.get(name, PACE_OTHER_S) * scale for name in self.names]
+        return other
 
     def env_block(self, *, caller: str, seq: int, access: str) -> bytes:
         channel = f"Local/{access}@prepaid-in-{seq:08x};2"
@@ -170,6 +186,9 @@ class _Peer(asyncio.Protocol):
         if s.dial[i] and self.gate is not None:
             self.gate.park(self, reply)
             return None
+        if s.delays is not None:
+            asyncio.get_running_loop().call_later(s.delays[i], self.send, reply)
+            return None
         self.send(reply)
         return None
 
@@ -200,6 +219,9 @@ class Caller:
         self.scripts = {name: _Compiled(Script.from_json(data)) for name, data in job["scripts"].items()}
         self.timeout_s: float = job.get("timeout_s", 120.0)
         self.per_command: bool = job.get("per_command", False)
+        if job["mode"] == "paced":
+            scale = float(job.get("pace_scale", 1.0))
+            self.scripts = {name: script.paced(scale) for name, script in self.scripts.items()}
         self.seq = itertools.count(job["uniqueid_base"])
         self.new_callers = itertools.count(job.get("new_caller_base", 0))
 
@@ -296,6 +318,33 @@ async def _open(caller: Caller, job: dict[str, Any]) -> dict[str, Any]:
     return {**totals.to_json(), "wall_s": _perf() - t0, "driver_cpu_s": _proc.self_cpu_seconds() - c0}
 
 
+async def _paced(caller: Caller, job: dict[str, Any]) -> dict[str, Any]:
+    """Calls at a fixed rate, each reply as late as Asterisk would send it; the server's
+    CPU over the whole run (idle moments included), as under a real Asterisk."""
+    pid: int = job["server_pid"]
+    totals = Totals()
+    scenario = job["scenario"]
+    pins: list[str] = job["pins"]
+    loop = asyncio.get_running_loop()
+    n = max(1, int(job["rate"] * job["duration_s"]))
+    callers: list[str] = job["callers"] if scenario == "bound" else job["blocked"]
+    tasks = []
+    t0, c0, cpu0 = _perf(), _proc.self_cpu_seconds(), _proc.cpu_seconds(pid)
+    start = loop.time()
+    for k in range(n):
+        delay = start + k / job["rate"] - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if scenario == "first_pin":
+            number, pin = new_caller(next(caller.new_callers)), pins[k % len(pins)]
+        else:
+            number, pin = callers[k % len(callers)], ""
+        tasks.append(asyncio.create_task(caller.call(scenario, number, totals, pin=pin)))
+    await asyncio.gather(*tasks)
+    return {**totals.to_json(), "wall_s": _perf() - t0, "driver_cpu_s": _proc.self_cpu_seconds() - c0,
+            "server_cpu_s": _proc.cpu_seconds(pid) - cpu0}
+
+
 async def _hold(caller: Caller, job: dict[str, Any]) -> dict[str, Any]:
     """Park ``parked`` bound calls in Dial, then let new calls arrive, then release."""
     pid: int = job["server_pid"]
@@ -371,6 +420,8 @@ async def run_job(job: dict[str, Any]) -> dict[str, Any]:
         return await _open(caller, job)
     if mode == "hold":
         return await _hold(caller, job)
+    if mode == "paced":
+        return await _paced(caller, job)
     raise ValueError(f"unknown mode {mode!r}")
 
 

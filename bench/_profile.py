@@ -44,13 +44,14 @@ def py_spy() -> str | None:
     return shutil.which("py-spy")
 
 
-def record(pid: int, output: Path, *, rate: int = 250) -> subprocess.Popen[bytes]:
-    """Start sampling ``pid`` until the returned process gets SIGINT."""
+def record(pid: int, output: Path, *, rate: int = 250, native: bool = False) -> subprocess.Popen[bytes]:
+    """Start sampling ``pid`` until the returned process gets SIGINT; with ``native`` the C
+    frames too (uvloop, sqlite3, the interpreter), so time in C gets a name."""
     exe = py_spy()
     if exe is None:
         raise RuntimeError("py-spy is not installed (pip install -e '.[bench]')")
     return subprocess.Popen([exe, "record", "--pid", str(pid), "--rate", str(rate), "--format", "raw",
-                             "--threads", "--nonblocking", "-o", str(output)],
+                             "--threads", *(["--native"] if native else ["--nonblocking"]), "-o", str(output)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 

@@ -45,6 +45,20 @@ def render(r: dict[str, Any]) -> str:
                      row["cpu_ms_per_call"], split, row["driver_cpu_ms_per_call"], row["driver_utilisation"]])
     lines += _table(["server", "scenario", "calls", "failed", "calls/s", "CPU ms/call",
                      "loop / sqlite thread ms", "driver ms/call", "driver util"], rows)
+    for rep in r.get("repeat", []):
+        if rep["runs"] > 1:
+            lines.append(f"  {rep['server']} bound x{conc}, {rep['runs']} runs: CPU ms/call min {rep['min']},"
+                         f" median {rep['median']}, max {rep['max']} ({', '.join(map(str, rep['cpu_ms_per_call']))})")
+    paced = r.get("paced", [])
+    if paced:
+        p0 = paced[0]
+        lines += ["", (f"PACED LOAD ({p0['rate_per_s']} new calls/s; each reply as late as Asterisk's, x{p0['scale']}:"
+                  " ANSWER 0.5 s, Playback 3 s, GET DATA 5 s, Dial 7 s; CPU = the server's user+sys over the"
+                  " whole run / calls)")]
+        rows = [[x["server"], x["scenario"], x["ok"], x["failed"], x["wall_s"], x["cpu_ms_per_call"],
+                 x["command_rtt"]["p50_ms"], x["command_rtt"]["p99_ms"]] for x in paced]
+        lines += _table(["server", "scenario", "calls", "failed", "wall s", "CPU ms/call", "cmd p50", "cmd p99"],
+                        rows)
     ratios = r.get("verdict", {}).get("ratios", {})
     if ratios:
         lines += ["", "RATIOS (engine / reference; CPU per call: lower is better, throughput: higher is better)"]

@@ -14,12 +14,13 @@ from typing import Any
 from ivr import operations as ops
 from ivr.clock import SystemClock
 from rating.billing import BillingRule
-from rating.store.sqlite import SqliteStore
+from rating.store import open_store
+from rating.store.base import OperatorStore
 
 __all__ = ["store_throughput"]
 
 
-async def _pairs(store: SqliteStore, cards: list[int], n: int, tasks: int, rule: BillingRule) -> dict[str, Any]:
+async def _pairs(store: OperatorStore, cards: list[int], n: int, tasks: int, rule: BillingRule) -> dict[str, Any]:
     """``n`` reserve+settle pairs by ``tasks`` concurrent tasks; each task owns its cards
     (max_simultaneous_calls is 1: a card takes one call at a time)."""
     now = SystemClock().now_ms
@@ -42,13 +43,15 @@ async def _pairs(store: SqliteStore, cards: list[int], n: int, tasks: int, rule:
             "pairs_per_s": n / wall, "ops_per_s": 2 * n / wall}
 
 
-async def store_throughput(database: Path, *, cards: int, pairs: int, tasks: int = 50) -> dict[str, Any]:
+async def store_throughput(database: Path | str, *, cards: int, pairs: int, tasks: int = 50) -> dict[str, Any]:
     """Create ``cards`` cards, then time reserve+settle pairs: on one card (one task:
     a card takes one call at a time), and over all the cards (one task, and ``tasks``
     concurrent tasks)."""
     now = SystemClock().now_ms
     secret = b"b" * 32
-    async with SqliteStore(database) as store:
+    store = open_store(str(database))
+    await store.open()
+    try:
         project = await ops.create_project(store, name="store-bench", numbers=["+41441234500"],
                                            service="Local/100@prepaid-service/n", region="CH",
                                            price_per_minute_cents=0, currency="CHF", now_ms=now())
@@ -61,4 +64,6 @@ async def store_throughput(database: Path, *, cards: int, pairs: int, tasks: int
         out["one_card"] = await _pairs(store, ids[:1], pairs, 1, rule)
         out["many_cards_sequential"] = await _pairs(store, ids, pairs, 1, rule)
         out["many_cards_concurrent"] = await _pairs(store, ids, pairs, min(tasks, len(ids)), rule)
+    finally:
+        await store.close()
     return out

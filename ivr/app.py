@@ -2,9 +2,16 @@
 
 ``Engine.handle_call`` is the per-call task body: it binds the call's log context,
 runs the flow, and whatever happens — a refusal, the caller hanging up, Asterisk
-dropping the socket, a bug, shutdown — settles the reservation and writes the CDR
-in ``finally``, shielded from cancellation, then ends the call itself (Asterisk
-never closes the socket after a hang-up, transcript c6).
+dropping the socket, a bug — settles the reservation and writes the CDR in
+``finally``, shielded from cancellation, then ends the call itself (Asterisk never
+closes the socket after a hang-up, transcript c6).
+
+One exception: a call whose Dial is running when the engine stops. AGI cannot end a
+Dial and Asterisk lets it run to its natural end (transcript e1), so any figure the
+engine could bill now is a guess. It bills nothing: it closes the session without
+HANGUP and leaves the hold open and ``IVR_HOLD`` on the channel; when the Dial ends,
+the dialplan hands the channel's exact stamps to the settle route of whichever engine
+answers (this one restarted, or another on the same database): ``Engine.handle_settle``.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -29,16 +36,20 @@ from agi import (
     ProtocolError,
 )
 from rating.billing import talk_seconds_from_ms
-from rating.models import Cdr
+from rating.models import Cdr, HoldSettlement
 from rating.pins import load_or_create_secret
-from rating.store.sqlite import SqliteStore
+from rating.store import open_store
+from rating.store.base import OperatorStore
 
+from .ami import AmiClient
 from .call import Call, CallFinished
 from .clock import Clock, SystemClock
+from .dialplan import HOLD_VAR, SETTLE_FACTS, SETTLE_SCRIPT, ChannelFacts, parse_facts
 from .flows.prepaid import prepaid
 from .metrics import Metrics
 from .operations import account_state
 from .outcome import HangupSide, Outcome
+from .reconcile import Reconciler
 from .settings import Settings, SettingsError
 
 log = structlog.get_logger("ivr.engine")
@@ -70,7 +81,7 @@ class _Hooks:
 @dataclass
 class Engine:
     settings: Settings
-    store: SqliteStore
+    store: OperatorStore
     clock: Clock
     metrics: Metrics
     secret: bytes
@@ -78,12 +89,20 @@ class Engine:
     calls_suspended: bool = False
     account_level: str = "ok"
     _account_task: asyncio.Task[None] | None = None
+    live: dict[str, Call] = field(default_factory=dict)   # live calls by uniqueid
+    # Shutdown leaves live Dials to the settle route (module docstring); False: the old
+    # guess ("time since the Dial began", INTERRUPTED), kept only for a dialplan without
+    # the settle route.
+    hand_over_dials: bool = True
+    ami: AmiClient | None = None
+    reconciler: Reconciler | None = None
+    _holds_task: asyncio.Task[None] | None = None
 
     @classmethod
     async def create(cls, settings: Settings, *, clock: Clock | None = None,
                      metrics: Metrics | None = None) -> Engine:
         metrics = metrics or Metrics(version=VERSION)
-        store = SqliteStore(settings.database, observer=metrics.observe_store)
+        store = open_store(settings.database, observer=metrics.observe_store)
         await store.open()
         try:
             secret = load_or_create_secret(settings.secret_path)
@@ -94,6 +113,7 @@ class Engine:
 
     async def start(self) -> AgiServer:
         routes = {name: self._route(name, flow) for name, flow in FLOWS.items()}
+        routes[SETTLE_SCRIPT] = self.handle_settle
         self.server = AgiServer(routes, host=self.settings.host, port=self.settings.port,
                                 hooks=_Hooks(self.metrics), observer=self.metrics.observe_command,
                                 env_timeout_s=self.settings.env_timeout_s)
@@ -101,7 +121,49 @@ class Engine:
         log.info("engine_listening", host=self.settings.host, port=self.server.port)
         await self.refresh_account()
         self._account_task = asyncio.create_task(self._watch_account())
+        await self._start_ami()
         return self.server
+
+    async def _count_holds(self) -> None:
+        """Without AMI nothing reconciles, but ivr_holds_open still tells the operator."""
+        while True:
+            try:
+                self.metrics.holds_open.set(len(await self.store.open_holds()))
+            except Exception:
+                log.exception("holds_count_failed")
+            await asyncio.sleep(self.settings.reconcile_s)
+
+    async def _start_ami(self) -> None:
+        """The optional AMI connection and the reconciliation it drives (ivr/reconcile.py)."""
+        s = self.settings
+        if not s.ami_configured:
+            log.warning("ami_not_configured",
+                        cannot=["settle calls that ended while no engine could be reached from the facts"
+                                " Asterisk kept (AstDB): their holds stay open until they expire",
+                                "estimate holds whose facts are lost", "list live calls (ivr calls)",
+                                "hang up calls (ivr calls hangup, ivr card block --hangup)"],
+                        hint="set ami_host and ami_secret (manager.conf)")
+            self._holds_task = asyncio.create_task(self._count_holds())
+            return
+        reconciler: Reconciler | None = None
+
+        def on_event(name: str, fields: dict[str, str]) -> None:
+            if name == "Hangup" and reconciler is not None:
+                reconciler.wake()
+
+        def on_login() -> None:
+            if reconciler is not None:
+                reconciler.logged_in()
+
+        self.ami = AmiClient(s.ami_host, s.ami_port, s.ami_user, s.ami_secret, action_timeout_s=s.ami_timeout_s,
+                             on_event=on_event, on_login=on_login)
+        reconciler = self.reconciler = Reconciler(self, self.ami, interval_s=s.reconcile_s,
+                                                  grace_s=3 * s.reconcile_s, now_ms=self.clock.now_ms)
+        ami = self.ami
+        self.metrics.ami_up.set_function(lambda: 1 if ami.connected else 0)
+        await ami.start()
+        reconciler.start()
+        log.info("ami_starting", address=self.ami.address, reconcile_s=s.reconcile_s)
 
     async def refresh_account(self) -> None:
         """Reread the operator's account (the CLI changes it in the same database): log when
@@ -126,17 +188,41 @@ class Engine:
                 log.exception("account_check_failed")
 
     async def stop(self, grace_s: float | None = None) -> int:
-        """Stop accepting, let calls finish within the grace period, cancel the rest
-        (their CDRs and debits are still written), close the store."""
+        """Stop accepting; calls in PIN entry or announcements go on for up to the grace
+        period (until they are in a Dial or over); then the rest are cancelled: a call in
+        a Dial is handed over to the settle route (nothing billed here, see the module
+        docstring), any other one is settled and recorded as it stands. Close the store.
+
+        Why not wait for the Dials: nobody answers new calls on this port meanwhile
+        (the listener is closed), and the settle route bills them exactly later anyway."""
         cancelled = 0
         if self._account_task is not None:
             self._account_task.cancel()
+        if self.reconciler is not None:
+            await self.reconciler.stop()
+        if self._holds_task is not None:
+            self._holds_task.cancel()
         if self.server is not None:
             await self.server.close()
-            cancelled = await self.server.drain(self.settings.grace_s if grace_s is None else grace_s)
+            grace = self.settings.grace_s if grace_s is None else grace_s
+            if self.hand_over_dials:
+                await self._wait_until_all_in_dials(grace)
+                grace = 0
+            cancelled = await self.server.drain(grace)
+        if self.ami is not None:
+            await self.ami.close()
         await self.store.close()
         log.info("engine_stopped", cancelled_calls=cancelled)
         return cancelled
+
+    async def _wait_until_all_in_dials(self, grace_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        while loop.time() < deadline and self.server is not None and self.server.active_calls:
+            if all(call.dial_started is not None for call in self.live.values()) and \
+                    len(self.live) >= self.server.active_calls:
+                return
+            await asyncio.sleep(0.05)
 
     def _route(self, name: str, flow: Flow) -> Callable[[AgiChannel], Awaitable[None]]:
         async def handler(channel: AgiChannel) -> None:
@@ -153,6 +239,7 @@ class Engine:
                     start_ms=self.clock.now_ms(), suspended=self.calls_suspended)
         started = self.clock.monotonic()
         fault = False
+        self.live[call.uniqueid] = call
         try:
             await flow(call)
         except CallFinished:
@@ -169,11 +256,19 @@ class Engine:
             if isinstance(exc, ProtocolError):
                 self.metrics.protocol_errors.labels("remote" if "Remote" in type(exc).__name__ else "local").inc()
         except asyncio.CancelledError:
+            self.live.pop(call.uniqueid, None)
+            if self.hand_over_dials and call.dial_started is not None and call.grant is not None \
+                    and call.hold_mark is not None:
+                # Shutdown during the Dial: bill nothing, write no CDR, send no HANGUP.
+                # The Dial goes on (e1); the settle route settles it exactly when it ends.
+                log.warning("call_handed_over", hold=call.grant.reservation_id, card=str(call.grant.card_id),
+                            to="settle_route")
+                self.metrics.calls.labels(call.flow, "HANDED_OVER").inc()
+                structlog.contextvars.clear_contextvars()
+                raise
             call.hangup_side = HangupSide.ENGINE
             if call.dial_started is not None and call.grant is not None:
-                # AGI cannot interrupt a running Dial and Asterisk keeps the bridge up to
-                # L(); bill what has passed since the Dial began (ringing included), so
-                # the cut never gives time away. Ending the bridge itself needs AMI.
+                # Not yet handed over (hand_over_dials off): bill the time since the Dial began.
                 elapsed_ms = int((self.clock.monotonic() - call.dial_started) * 1000)
                 call.talk_s = talk_seconds_from_ms(elapsed_ms, call.grant.max_talk_s)
                 call.outcome = Outcome.INTERRUPTED
@@ -187,7 +282,73 @@ class Engine:
             call.outcome = Outcome.ERROR
             self.metrics.call_faults.inc()
             log.exception("call_fault")
+        self.live.pop(call.uniqueid, None)
         await asyncio.shield(self._wrap_up(call, started, fault=fault))
+
+    async def handle_settle(self, channel: AgiChannel) -> None:
+        """The settle route (``agi://…/settle,<mode>,<access number>``): the dialplan runs
+        it after ``AGI()`` returned without a result (mode ``after-agi``) and from the
+        hangup handler (``hangup-handler``, on a dead channel: only GET/SET VARIABLE).
+        Reads the facts off the channel, settles the hold, clears ``IVR_HOLD``.
+        Idempotent: a second arrival finds the hold settled and changes nothing."""
+        env = channel.env
+        assert env is not None
+        args = env.args
+        mode = args[0] if args else ""
+        structlog.contextvars.bind_contextvars(uniqueid=env.get("uniqueid"), channel=env.get("channel"),
+                                               flow=SETTLE_SCRIPT, mode=mode)
+        try:
+            facts = parse_facts(await channel.get_full_variable(SETTLE_FACTS))
+            result = await self.settle_facts(facts, uniqueid=env.get("uniqueid"), caller_raw=env.get("callerid"),
+                                             dialled=args[1] if len(args) > 1 and args[1] else env.get("extension"),
+                                             settled_by=mode or SETTLE_SCRIPT)
+            if result is not None or facts.hold_id is None:
+                await channel.set_variable(HOLD_VAR, "")
+        except (AgiError, OSError) as exc:
+            log.warning("settle_route_channel_failed", error=str(exc), error_type=type(exc).__name__)
+        except Exception:
+            # The store failed: IVR_HOLD stays, so the dialplan keeps the facts in AstDB.
+            log.exception("settle_route_failed")
+        finally:
+            structlog.contextvars.clear_contextvars()
+
+    async def settle_facts(self, facts: ChannelFacts, *, uniqueid: str, caller_raw: str, dialled: str,
+                           settled_by: str) -> HoldSettlement | None:
+        """Settle the hold named in ``facts`` exactly, from any engine: the settle route,
+        and the facts the dialplan kept in AstDB (``ivr.dialplan.parse_unsettled``).
+        Returns what happened (None: the facts name no hold). Raises RatingError when
+        the store fails."""
+        mark = facts.mark
+        if mark is None:
+            log.warning("settle_without_hold", hold=facts.hold, settled_by=settled_by)
+            return None
+        hold_id = mark.hold_id
+        talk = facts.talk
+        dial = facts.dial
+        now_ms = self.clock.now_ms()
+        outcome = {"ANSWER": Outcome.ANSWERED, "BUSY": Outcome.BUSY, "NOANSWER": Outcome.NO_ANSWER,
+                   "CANCEL": Outcome.ABANDONED}.get(dial.status, Outcome.FAILED)
+        cdr = Cdr(uniqueid=uniqueid, project_id=None, card_id=None, caller_raw=caller_raw, caller_e164=None,
+                  dialled=dialled, destination=facts.destination, start_ms=0,
+                  answer_ms=int(dial.callee_answered * 1000) if dial.callee_answered is not None else None,
+                  end_ms=int(dial.callee_ended * 1000) if dial.callee_ended is not None else now_ms,
+                  talk_s=0, debited_s=0, outcome=outcome.value,
+                  hangup_side=(HangupSide.CALLEE if settled_by == "after-agi" else HangupSide.UNKNOWN).value,
+                  call_type=mark.call_type, route_position=mark.rule, leg=mark.leg, zone=mark.zone,
+                  number_type=mark.kind, factor_pm=mark.factor_pm)
+        result = await self.store.settle_hold(hold_id, uniqueid=uniqueid, talk_ms=talk.ms, cdr=cdr, now_ms=now_ms,
+                                              limit_s=mark.limit_s, factor_pm=mark.factor_pm, quota=mark.quota)
+        if result.state == "settled":
+            self.metrics.debited_seconds.inc(result.debited_s)
+            self.metrics.calls.labels(SETTLE_SCRIPT, outcome.value).inc()
+            log.info("hold_settled", hold=hold_id, card=str(result.card_id), settled_by=settled_by,
+                     talk_ms=talk.ms, talk_source=talk.source, talk_s=result.talk_s, debited_s=result.debited_s)
+        elif result.state == "unknown":
+            log.warning("settle_unknown_hold", hold=hold_id, settled_by=settled_by,
+                        hint="no open hold with this id for this uniqueid; nothing changed")
+        else:
+            log.info("hold_already_settled", hold=hold_id, state=result.state, settled_by=settled_by)
+        return result
 
     async def _wrap_up(self, call: Call, started: float, *, fault: bool) -> None:
         """Settle and write the CDR (one transaction), end the call. Never raises: if the
@@ -218,16 +379,19 @@ class Engine:
             await self.store.write_cdr(self._cdr(call))
             return
         debit = call.project.rule.debit(call.talk_s)
+        factor_pm, quota = call.charge_terms()
         call.debited_s = await self.store.settle_and_record(call.grant, debit_s=debit, cdr=self._cdr(call),
-                                                            now_ms=self.clock.now_ms())
+                                                            now_ms=self.clock.now_ms(), factor_pm=factor_pm,
+                                                            quota=quota)
         self._settled(call)
 
     async def _settle(self, call: Call) -> None:
         if call.grant is None or call.project is None or call.grant_settled:
             return
         debit = call.project.rule.debit(call.talk_s)
+        factor_pm, quota = call.charge_terms()
         call.debited_s = await self.store.settle(call.grant, debit_s=debit, uniqueid=call.uniqueid,
-                                                 now_ms=self.clock.now_ms())
+                                                 now_ms=self.clock.now_ms(), factor_pm=factor_pm, quota=quota)
         self._settled(call)
 
     def _settled(self, call: Call) -> None:
@@ -243,13 +407,19 @@ class Engine:
             caller_e164=call.caller.e164 if call.caller else None, dialled=call.dialled,
             destination=call.destination, start_ms=call.start_ms, answer_ms=call.answer_ms,
             end_ms=self.clock.now_ms(), talk_s=call.talk_s, debited_s=call.debited_s,
-            outcome=(call.outcome or Outcome.ABANDONED).value, hangup_side=call.hangup_side.value)
+            outcome=(call.outcome or Outcome.ABANDONED).value, hangup_side=call.hangup_side.value,
+            call_type=call.type_of_call(), route_position=call.leg.route.position if call.leg else None,
+            leg=call.leg.number if call.leg else None, zone=call.leg.zone.value if call.leg else "",
+            number_type=call.leg.kind.value if call.leg else "", factor_pm=call.charge_terms()[0])
 
     async def _end_channel(self, call: Call, fault: bool) -> None:
         """A fault leaves the channel to the dialplan (IVR_RESULT=error: play 'service
         unavailable'); otherwise hang up. Best effort: the caller may be long gone."""
         channel = call.channel
         try:
+            if call.hold_mark is not None and call.grant_settled:
+                # Settled: the hangup handler ([ivr-settle]) then has nothing to do (e3).
+                await channel.set_variable(HOLD_VAR, "")
             if fault:
                 await channel.set_variable("IVR_RESULT", "error")
             elif not channel.hung_up:

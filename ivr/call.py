@@ -14,12 +14,33 @@ from agi import AgiChannel, Environment
 from prompts import Prompt, custom_sound, sound
 from rating.models import Card, Grant, Project, Routing
 from rating.numbers import CallerNumber
+from rating.routes import NumberKind, Route
 from rating.store.base import CallStore
+from rating.zones import FACTOR_UNIT, QuotaPeriod, Zone
 
 from .clock import Clock
 from .metrics import Metrics
 from .outcome import HangupSide, Outcome
 from .settings import Settings
+
+
+@dataclass(frozen=True)
+class Leg:
+    """One Dial of the walk over the project's forwarding rules."""
+
+    route: Route
+    number: int              # 1 = the call's first Dial
+    dial_string: str         # what Dial gets (a number rendered through the trunk)
+    zone: Zone
+    kind: NumberKind
+    factor_pm: int           # the zone's factor the leg is rated at
+
+    @property
+    def call_type(self) -> str:
+        """forwarded: out to a phone number; service: the first leg; fallback: a later one."""
+        if self.route.is_number:
+            return "forwarded"
+        return "service" if self.number == 1 else "fallback"
 
 
 class CallFinished(Exception):
@@ -53,8 +74,27 @@ class Call:
     hangup_side: HangupSide = HangupSide.UNKNOWN
     answered: bool = False
     dial_started: float | None = None   # clock.monotonic() while a Dial runs
+    hold_mark: str | None = None        # IVR_HOLD as set on the channel (None: never set)
     suspended: bool = False             # the operator's account is locked with calls suspended
+    leg: Leg | None = None              # the leg that answered, or the last one tried
+    quota: QuotaPeriod | None = None    # the card's included quota this month, if the project has one
+    call_type: str = ""                 # set by the flow for closed / refused / blocked; else from the leg
+    refusals: list[str] = field(default_factory=list)   # why legs were refused (country, blocked, …)
     _pending: list[str] = field(default_factory=list)
+
+    def charge_terms(self) -> tuple[int, QuotaPeriod | None]:
+        """The factor and quota the call is rated at: its leg's zone (the quota only for
+        calls out to numbers; an internal leg is never surcharged and uses none)."""
+        if self.leg is None:
+            return FACTOR_UNIT, None
+        return self.leg.factor_pm, (self.quota if self.leg.zone is not Zone.INTERNAL else None)
+
+    def type_of_call(self) -> str:
+        if self.call_type:
+            return self.call_type
+        if self.leg is not None:
+            return self.leg.call_type
+        return "blocked" if self.outcome in (Outcome.BLOCKED_CALLER, Outcome.BLOCKED_DESTINATION) else "refused"
 
     @property
     def uniqueid(self) -> str:

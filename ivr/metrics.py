@@ -25,6 +25,13 @@ class Metrics:
         self.store_duration = Histogram("ivr_store_operation_duration_seconds", "Store write transactions",
                                         ["operation"], buckets=_LATENCY_BUCKETS, registry=r)
         self.call_faults = Counter("ivr_call_faults_total", "Calls ended by an engine fault", registry=r)
+        self.calls_live = Gauge("ivr_calls_live", "Calls holding card time whose channel Asterisk has up"
+                                " (AMI reconciliation)", registry=r)
+        self.holds_open = Gauge("ivr_holds_open", "Holds of card time not settled yet, all engines", registry=r)
+        self.holds_reconciled = Counter("ivr_holds_reconciled_total", "Holds settled by reconciliation: from"
+                                        " the facts Asterisk kept (astdb) or by the estimation policy (estimated)",
+                                        ["how"], registry=r)
+        self.ami_up = Gauge("ivr_ami_up", "1 while the AMI connection is logged in", registry=r)
         Info("ivr_build", "Engine build", registry=r).info({"version": version})
 
     def observe_command(self, command: str, seconds: float, reply: object) -> None:

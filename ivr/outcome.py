@@ -17,8 +17,11 @@ class Outcome(enum.StrEnum):
     BLOCKED_DESTINATION = "BLOCKED_DESTINATION"  # the service/fallback number is blocked outbound
     UNKNOWN_NUMBER = "UNKNOWN_NUMBER"
     SUSPENDED = "SUSPENDED"        # the operator's account is locked and calls are suspended
+    CLOSED = "CLOSED"              # outside the office hours of every rule: the closed prompt, no debit
     ABANDONED = "ABANDONED"        # the caller hung up before being connected
     INTERRUPTED = "INTERRUPTED"    # engine shutdown cut the call's supervision during the Dial
+    RECONCILED = "RECONCILED"      # estimated: the call ended while no engine could be reached and
+                                   # its facts were lost too (ivr/reconcile.py: the estimation policy)
     ERROR = "ERROR"                # an engine fault (logged with the uniqueid)
 
 

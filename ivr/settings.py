@@ -14,7 +14,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LOG_LEVELS", "Settings", "SettingsError", "database_location", "load_settings"]
+from rating.errors import InvalidDatabase
+from rating.store import parse_database
+
+__all__ = ["LOG_LEVELS", "Settings", "SettingsError", "load_settings"]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -45,15 +48,37 @@ class Settings:
     log_format: str = "auto"           # auto | json | console
     event_loop: str = "auto"           # auto (uvloop when installed) | uvloop | asyncio
     log_level: str = "INFO"
+    # AMI (optional): live calls, reconciliation of holds left open, hang-ups by the operator.
+    ami_host: str = ""                 # empty = no AMI: the engine says once what it then cannot do
+    ami_port: int = 5038
+    ami_user: str = "ivr-engine"
+    ami_secret: str = ""               # manager.conf's secret; prefer IVR_AMI_SECRET or the TOML file
+    ami_timeout_s: float = 5.0         # every AMI action is answered within this, or fails
+    reconcile_s: float = 5.0           # open holds checked against Asterisk's channels this often
 
     @property
     def secret_path(self) -> Path:
-        return Path(self.secret_file) if self.secret_file else Path(self.database + ".secret")
+        """The PIN-hashing secret: ``secret_file``, or next to a SQLite database. Engines on
+        one PostgreSQL must share it, so there it has to be given. Raises SettingsError."""
+        if self.secret_file:
+            return Path(self.secret_file)
+        db = parse_database(self.database)
+        if db.path is None:
+            raise SettingsError("setting 'secret_file' is needed with a PostgreSQL database: every engine"
+                                " and the CLI must hash PINs with the same secret")
+        return Path(db.target + ".secret")
+
+    @property
+    def ami_configured(self) -> bool:
+        return bool(self.ami_host)
 
     def masked(self) -> dict[str, Any]:
-        """The settings to show. None holds a secret itself: the PIN-hashing secret lives
-        in the file ``secret_file`` names, so there is nothing to mask yet."""
-        return dataclasses.asdict(self)
+        """The settings to show: the AMI secret masked (the PIN-hashing secret lives in
+        the file ``secret_file`` names)."""
+        data = dataclasses.asdict(self)
+        if data["ami_secret"]:
+            data["ami_secret"] = "********"
+        return data
 
 
 def _coerce(name: str, kind: Any, value: Any) -> Any:
@@ -98,18 +123,11 @@ def load_settings(config_file: str | None = None, *, environ: Mapping[str, str] 
     return settings
 
 
-def database_location(value: str) -> str:
-    """What the ``database`` setting names: the one place that decides (a SQLite file
-    path today). Returns the value to open; raises SettingsError for one that names
-    nothing — an empty ``IVR_DATABASE=`` would otherwise open a throw-away database
-    (SQLite's "" is a private temporary file) and lose everything written to it."""
-    if not value.strip():
-        raise SettingsError("setting 'database' is empty; give a SQLite file such as ivr.sqlite3")
-    return value
-
-
 def _validate(s: Settings) -> None:
-    database_location(s.database)
+    try:
+        parse_database(s.database)
+    except InvalidDatabase as exc:
+        raise SettingsError(f"setting 'database': {exc}") from None
     if s.log_level.upper() not in LOG_LEVELS:
         raise SettingsError(f"setting 'log_level': {s.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
     if not 0 < s.port < 65536:
@@ -124,6 +142,14 @@ def _validate(s: Settings) -> None:
         raise SettingsError("setting 'pin_throttle_window_s' must be between 1 s and 7 days")
     if s.pin_tries < 1:
         raise SettingsError("setting 'pin_tries' must be >= 1")
+    if not 0 < s.ami_port < 65536:
+        raise SettingsError(f"setting 'ami_port': {s.ami_port} is not a TCP port")
+    if s.ami_host and not s.ami_secret:
+        raise SettingsError("setting 'ami_secret' is empty while 'ami_host' is set (manager.conf's secret)")
+    if not 0 < s.ami_timeout_s <= 60:
+        raise SettingsError("setting 'ami_timeout_s' must be between 0 and 60 seconds")
+    if not 0.5 <= s.reconcile_s <= 300:
+        raise SettingsError("setting 'reconcile_s' must be between 0.5 and 300 seconds")
     if s.event_loop not in ("auto", "uvloop", "asyncio"):
         raise SettingsError("setting 'event_loop' must be auto, uvloop or asyncio")
     if s.log_format not in ("auto", "json", "console"):

@@ -71,6 +71,7 @@ class Prompt(enum.StrEnum):
     NOT_IN_SERVICE = "not-in-service"
     SERVICE_UNAVAILABLE = "service-unavailable"
     SERVICE_SUSPENDED = "service-suspended"
+    CLOSED = "closed"
     BUSY = "busy"
     NO_ANSWER = "no-answer"
     ONE_MINUTE_WARNING = "one-minute-warning"

@@ -9,7 +9,9 @@
      │    ├── CardExpired
      │    ├── InsufficientBalance
      │    └── CardInUse         the simultaneous-calls limit is reached
-     └── StoreUnavailable      the database failed (locked too long, disk, corruption)
+     ├── InvalidDatabase       the ``database`` setting is neither a file path nor a known URL
+     ├── SchemaMismatch        the database's schema is older (not migrated) or newer than this code
+     └── StoreUnavailable      the database failed (locked too long, disk, unreachable, corruption)
 """
 
 from __future__ import annotations
@@ -48,6 +50,14 @@ class InsufficientBalance(CardUnusable):
 
 
 class CardInUse(CardUnusable):
+    pass
+
+
+class InvalidDatabase(RatingError):
+    pass
+
+
+class SchemaMismatch(RatingError):
     pass
 
 

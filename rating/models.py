@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from .billing import BillingRule
 from .numbers import PatternSet
+from .routes import DestinationPolicy, Route
+from .zones import ZoneTariff
 
 
 class CardStatus(enum.StrEnum):
@@ -35,6 +37,14 @@ class Project:
     max_bound_numbers: int
     max_simultaneous_calls: int
     card_validity_days: int | None
+    # Routing (issue 11): the forwarding rules in order (the first ones are the migrated
+    # service and fallback), the zone of the office hours, the trunk numbers are dialled
+    # through, which numbers may be dialled, the factors per zone and the monthly quota.
+    routes: tuple[Route, ...] = ()
+    timezone: str = "UTC"
+    trunk: str = ""
+    policy: DestinationPolicy = field(default_factory=DestinationPolicy)
+    tariff: ZoneTariff = field(default_factory=ZoneTariff)
 
 
 @dataclass(frozen=True)
@@ -82,6 +92,7 @@ class Grant:
     reserved_s: int
     max_talk_s: int
     available_before_s: int
+    quota_left_s: int = 0          # the card's included seconds left this month (at factor 1000)
 
 
 @dataclass(frozen=True)
@@ -121,6 +132,16 @@ class Cdr:
     debited_s: int
     outcome: str
     hangup_side: str
+    # How the call was routed and rated (issue 11): service | forwarded | fallback | closed |
+    # refused | blocked; the rule (position) and leg (1 = first Dial) that answered or was
+    # tried last; the destination's zone and number type; the factor and quota it was rated at.
+    call_type: str = ""
+    route_position: int | None = None
+    leg: int | None = None
+    zone: str = ""
+    number_type: str = ""
+    factor_pm: int = 1000
+    quota_used_s: int = 0
 
 
 # --- added for the operator's CLI ------------------------------------------
@@ -188,3 +209,44 @@ class BoundReservation:
     card: Card
     grant: Grant | None
     refusal: Exception | None
+
+
+@dataclass(frozen=True)
+class HoldCall:
+    """The call a hold is for, kept with the hold so that any engine can write its CDR."""
+
+    caller_raw: str
+    caller_e164: str | None
+    dialled: str
+    start_ms: int
+
+
+@dataclass(frozen=True)
+class HoldSettlement:
+    """What settling a hold by its id did.
+
+    ``state``: "settled" (this call debited it and wrote the CDR), "already_settled"
+    (someone did before: nothing changed), "released" (expired and released: nothing
+    changed), "unknown" (no such hold, or one of another call: nothing changed)."""
+
+    state: str
+    hold_id: int
+    card_id: int | None = None
+    talk_s: int = 0
+    debited_s: int = 0
+
+
+@dataclass(frozen=True)
+class OpenHold:
+    """A hold not settled yet, as reconciliation and ``ivr calls`` see it."""
+
+    hold_id: int
+    uniqueid: str
+    card_id: int
+    project_id: int
+    project: str
+    seconds: int            # held
+    max_talk_s: int | None  # None: a hold from before migration 4
+    created_ms: int
+    expires_ms: int
+    caller_raw: str | None

@@ -440,6 +440,7 @@ class Step:
     number: int
     app: str
     args: str  # after variable substitution
+    in_handler: bool = False  # run by a hangup handler, after the channel is gone
 
 
 _VAR = re.compile(r"\$\{([^${}]*)\}")
@@ -475,6 +476,32 @@ def _condition(expr: str) -> bool:
     return equal if cmp.group("op") == "=" else not equal
 
 
+def _jump(plan: Dialplan, ctx_name: str, ext: str, where: str) -> tuple[str, str, list[Priority], int]:
+    if ctx_name not in plan:
+        raise ConfError(f"jump to missing context [{ctx_name}]")
+    found = plan[ctx_name].find(ext)
+    if found is None:
+        raise ConfError(f"jump to missing extension {ext}@{ctx_name}")
+    matches = [i for i, p in enumerate(found) if p.label == where or str(p.number) == where]
+    if not matches:
+        raise ConfError(f"jump to missing priority {where!r} in {ext}@{ctx_name}")
+    return ctx_name, ext, found, matches[0]
+
+
+def _target(text: str, ctx_name: str, ext: str) -> tuple[str, str, str, list[str]]:
+    """``[[ctx,]exten,]prio[(arg1,...)]`` -> (ctx, exten, prio, args)."""
+    args: list[str] = []
+    m = re.fullmatch(r"(?P<target>[^(]*)\((?P<args>.*)\)\s*", text, re.DOTALL)
+    if m:
+        text, args = m.group("target"), split_args(m.group("args"))
+    bits = [b.strip() for b in split_args(text)]
+    if len(bits) == 3:
+        ctx_name, ext = bits[0], bits[1]
+    elif len(bits) == 2:
+        ext = bits[0]
+    return ctx_name, ext, bits[-1], args
+
+
 def run(
     plan: Dialplan,
     context: str,
@@ -482,73 +509,99 @@ def run(
     *,
     agi: Mapping[str, str],
     env: Mapping[str, str] | None = None,
+    settle: Mapping[str, str] | None = None,
+    variables: Mapping[str, str] | None = None,
     max_steps: int = 200,
 ) -> list[Step]:
-    """Walk ``exten@context`` from priority 1 and return the priorities executed.
+    """Walk ``exten@context`` from priority 1 and return the priorities executed,
+    then the hangup handlers the walk pushed (``CHANNEL(hangup_handler_push)``),
+    last pushed first, as Asterisk runs them once the channel is gone.
 
     ``agi`` is what an AGI() call leaves behind (``AGISTATUS``, maybe
-    ``IVR_RESULT``); ``AGISTATUS=HANGUP`` ends the walk there, as the channel
-    is gone.  ``env`` is the Asterisk process environment for ``ENV()``.
-    The walk ends at Hangup/Busy/Congestion or when the extension runs out
-    (autofallthrough).  Raises :class:`ConfError` for a jump to a missing
-    target or a condition outside the supported subset.
+    ``IVR_RESULT``, ``IVR_HOLD``, ``DIALSTATUS``); ``AGISTATUS=HANGUP`` ends the
+    walk there, as the channel is gone. ``settle`` is what an AGI() of the settle
+    route (``…/settle``) leaves (default: reached, hold cleared). ``variables``
+    are channel variables at the start (``UNIQUEID``, ``EPOCH``). ``env`` is the
+    Asterisk process environment for ``ENV()``. Gosub/Return are followed. The
+    walk ends at Hangup/Busy/Congestion or when the extension runs out
+    (autofallthrough). Raises :class:`ConfError` for a jump to a missing target
+    or a condition outside the supported subset.
     """
     env = env or {}
-    variables: dict[str, str] = dict(plan.globals)
-    variables["EXTEN"] = exten
+    settle = {"AGISTATUS": "SUCCESS", "IVR_HOLD": ""} if settle is None else settle
+    chan: dict[str, str] = dict(plan.globals)
+    chan.update(variables or {})
+    chan["EXTEN"] = exten
     steps: list[Step] = []
-    ctx_name, ext = context, exten
-    prios = plan[ctx_name].find(ext)
+    handlers: list[str] = []
+    budget = [max_steps]
+
+    def walk(ctx_name: str, ext: str, prios: list[Priority], index: int, arguments: list[str],
+             *, in_handler: bool) -> str:
+        """Run until Return ("return"), a terminal application or the end ("end")."""
+        stack: list[tuple[str, str, list[Priority], int, list[str]]] = []
+        local = {f"ARG{n}": a for n, a in enumerate(arguments, start=1)}
+        while True:
+            budget[0] -= 1
+            if budget[0] < 0:
+                raise ConfError(f"more than {max_steps} steps from {exten}@{context}: a loop?")
+            if index >= len(prios):
+                return "end"  # autofallthrough: the call is hung up
+            prio = prios[index]
+            args = _substitute(prio.args, {**chan, **local, "EXTEN": ext}, env)
+            steps.append(Step(ctx_name, ext, prio.number, prio.app, args, in_handler))
+            app = prio.app.lower()
+            if app in _TERMINAL and not in_handler:
+                return "end"
+            if app == "set":
+                name, _, value = args.partition("=")
+                name = name.strip()
+                if name.upper() == "CHANNEL(HANGUP_HANDLER_PUSH)":
+                    handlers.append(value)
+                elif value:
+                    chan[name] = value
+                else:
+                    chan.pop(name, None)
+            elif app in ("agi", "eagi"):
+                chan.pop("IVR_RESULT", None)
+                url = split_args(args)[0] if args else ""
+                result = settle if url.rstrip("/").endswith("/settle") else agi
+                chan.update(result)
+                if result.get("AGISTATUS") == "HANGUP" and not in_handler:
+                    return "end"
+            elif app == "gosub":
+                stack.append((ctx_name, ext, prios, index + 1, list(local.values())))
+                c, e, where, sub_args = _target(args, ctx_name, ext)
+                ctx_name, ext, prios, index = _jump(plan, c, e, where)
+                local = {f"ARG{n}": a for n, a in enumerate(sub_args, start=1)}
+                continue
+            elif app == "return":
+                if not stack:
+                    return "return"
+                ctx_name, ext, prios, index, back = stack.pop()
+                local = {f"ARG{n}": a for n, a in enumerate(back, start=1)}
+                continue
+            elif app in ("goto", "gotoif"):
+                if app == "gotoif":
+                    cond, _, branches = args.partition("?")
+                    choices = _depth_split(branches, ":", maxsplit=1) + [""]
+                    target = choices[0] if _condition(cond) else choices[1]
+                    if not target.strip():
+                        index += 1
+                        continue
+                else:
+                    target = args
+                c, e, where, _ = _target(target, ctx_name, ext)
+                ctx_name, ext, prios, index = _jump(plan, c, e, where)
+                continue
+            index += 1
+
+    prios = plan[context].find(exten)
     if prios is None:
         raise ConfError(f"no extension {exten!r} in [{context}]")
-    index = 0
-    for _ in range(max_steps):
-        if index >= len(prios):
-            return steps  # autofallthrough: the call is hung up
-        prio = prios[index]
-        args = _substitute(prio.args, variables, env)
-        steps.append(Step(ctx_name, ext, prio.number, prio.app, args))
-        app = prio.app.lower()
-        if app in _TERMINAL:
-            return steps
-        if app == "set":
-            name, _, value = args.partition("=")
-            if value:
-                variables[name.strip()] = value
-            else:
-                variables.pop(name.strip(), None)
-        elif app in ("agi", "eagi"):
-            variables.pop("IVR_RESULT", None)
-            variables.update(agi)
-            if agi.get("AGISTATUS") == "HANGUP":
-                return steps
-        elif app in ("goto", "gotoif"):
-            if app == "gotoif":
-                cond, _, branches = args.partition("?")
-                choices = _depth_split(branches, ":", maxsplit=1) + [""]
-                target = choices[0] if _condition(cond) else choices[1]
-                if not target.strip():
-                    index += 1
-                    continue
-            else:
-                target = args
-            bits = split_args(target)
-            if len(bits) == 3:
-                ctx_name, ext = bits[0], bits[1]
-            elif len(bits) == 2:
-                ext = bits[0]
-            if ctx_name not in plan:
-                raise ConfError(f"jump to missing context [{ctx_name}]")
-            found = plan[ctx_name].find(ext)
-            if found is None:
-                raise ConfError(f"jump to missing extension {ext}@{ctx_name}")
-            prios = found
-            variables["EXTEN"] = ext
-            where = bits[-1]
-            matches = [i for i, p in enumerate(prios) if p.label == where or str(p.number) == where]
-            if not matches:
-                raise ConfError(f"jump to missing priority {where!r} in {ext}@{ctx_name}")
-            index = matches[0]
-            continue
-        index += 1
-    raise ConfError(f"more than {max_steps} steps from {exten}@{context}: a loop?")
+    walk(context, exten, prios, 0, [], in_handler=False)
+    while handlers:  # the channel is gone: its hangup handlers run, last pushed first
+        c, e, where, args = _target(handlers.pop(), context, exten)
+        ctx_name, ext, found, index = _jump(plan, c, e, where)
+        walk(ctx_name, ext, found, index, args, in_handler=True)
+    return steps

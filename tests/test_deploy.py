@@ -400,10 +400,18 @@ def test_access_numbers_match_prepaid_in(plan: Dialplan) -> None:
     assert not exten_matches("_[+0-9].", "s")
 
 
-def test_ivr_stamp_is_exactly_b4k(extensions: ConfFile) -> None:
-    (section,) = extensions.named("ivr-stamp")
+def test_ivr_stamp_is_b4k_plus_the_end_stamp(extensions: ConfFile) -> None:
+    from ivr import dialplan as names
+
+    (section,) = extensions.named(names.STAMP_CONTEXT)
     lines = [f"{e.key} => {e.value}" for e in section.entries]
-    assert lines == IVR_STAMP
+    # b4k's answer stamp, then the callee's hangup handler that stamps the end.
+    assert lines == [IVR_STAMP[0],
+                     f"same => n,Set(CHANNEL(hangup_handler_push)={names.STAMP_END_CONTEXT},s,1(${{ARG1}}))",
+                     IVR_STAMP[1]]
+    (end,) = extensions.named(names.STAMP_END_CONTEXT)
+    assert [f"{e.key} => {e.value}" for e in end.entries] == [
+        IVR_STAMP[0].replace(names.ANSWERED_STAMP, names.ENDED_STAMP), IVR_STAMP[1]]
 
 
 def test_ivr_stamp_constant_matches_the_transcript() -> None:
@@ -494,7 +502,7 @@ OUTCOMES = {
 @pytest.mark.parametrize("outcome", sorted(OUTCOMES))
 def test_fail_closed(plan: Dialplan, context: str, outcome: str) -> None:
     agi, announce = OUTCOMES[outcome]
-    steps = run(plan, context, "+4930123456", agi=agi)
+    steps = [s for s in run(plan, context, "+4930123456", agi=agi) if not s.in_handler]
     apps = [s.app for s in steps]
     played = [s.args for s in steps if s.app == "Playback"]
     assert apps[-1] in ("Hangup", "Busy", "Congestion"), apps
@@ -508,14 +516,14 @@ def test_fail_closed(plan: Dialplan, context: str, outcome: str) -> None:
 
 def test_engine_hangup_ends_the_dialplan(plan: Dialplan) -> None:
     # d6: HANGUP then close -> AGISTATUS=HANGUP, only the h extension runs.
-    steps = run(plan, "prepaid-in", "+4930123456", agi={"AGISTATUS": "HANGUP"})
+    steps = [s for s in run(plan, "prepaid-in", "+4930123456", agi={"AGISTATUS": "HANGUP"}) if not s.in_handler]
     assert steps[-1].app == "AGI"
 
 
 def test_ivr_engine_environment_overrides_globals(plan: Dialplan) -> None:
     def url(env: dict[str, str]) -> str:
         steps = run(plan, "prepaid-in", "8005550100", agi={"AGISTATUS": "HANGUP"}, env=env)
-        return steps[-1].args
+        return [s for s in steps if not s.in_handler][-1].args
 
     assert url({}) == f"agi://{plan.globals['IVR_ENGINE']}/prepaid,8005550100"
     assert url({"IVR_ENGINE": "engine:4573"}) == "agi://engine:4573/prepaid,8005550100"
@@ -565,6 +573,8 @@ FUNCTION_MODULES = {
     "ENV": "func_env.so",
     "CALLERID": "func_callerid.so",
     "CDR": "func_cdr.so",
+    "CHANNEL": "func_channel.so",
+    "DB": "func_db.so",
 }
 
 
@@ -582,7 +592,8 @@ def test_modules_conf_requires_what_the_dialplan_uses(plan: Dialplan) -> None:
         assert prio.app in APP_MODULES, f"line {prio.lineno}: add {prio.app} to APP_MODULES"
         module = APP_MODULES[prio.app]
         assert module is None or module in required, f"{prio.app}: require {module}"
-        for func in re.findall(r"\$\{([A-Z_]+)\(", prio.args):
+        written = re.findall(r"^([A-Z_]+)\(", prio.args) if prio.app == "Set" else []  # Set(DB(...)=...)
+        for func in re.findall(r"\$\{([A-Z_]+)\(", prio.args) + written:
             assert FUNCTION_MODULES[func] in required, f"{func}: require {FUNCTION_MODULES[func]}"
     assert not required & set(section.getall("noload"))
 
@@ -601,7 +612,8 @@ def test_manager_is_loopback_only_with_minimal_rights() -> None:
     read = set((user.get("read") or "").split(","))
     write = set((user.get("write") or "").split(","))
     assert read <= {"call", "user", "cdr"}
-    assert "call" in write and write <= {"call", "reporting", "originate"}
+    # system: DBGetTree/DBDel of the facts kept in AstDB (main/db.c registers them so)
+    assert "call" in write and write <= {"call", "reporting", "system", "originate"}
 
 
 def test_pjsip_endpoints_land_in_existing_contexts(pjsip: ConfFile, plan: Dialplan) -> None:
@@ -645,3 +657,88 @@ def test_parse_app_rejects_unbalanced_calls() -> None:
     with pytest.raises(ValueError):
         parse_app("Playback(ivr/foo")
     assert parse_app("Return()") == ("Return", "")
+
+
+# --- no call lost: the settle route, the hangup handler, AstDB (issue 8) -------------------
+
+HOLD = "r42 Local/100@prepaid-service/n"
+CHANNEL_VARS = {"UNIQUEID": "1796193853.3", "EPOCH": "1796193860"}
+
+
+def _settle_calls(steps: list[Any]) -> list[tuple[bool, str]]:
+    return [(s.in_handler, s.args) for s in steps if s.app == "AGI" and "/settle" in s.args]
+
+
+def _db_writes(steps: list[Any]) -> list[str]:
+    return [s.args for s in steps if s.app == "Set" and s.args.startswith("DB(")]
+
+
+def test_settle_names_agree_with_the_engine(plan: Dialplan) -> None:
+    from ivr import dialplan as names
+
+    assert names.SETTLE_CONTEXT in plan and names.STAMP_END_CONTEXT in plan
+    (write,) = [p for p in plan.priorities() if p.app == "Set" and p.args.startswith("DB(")]
+    assert write.context == names.SETTLE_CONTEXT
+    assert write.args == f"DB({names.UNSETTLED_FAMILY}/${{UNIQUEID}})={names.UNSETTLED_VALUE}"
+    pushes = [p.args for p in plan.priorities() if p.args.startswith("CHANNEL(hangup_handler_push)=")]
+    assert f"CHANNEL(hangup_handler_push)={names.SETTLE_CONTEXT},s,1(hangup-handler,${{EXTEN}})" in pushes
+    assert set(names.SETTLE_MODES) == {"after-agi", "hangup-handler"}
+
+
+@pytest.mark.parametrize("context", ["prepaid-in", "prepaid-in-srv"])
+def test_engine_died_during_the_dial_settle_route_after_agi(plan: Dialplan, context: str) -> None:
+    # e1: AGI() returns SUCCESS after the Dial ran to its end; IVR_HOLD still set.
+    agi = {"AGISTATUS": "SUCCESS", "IVR_HOLD": HOLD, "DIALSTATUS": "ANSWER"}
+    steps = run(plan, context, "+4930123456", agi=agi, variables=CHANNEL_VARS)
+    scheme = "agi://127.0.0.1:4573" if context == "prepaid-in" else "hagi://ivr.example.net"
+    assert _settle_calls(steps) == [(False, f"{scheme}/settle,after-agi,+4930123456")]
+    main = [s for s in steps if not s.in_handler]
+    assert (main[-1].app, main[-1].args) == ("Hangup", "")  # the caller was connected: no announcement
+    assert not [s for s in steps if s.app == "Playback"] and not _db_writes(steps)
+    # The hangup handler runs afterwards and finds nothing left to do.
+    assert [s.app for s in steps if s.in_handler] == ["GotoIf", "Return"]
+
+
+def test_engine_died_before_the_callee_answered(plan: Dialplan) -> None:
+    agi = {"AGISTATUS": "SUCCESS", "IVR_HOLD": HOLD, "DIALSTATUS": "BUSY"}
+    steps = [s for s in run(plan, "prepaid-in", "+4930123456", agi=agi) if not s.in_handler]
+    assert [s.args for s in steps if s.app == "Playback"] == [f"{UNAVAILABLE},noanswer"]
+    assert (steps[-1].app, steps[-1].args) == ("Hangup", "41")
+
+
+def test_caller_hung_up_while_the_engine_was_gone_hangup_handler_settles(plan: Dialplan) -> None:
+    # e2: the channel is gone, only the hangup handler runs; it calls the settle route.
+    agi = {"AGISTATUS": "HANGUP", "IVR_HOLD": HOLD, "DIALSTATUS": "ANSWER"}
+    steps = run(plan, "prepaid-in", "+4930123456", agi=agi, variables=CHANNEL_VARS)
+    assert _settle_calls(steps) == [(True, "agi://127.0.0.1:4573/settle,hangup-handler,+4930123456")]
+    assert not _db_writes(steps)
+
+
+def test_normal_end_leaves_the_hangup_handler_nothing(plan: Dialplan) -> None:
+    # e3: the engine settled and cleared IVR_HOLD, then HANGUP: the handler returns at once.
+    steps = run(plan, "prepaid-in", "+4930123456", agi={"AGISTATUS": "HANGUP", "IVR_HOLD": ""})
+    assert [s.app for s in steps if s.in_handler] == ["GotoIf", "Return"]
+
+
+@pytest.mark.parametrize("agistatus", ["SUCCESS", "HANGUP"])
+def test_no_engine_answers_the_facts_go_to_astdb_once(plan: Dialplan, agistatus: str) -> None:
+    from ivr.dialplan import parse_unsettled
+
+    agi = {"AGISTATUS": agistatus, "IVR_HOLD": HOLD, "DIALSTATUS": "ANSWER", "ANSWEREDTIME_MS": "6505",
+           "HANGUPCAUSE": "16"}
+    steps = run(plan, "prepaid-in", "+4930123456", agi=agi, settle={"AGISTATUS": "FAILURE"},
+                variables=CHANNEL_VARS)
+    (write,) = _db_writes(steps)  # once, although both the Gosub and the handler may run
+    key, _, value = write.partition("=")
+    assert key == "DB(ivr-unsettled/1796193853.3)"
+    facts = parse_unsettled(value)  # SHARED() and CDR() read as empty in this walker
+    assert (facts.hold_id, facts.destination, facts.dial.status, facts.dial.answered_time_ms,
+            facts.hangup_cause, facts.written_epoch) == (42, "Local/100@prepaid-service/n", "ANSWER", 6505,
+                                                         "16", 1796193860)
+
+
+def test_engine_unreachable_at_the_start_still_fails_closed_and_settles_nothing(plan: Dialplan) -> None:
+    steps = run(plan, "prepaid-in", "+4930123456", agi={"AGISTATUS": "FAILURE"})
+    main = [s for s in steps if not s.in_handler]
+    assert (main[-1].app, main[-1].args) == ("Hangup", "41")
+    assert not _settle_calls(steps)

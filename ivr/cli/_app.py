@@ -22,10 +22,12 @@ from typing import IO, Any, NoReturn, TypeVar
 import click
 
 from rating.errors import RatingError
-from rating.store.sqlite import SqliteStore
+from rating.store import open_store
+from rating.store.base import OperatorStore
 
 from .. import operations as ops
-from ..settings import Settings, SettingsError, database_location, load_settings
+from ..ami import AmiError
+from ..settings import Settings, SettingsError, load_settings
 
 T = TypeVar("T")
 
@@ -38,7 +40,7 @@ class Cancelled(CliError):
     """The operator did not confirm: nothing changed."""
 
 
-EXPECTED_ERRORS = (RatingError, CliError, SettingsError, ValueError, OSError)
+EXPECTED_ERRORS = (RatingError, CliError, SettingsError, ValueError, OSError, AmiError)
 
 
 def _quiet_broken_pipe() -> NoReturn:
@@ -105,15 +107,15 @@ def run(coro: Awaitable[T]) -> T:
         sys.exit(1)
 
 
-async def _open(settings: Settings, *, create: bool = False) -> SqliteStore:
+async def _open(settings: Settings, *, create: bool = False) -> OperatorStore:
     """Open the operator's database. Only commands that start one (``project create``,
-    ``demo``) create a missing file; the others say it does not exist and create nothing."""
-    store = SqliteStore(database_location(settings.database))
-    await store.open(create=create)
+    ``demo``) create a missing SQLite file; the others say it does not exist and create nothing."""
+    store = open_store(settings.database, must_exist=not create)
+    await store.open()
     return store
 
 
-async def warn_about_account(store: SqliteStore) -> None:
+async def warn_about_account(store: OperatorStore) -> None:
     """Every command that opens the database ends with this warning while the account
     owes more than its info limit (stderr, so ``--json`` output stays clean)."""
     state = await ops.account_state(store)
@@ -216,7 +218,7 @@ def os_user() -> str:
 
 
 @click.group(cls=IvrGroup)
-@click.option("--database", envvar="IVR_DATABASE", help="SQLite file (default ./ivr.sqlite3).")
+@click.option("--database", envvar="IVR_DATABASE", help="SQLite file (default ./ivr.sqlite3) or postgresql:// URL.")
 @click.option("--config", "config_file", envvar="IVR_CONFIG", type=click.Path(dir_okay=False),
               help="TOML settings file.")
 @click.version_option("0.1.0", prog_name="ivr")

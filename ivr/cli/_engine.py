@@ -11,7 +11,7 @@ import click
 
 from rating.errors import RatingError
 from rating.pins import load_or_create_secret
-from rating.store.sqlite import SqliteStore
+from rating.store.base import OperatorStore
 
 from .. import operations as ops
 from ..clock import SystemClock
@@ -28,6 +28,11 @@ from ._format import hms
 @click.option("--metrics-port", type=int, help="Prometheus port (default 9102, 0 = off).")
 @click.option("--grace", "grace_s", type=float, help="Seconds live calls may go on at shutdown.")
 @click.option("--log-format", type=click.Choice(["auto", "json", "console"]))
+@click.option("--ami-host", help="Asterisk's AMI address (default: none, AMI off).")
+@click.option("--ami-port", type=int, help="AMI port (default 5038).")
+@click.option("--ami-user", help="AMI user in manager.conf (default ivr-engine).")
+@click.option("--ami-secret", help="AMI secret (better: IVR_AMI_SECRET or the TOML file).")
+@click.option("--reconcile", "reconcile_s", type=float, help="Seconds between checks of open holds (default 5).")
 @click.pass_context
 def serve(ctx: click.Context, /, **flags: Any) -> None:
     """Run the FastAGI engine until SIGTERM / SIGINT."""
@@ -71,7 +76,7 @@ def config_show(ctx: click.Context, as_json: bool) -> None:
 @main.command()
 @json_option
 @with_store(create=True)
-async def demo(store: SqliteStore, settings: Settings, *, as_json: bool) -> None:
+async def demo(store: OperatorStore, settings: Settings, *, as_json: bool) -> None:
     """Create a demo project (access number +4930123456) and a 10-minute card, once."""
     p = await store.project_by_name("demo")
     created = p is None

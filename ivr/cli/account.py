@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from rating.store.sqlite import SqliteStore
+from rating.store.base import OperatorStore
 
 from .. import operations as ops
 from ..clock import SystemClock
@@ -49,7 +49,7 @@ def state_lines(s: ops.AccountState) -> list[str]:
 @account.command("show")
 @json_option
 @with_store
-async def account_show(store: SqliteStore, settings: Settings, *, as_json: bool) -> None:
+async def account_show(store: OperatorStore, settings: Settings, *, as_json: bool) -> None:
     """What the account owes, its limits and state."""
     s = await ops.account_state(store)
     emit(as_json, state_dict(s), [f"account ({s.currency or 'no currency yet: create a project'})",
@@ -70,7 +70,7 @@ def _line_dict(line: ops.StatementLine, names: dict[int, str]) -> dict[str, Any]
 @yes_option
 @json_option
 @with_store
-async def account_statement(store: SqliteStore, settings: Settings, *, month: str | None, csv_path: str | None,
+async def account_statement(store: OperatorStore, settings: Settings, *, month: str | None, csv_path: str | None,
                             yes: bool, as_json: bool) -> None:
     """Every charge and payment with the running amount owed."""
     since, until = ops.month_period_ms(month) if month else (None, None)
@@ -120,7 +120,7 @@ def _statement_lines(st: ops.Statement, lines: list[dict[str, Any]], month: str 
 @click.option("--by", "entered_by", default=os_user, show_default="your user name")
 @json_option
 @with_store
-async def account_pay(store: SqliteStore, settings: Settings, *, amount_text: str, reference: str,
+async def account_pay(store: OperatorStore, settings: Settings, *, amount_text: str, reference: str,
                       entered_by: str, as_json: bool) -> None:
     """Record a payment (in the account's currency)."""
     cents = parse_amount(amount_text, option="AMOUNT")
@@ -137,7 +137,7 @@ async def account_pay(store: SqliteStore, settings: Settings, *, amount_text: st
               help="While locked, new calls hear 'service suspended' (default: no).")
 @json_option
 @with_store
-async def account_limits(store: SqliteStore, settings: Settings, *, info_text: str | None,
+async def account_limits(store: OperatorStore, settings: Settings, *, info_text: str | None,
                          lock_text: str | None, suspend_calls: bool | None, as_json: bool) -> None:
     """Show or change the info and lock limits and whether a lock suspends calls."""
     s = await ops.set_limits(store, info_cents=parse_amount(info_text, option="--info") if info_text else None,

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from rating.models import BlockedNumber, Project
-from rating.store.sqlite import SqliteStore
+from rating.store.base import OperatorStore
 
 from .. import operations as ops
 from ..clock import SystemClock
@@ -58,13 +58,13 @@ def direction_option(f: Any) -> Any:
                         help="inbound: callers; outbound: destinations.")(f)
 
 
-async def _scope(store: SqliteStore, project_name: str | None, is_global: bool) -> Project | None:
+async def _scope(store: OperatorStore, project_name: str | None, is_global: bool) -> Project | None:
     if bool(project_name) == is_global:
         raise click.UsageError("give either --project NAME or --global")
     return await ops.project(store, project_name) if project_name else None
 
 
-async def _names(store: SqliteStore) -> dict[int, str]:
+async def _names(store: OperatorStore) -> dict[int, str]:
     return {p.id: p.name for p in await store.projects()}
 
 
@@ -76,7 +76,7 @@ async def _names(store: SqliteStore) -> dict[int, str]:
 @click.option("--by", "added_by", default=os_user, show_default="your user name", help="Who blocks it.")
 @json_option
 @with_store
-async def blacklist_add(store: SqliteStore, settings: Settings, *, pattern: str, project_name: str | None,
+async def blacklist_add(store: OperatorStore, settings: Settings, *, pattern: str, project_name: str | None,
                         is_global: bool, direction: str, reason: str, added_by: str, as_json: bool) -> None:
     """Block a number or number block."""
     p = await _scope(store, project_name, is_global)
@@ -96,7 +96,7 @@ async def blacklist_add(store: SqliteStore, settings: Settings, *, pattern: str,
 @yes_option
 @json_option
 @with_store
-async def blacklist_remove(store: SqliteStore, settings: Settings, *, pattern: str, project_name: str | None,
+async def blacklist_remove(store: OperatorStore, settings: Settings, *, pattern: str, project_name: str | None,
                            is_global: bool, direction: str, yes: bool, as_json: bool) -> None:
     """Unblock a number or number block."""
     p = await _scope(store, project_name, is_global)
@@ -113,7 +113,7 @@ async def blacklist_remove(store: SqliteStore, settings: Settings, *, pattern: s
 @click.option("--direction", type=click.Choice(ops.DIRECTIONS), help="Only inbound or outbound.")
 @json_option
 @with_store
-async def blacklist_list(store: SqliteStore, settings: Settings, *, project_name: str | None, is_global: bool,
+async def blacklist_list(store: OperatorStore, settings: Settings, *, project_name: str | None, is_global: bool,
                          direction: str | None, as_json: bool) -> None:
     """List blocked numbers (all, a project's with the global ones, or only the global ones)."""
     if project_name and is_global:
@@ -137,7 +137,7 @@ async def blacklist_list(store: SqliteStore, settings: Settings, *, project_name
 @yes_option
 @json_option
 @with_store
-async def blacklist_import(store: SqliteStore, settings: Settings, *, file: str, project_name: str | None,
+async def blacklist_import(store: OperatorStore, settings: Settings, *, file: str, project_name: str | None,
                            is_global: bool, replace: bool, added_by: str, yes: bool, as_json: bool) -> None:
     """Add the numbers of a CSV file (columns: pattern[, direction, reason, added_by]).
 
@@ -177,7 +177,7 @@ def _read(path: str) -> str:
 @yes_option
 @json_option
 @with_store
-async def blacklist_export(store: SqliteStore, settings: Settings, *, file: str, project_name: str | None,
+async def blacklist_export(store: OperatorStore, settings: Settings, *, file: str, project_name: str | None,
                            is_global: bool, yes: bool, as_json: bool) -> None:
     """Write a scope's list as CSV (to FILE, or stdout), ready for ``import``."""
     p = await _scope(store, project_name, is_global)

@@ -12,7 +12,7 @@ import click
 from rating.errors import NotFound, RatingError
 from rating.models import Binding, Card, CardStatus, Cdr, LedgerEntry, Project
 from rating.pins import load_or_create_secret
-from rating.store.sqlite import SqliteStore
+from rating.store.base import OperatorStore
 
 from .. import operations as ops
 from ..clock import SystemClock
@@ -31,7 +31,7 @@ def _now() -> int:
     return SystemClock().now_ms()
 
 
-async def card_dict(store: SqliteStore, c: Card, p: Project, *, now_ms: int) -> dict[str, Any]:
+async def card_dict(store: OperatorStore, c: Card, p: Project, *, now_ms: int) -> dict[str, Any]:
     """The stable JSON shape of a card (``card show`` adds ``ledger`` and ``last_calls``)."""
     return {
         "card": str(c.id), "project": p.name, "note": c.note, "status": c.status(now_ms).value,
@@ -43,7 +43,7 @@ async def card_dict(store: SqliteStore, c: Card, p: Project, *, now_ms: int) -> 
     }
 
 
-async def _card_and_project(store: SqliteStore, card_id: str) -> tuple[Card, Project]:
+async def _card_and_project(store: OperatorStore, card_id: str) -> tuple[Card, Project]:
     c = await ops.card(store, card_id)
     return c, await ops.card_project(store, c)
 
@@ -71,7 +71,7 @@ def quote_lines(q: ops.Quote) -> list[str]:
 @click.option("--count", type=int, default=1, show_default=True, help="How many cards.")
 @json_option
 @with_store
-async def card_quote(store: SqliteStore, settings: Settings, *, project_name: str, minutes: int, count: int,
+async def card_quote(store: OperatorStore, settings: Settings, *, project_name: str, minutes: int, count: int,
                      as_json: bool) -> None:
     """Compute a card's price, changing nothing."""
     q = ops.quote(await ops.project(store, project_name), minutes, count)
@@ -106,7 +106,7 @@ def _new_card_dict(new: ops.NewCard, p: Project, minutes: int) -> dict[str, Any]
 @yes_option
 @json_option
 @with_store
-async def card_create(store: SqliteStore, settings: Settings, *, project_name: str, minutes: int, note: str,
+async def card_create(store: OperatorStore, settings: Settings, *, project_name: str, minutes: int, note: str,
                       only_quote: bool, count: int | None, csv_path: str | None, yes: bool,
                       as_json: bool) -> None:
     """Buy a card (charged to the account): prints its id and PIN, shown only now."""
@@ -129,7 +129,7 @@ async def card_create(store: SqliteStore, settings: Settings, *, project_name: s
             out.close()
 
 
-async def _buy_one(store: SqliteStore, secret: bytes, p: Project, minutes: int, note_text: str,
+async def _buy_one(store: OperatorStore, secret: bytes, p: Project, minutes: int, note_text: str,
                    out: IO[str] | None, as_json: bool) -> None:
     new = await ops.create_card(store, secret, project=p, minutes=minutes, note=note_text, now_ms=_now())
     if out is not None:
@@ -146,7 +146,7 @@ async def _buy_one(store: SqliteStore, secret: bytes, p: Project, minutes: int, 
           f"  callers dial {', '.join(national_display(n) for n in p.numbers)}"])
 
 
-async def _buy_batch(store: SqliteStore, secret: bytes, p: Project, q: ops.Quote, note_text: str,
+async def _buy_batch(store: OperatorStore, secret: bytes, p: Project, q: ops.Quote, note_text: str,
                      out: IO[str] | None, csv_path: str | None, as_json: bool) -> None:
     writer = csv.writer(out) if out is not None else None
     if writer is not None:
@@ -183,7 +183,7 @@ async def _buy_batch(store: SqliteStore, secret: bytes, p: Project, q: ops.Quote
 @click.option("--reverse", is_flag=True, help="Reverse the order.")
 @json_option
 @with_store
-async def card_list(store: SqliteStore, settings: Settings, *, project_name: str | None, status: str | None,
+async def card_list(store: OperatorStore, settings: Settings, *, project_name: str | None, status: str | None,
                     search: str | None, sort: str, reverse: bool, as_json: bool) -> None:
     """List cards with their remaining time (h:mm:ss)."""
     p = await ops.project(store, project_name) if project_name else None
@@ -204,7 +204,7 @@ async def card_list(store: SqliteStore, settings: Settings, *, project_name: str
               help="How many last calls.")
 @json_option
 @with_store
-async def card_show(store: SqliteStore, settings: Settings, *, card_id: str, last_calls: int,
+async def card_show(store: OperatorStore, settings: Settings, *, card_id: str, last_calls: int,
                     as_json: bool) -> None:
     """Remaining time, status, activation, bound numbers, ledger and last calls."""
     c, p = await _card_and_project(store, card_id)
@@ -257,7 +257,7 @@ def _signed_hms(seconds: int) -> str:
 @yes_option
 @json_option
 @with_store
-async def card_bind(store: SqliteStore, settings: Settings, *, card_id: str, number: str, yes: bool,
+async def card_bind(store: OperatorStore, settings: Settings, *, card_id: str, number: str, yes: bool,
                     as_json: bool) -> None:
     """Bind a caller's number to the card by hand (no PIN call needed).
 
@@ -284,7 +284,7 @@ async def card_bind(store: SqliteStore, settings: Settings, *, card_id: str, num
 @yes_option
 @json_option
 @with_store
-async def card_unbind(store: SqliteStore, settings: Settings, *, card_id: str, number: str, yes: bool,
+async def card_unbind(store: OperatorStore, settings: Settings, *, card_id: str, number: str, yes: bool,
                       as_json: bool) -> None:
     """Remove a bound number: its next call asks for a PIN again."""
     c, p = await _card_and_project(store, card_id)
@@ -301,7 +301,7 @@ async def card_unbind(store: SqliteStore, settings: Settings, *, card_id: str, n
 @click.option("--minutes", type=int, required=True)
 @json_option
 @with_store
-async def card_recharge(store: SqliteStore, settings: Settings, *, card_id: str, minutes: int,
+async def card_recharge(store: OperatorStore, settings: Settings, *, card_id: str, minutes: int,
                         as_json: bool) -> None:
     """Add minutes to a card (priced like a purchase, charged to the account)."""
     c = await ops.card(store, card_id)
@@ -320,26 +320,40 @@ async def card_recharge(store: SqliteStore, settings: Settings, *, card_id: str,
 @yes_option
 @json_option
 @with_store
-async def card_block(store: SqliteStore, settings: Settings, *, card_id: str, hangup: bool, yes: bool,
+async def card_block(store: OperatorStore, settings: Settings, *, card_id: str, hangup: bool, yes: bool,
                      as_json: bool) -> None:
-    """Block a card: its callers hear that it is blocked."""
+    """Block a card: its callers hear that it is blocked (--hangup: also those in a call now)."""
     c = await ops.card(store, card_id)
-    if not c.blocked:
-        confirm(f"Block {_label(c)}? Its callers will hear that it is blocked.", yes)
-        await store.set_blocked(c.id, True)
-    if hangup:
-        note("not available yet: needs AMI (calls in progress go on until they end)")
-    elif c.active_calls:
-        note(f"note: card {c.id} is in {c.active_calls} call(s) now; they go on until they end")
-    emit(as_json, {"card": str(c.id), "blocked": True, "in_calls": c.active_calls},
-         [f"card {c.id} {'was already' if c.blocked else 'is now'} blocked"])
+    if not hangup:
+        if not c.blocked:
+            confirm(f"Block {_label(c)}? Its callers will hear that it is blocked.", yes)
+            await store.set_blocked(c.id, True)
+        if c.active_calls:
+            note(f"note: card {c.id} is in {c.active_calls} call(s) now; they go on until they end"
+                 " (--hangup ends them)")
+        emit(as_json, {"card": str(c.id), "blocked": True, "in_calls": c.active_calls, "hung_up": []},
+             [f"card {c.id} {'was already' if c.blocked else 'is now'} blocked"])
+        return
+    from ..live import end_card_calls
+    from .calls import cli_ami
+
+    async with cli_ami(settings, "--hangup") as ami:   # refused before anything changes
+        if not c.blocked:
+            confirm(f"Block {_label(c)} and end its calls in progress? Its callers will hear that it is"
+                    " blocked.", yes)
+            await store.set_blocked(c.id, True)
+        ended = await end_card_calls(ami, store, c.id)
+    emit(as_json, {"card": str(c.id), "blocked": True, "in_calls": c.active_calls,
+                   "hung_up": [call.uniqueid for call in ended]},
+         [f"card {c.id} {'was already' if c.blocked else 'is now'} blocked;"
+          f" {len(ended)} call(s) in progress ended" + (f": {', '.join(x.uniqueid for x in ended)}" if ended else "")])
 
 
 @card.command("unblock")
 @click.argument("card_id")
 @json_option
 @with_store
-async def card_unblock(store: SqliteStore, settings: Settings, *, card_id: str, as_json: bool) -> None:
+async def card_unblock(store: OperatorStore, settings: Settings, *, card_id: str, as_json: bool) -> None:
     """Unblock a card."""
     c = await ops.card(store, card_id)
     if c.blocked:
@@ -353,7 +367,7 @@ async def card_unblock(store: SqliteStore, settings: Settings, *, card_id: str, 
 @yes_option
 @json_option
 @with_store
-async def card_reset_pin(store: SqliteStore, settings: Settings, *, card_id: str, yes: bool,
+async def card_reset_pin(store: OperatorStore, settings: Settings, *, card_id: str, yes: bool,
                          as_json: bool) -> None:
     """Give the card a new PIN (shown once); the old one stops working, bound numbers stay."""
     c = await ops.card(store, card_id)
@@ -370,7 +384,7 @@ async def card_reset_pin(store: SqliteStore, settings: Settings, *, card_id: str
 @yes_option
 @json_option
 @with_store
-async def card_expire(store: SqliteStore, settings: Settings, *, card_id: str, on_date: str | None,
+async def card_expire(store: OperatorStore, settings: Settings, *, card_id: str, on_date: str | None,
                       never: bool, yes: bool, as_json: bool) -> None:
     """Set the card's last day (it expires at midnight after it), or --never."""
     if (on_date is None) == (not never):

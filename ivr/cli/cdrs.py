@@ -1,5 +1,6 @@
-"""``ivr cdr list|report``: the calls, and statistics per month, number, card or call
-type, filtered by period, project, card, number and outcome; CSV and a PNG chart."""
+"""``ivr cdr list|report``: the calls, and statistics per month, number, card, outcome,
+call type or zone, filtered by period, project, card, number, outcome, call type and
+zone; CSV and a PNG chart."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 import click
 
 from rating.models import Cdr, Project
-from rating.store.sqlite import SqliteStore
+from rating.store.base import OperatorStore
 
 from .. import operations as ops
 from ..outcome import Outcome
@@ -44,7 +45,9 @@ def cdr_dict(r: Cdr, projects: Mapping[int, Project]) -> dict[str, Any]:
             "card": str(r.card_id) if r.card_id is not None else None, "caller": r.caller_raw,
             "caller_e164": r.caller_e164, "dialled": r.dialled, "destination": r.destination,
             "start": iso(r.start_ms), "answer": iso(r.answer_ms), "end": iso(r.end_ms), "talk_s": r.talk_s,
-            "debited_s": r.debited_s, "outcome": r.outcome, "hangup_side": r.hangup_side}
+            "debited_s": r.debited_s, "outcome": r.outcome, "hangup_side": r.hangup_side,
+            "call_type": r.call_type, "route": r.route_position, "leg": r.leg, "zone": r.zone,
+            "number_type": r.number_type, "factor_pm": r.factor_pm, "quota_used_s": r.quota_used_s}
 
 
 def filter_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -56,20 +59,26 @@ def filter_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--number", help="Only calls from or to this number or x pattern (079123456x, 0900.)."),
         click.option("--outcome", "outcomes", multiple=True,
                      type=click.Choice([o.value.lower() for o in Outcome], case_sensitive=False),
-                     help="Only calls of this type; repeatable."),
+                     help="Only calls that ended so; repeatable."),
+        click.option("--type", "call_types", multiple=True, type=click.Choice(ops.CALL_TYPES, case_sensitive=False),
+                     help="Only calls of this call type; repeatable."),
+        click.option("--zone", "zones", multiple=True, type=click.Choice(ops.ZONES, case_sensitive=False),
+                     help="Only calls to this destination zone; repeatable."),
     ]
     return functools.reduce(lambda acc, option: option(acc), reversed(options), f)
 
 
-async def build_filter(store: SqliteStore, *, since: str | None, until: str | None, project_name: str | None,
-                       card_id: str | None, number: str | None, outcomes: tuple[str, ...]) -> ops.CdrFilter:
+async def build_filter(store: OperatorStore, *, since: str | None, until: str | None, project_name: str | None,
+                       card_id: str | None, number: str | None, outcomes: tuple[str, ...],
+                       call_types: tuple[str, ...] = (), zones: tuple[str, ...] = ()) -> ops.CdrFilter:
     since_ms, until_ms = ops.period_ms(ops.parse_date(since) if since else None,
                                        ops.parse_date(until) if until else None)
     return ops.CdrFilter(
         since_ms=since_ms, until_ms=until_ms,
         project=await ops.project(store, project_name) if project_name else None,
         card_id=(await ops.card(store, card_id)).id if card_id else None, number=number,
-        outcomes=tuple(ops.check_outcome(o) for o in outcomes))
+        outcomes=tuple(ops.check_outcome(o) for o in outcomes),
+        call_types=tuple(ops.check_call_type(t) for t in call_types), zones=tuple(ops.check_zone(z) for z in zones))
 
 
 def _write_csv(path: str, yes: bool, headers: list[str], rows: list[list[object]]) -> None:
@@ -81,7 +90,8 @@ def _write_csv(path: str, yes: bool, headers: list[str], rows: list[list[object]
 
 
 CDR_CSV = ["start", "uniqueid", "project", "card", "caller", "caller_e164", "dialled", "destination",
-           "answer", "end", "talk_s", "debited_s", "outcome", "hangup_side"]
+           "answer", "end", "talk_s", "debited_s", "outcome", "hangup_side", "call_type", "route", "leg", "zone",
+           "number_type", "factor_pm", "quota_used_s"]
 
 
 @cdr.command("list")
@@ -91,7 +101,7 @@ CDR_CSV = ["start", "uniqueid", "project", "card", "caller", "caller_e164", "dia
 @yes_option
 @json_option
 @with_store
-async def cdr_list(store: SqliteStore, settings: Settings, *, limit: int, csv_path: str | None, yes: bool,
+async def cdr_list(store: OperatorStore, settings: Settings, *, limit: int, csv_path: str | None, yes: bool,
                    as_json: bool, **filters: Any) -> None:
     """The calls, oldest first (the latest --limit of them)."""
     if limit < 0:
@@ -106,14 +116,14 @@ async def cdr_list(store: SqliteStore, settings: Settings, *, limit: int, csv_pa
             return
         note(f"{len(data)} CDRs written to {csv_path}")
     rows = [[local(r.start_ms, seconds=True), d["project"], d["card"], r.caller_e164 or r.caller_raw,
-             r.dialled, r.outcome, hms(r.talk_s), hms(r.debited_s), r.hangup_side]
-            for r, d in zip(cdrs, data, strict=True)]
-    emit(as_json, data, table(["START", "PROJECT", "CARD", "CALLER", "DIALLED", "OUTCOME", "TALK", "DEBITED",
-                               "ENDED BY"], rows, right={2, 6, 7}, empty="no calls"))
+             r.dialled, r.outcome, r.call_type or "-", r.zone or "-", hms(r.talk_s), hms(r.debited_s),
+             r.hangup_side] for r, d in zip(cdrs, data, strict=True)]
+    emit(as_json, data, table(["START", "PROJECT", "CARD", "CALLER", "DIALLED", "OUTCOME", "TYPE", "ZONE", "TALK",
+                               "DEBITED", "ENDED BY"], rows, right={2, 8, 9}, empty="no calls"))
 
 
 _KEY_HEADER = {"month": "MONTH", "number": "CALLER", "card": "CARD", "outcome": "OUTCOME",
-               "access": "ACCESS NUMBER", "project": "PROJECT"}
+               "access": "ACCESS NUMBER", "project": "PROJECT", "type": "CALL TYPE", "zone": "ZONE"}
 
 
 def _row_dict(row: ops.ReportRow) -> dict[str, Any]:
@@ -129,14 +139,15 @@ def report_dict(rep: ops.Report) -> dict[str, Any]:
 
 @cdr.command("report")
 @click.option("--by", type=click.Choice(ops.REPORT_BY), default="month", show_default=True,
-              help="number: the caller; access: the access number dialled.")
+              help="number: the caller; access: the access number dialled; type: the call type;"
+                   " zone: the destination zone.")
 @filter_options
 @click.option("--csv", "csv_path", help="Write the report as CSV to this file ('-': stdout).")
 @click.option("--chart", "chart_path", help="Draw minutes per group into this PNG file.")
 @yes_option
 @json_option
 @with_store
-async def cdr_report(store: SqliteStore, settings: Settings, *, by: str, csv_path: str | None,
+async def cdr_report(store: OperatorStore, settings: Settings, *, by: str, csv_path: str | None,
                      chart_path: str | None, yes: bool, as_json: bool, **filters: Any) -> None:
     """Calls, answered, talk and debited time, revenue (debited time at the project's price)."""
     if chart_path is not None and Path(chart_path).suffix.lower() != ".png":

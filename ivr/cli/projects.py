@@ -8,13 +8,15 @@ from typing import Any
 import click
 
 from rating.models import CardStatus, Project
-from rating.store.sqlite import SqliteStore
+from rating.store.base import OperatorStore
+from rating.zones import RATED_ZONES
 
 from .. import operations as ops
 from ..clock import SystemClock
 from ..settings import Settings
 from ._app import emit, json_option, main, with_store
 from ._format import money, national_display, parse_amount, table
+from .routes import route_dict, route_table, times, zone_table, zones_dict
 
 
 @main.group()
@@ -34,6 +36,9 @@ def project_dict(p: Project) -> dict[str, Any]:
         "initial_block_s": p.rule.initial_s, "increment_s": p.rule.increment_s,
         "warning_s": p.warning_s, "pin_length": p.pin_length, "max_bound_numbers": p.max_bound_numbers,
         "max_simultaneous_calls": p.max_simultaneous_calls, "card_validity_days": p.card_validity_days,
+        "timezone": p.timezone, "trunk": p.trunk or None, "allow_countries": list(p.policy.countries),
+        "blocked_number_types": [k.value for k in p.policy.blocked_kinds],
+        "routes": [route_dict(r, p) for r in p.routes], **{k: v for k, v in zones_dict(p).items() if k != "project"},
     }
 
 
@@ -54,6 +59,17 @@ _LABELS: list[tuple[str, str, Callable[[Project], str]]] = [
     ("max_simultaneous_calls", "simultaneous calls", lambda p: f"at most {p.max_simultaneous_calls} per card"),
     ("card_validity_days", "card validity",
      lambda p: f"{p.card_validity_days} days from purchase" if p.card_validity_days else "unlimited"),
+    ("timezone", "time zone", lambda p: p.timezone),
+    ("trunk", "trunk", lambda p: p.trunk or "none (numbers cannot be dialled)"),
+    ("allow_countries", "allowed countries", lambda p: ", ".join(p.policy.countries) or "none"),
+    ("block_types", "blocked types",
+     lambda p: ", ".join(k.value for k in p.policy.blocked_kinds) or "none"),
+    ("zone_factors", "zone factors", lambda p: ", ".join(
+        f"{z.value} {times(p.tariff.factor(z))}" for z in RATED_ZONES if p.tariff.factor(z) != 1000) or "none"),
+    ("quota_s", "included quota",
+     lambda p: f"{p.tariff.quota_s // 60} min per card and month" if p.tariff.quota_s else "none"),
+    ("routes", "rules", lambda p: "; ".join(f"{r.position}. {r.destination} ({r.conditions_text()}"
+                                             f"{', ' + r.hours.text() if r.hours else ''})" for r in p.routes)),
 ]
 
 
@@ -123,7 +139,7 @@ def _price(text: str | None) -> int | None:
 @setting_options(create=True)
 @json_option
 @with_store(create=True)
-async def project_create(store: SqliteStore, settings: Settings, *, name: str, numbers: tuple[str, ...],
+async def project_create(store: OperatorStore, settings: Settings, *, name: str, numbers: tuple[str, ...],
                          service: str, fallback: str | None, language: str, region: str,
                          price_per_minute: str, currency: str, ring_timeout: int, connect_charge: int,
                          minimum: int, initial_block: int, increment: int, warning: int, pin_length: int,
@@ -147,11 +163,17 @@ async def project_create(store: SqliteStore, settings: Settings, *, name: str, n
 @setting_options(create=False)
 @click.option("--no-fallback", is_flag=True, help="Remove the fallback.")
 @click.option("--no-validity", is_flag=True, help="New cards never expire.")
+@click.option("--allow-countries", help="Countries numbers may be dialled in: DE,AT,CH,FR,PL (ISO codes).")
+@click.option("--block-types", help="Number types never dialled: premium_rate,shared_cost,personal,uan,"
+                                    "satellite (or none).")
+@click.option("--trunk", help="How numbers are dialled: PJSIP/{e164}@carrier ({international}, {national}).")
+@click.option("--timezone", help="The office hours' time zone, e.g. Europe/Zurich.")
 @json_option
 @with_store
-async def project_update(store: SqliteStore, settings: Settings, *, name: str, add_numbers: tuple[str, ...],
+async def project_update(store: OperatorStore, settings: Settings, *, name: str, add_numbers: tuple[str, ...],
                          remove_numbers: tuple[str, ...], no_fallback: bool, no_validity: bool,
-                         as_json: bool, **options: Any) -> None:
+                         allow_countries: str | None, block_types: str | None, trunk: str | None,
+                         timezone: str | None, as_json: bool, **options: Any) -> None:
     """Change only the options given (prices apply to cards bought from now on)."""
     if no_fallback and options["fallback"] is not None:
         raise click.UsageError("--fallback and --no-fallback exclude each other")
@@ -163,6 +185,14 @@ async def project_update(store: SqliteStore, settings: Settings, *, name: str, a
         values["fallback"] = None
     if no_validity:
         values["card_validity_days"] = None
+    if allow_countries is not None:
+        values["allow_countries"] = ops.parse_countries(allow_countries)
+    if block_types is not None:
+        values["block_types"] = ops.parse_kinds(block_types)
+    if trunk is not None:
+        values["trunk"] = trunk.strip()
+    if timezone is not None:
+        values["timezone"] = timezone.strip()
     after = await ops.update_project(store, before, values=values, add_numbers=add_numbers,
                                      remove_numbers=remove_numbers)
     lines = changes(before, after)
@@ -189,7 +219,7 @@ def _store_values(options: dict[str, Any]) -> dict[str, Any]:
 @project.command("list")
 @json_option
 @with_store
-async def project_list(store: SqliteStore, settings: Settings, *, as_json: bool) -> None:
+async def project_list(store: OperatorStore, settings: Settings, *, as_json: bool) -> None:
     """List projects with their access numbers and price."""
     projects = await store.projects()
     counts = {p.id: len(await store.cards(p.id)) for p in projects}
@@ -204,7 +234,7 @@ async def project_list(store: SqliteStore, settings: Settings, *, as_json: bool)
 @click.argument("name")
 @json_option
 @with_store
-async def project_show(store: SqliteStore, settings: Settings, *, name: str, as_json: bool) -> None:
+async def project_show(store: OperatorStore, settings: Settings, *, name: str, as_json: bool) -> None:
     """Every setting of one project, and its cards by status."""
     p = await ops.project(store, name)
     now = SystemClock().now_ms()
@@ -212,4 +242,6 @@ async def project_show(store: SqliteStore, settings: Settings, *, name: str, as_
     by_status = {s.value: statuses.count(s.value) for s in CardStatus}
     summary = ", ".join(f"{n} {s}" for s, n in by_status.items() if n) or "none"
     emit(as_json, {**project_dict(p), "cards": by_status},
-         [f"project {p.name}", *describe(p), field_line("cards", summary)])
+         [f"project {p.name}", *[line for line in describe(p) if not line.lstrip().startswith("rules:")],
+          field_line("cards", summary), "", "forwarding rules (tried in this order):", *route_table(p), "",
+          "zone factors:", *zone_table(p)])

@@ -1,5 +1,18 @@
-"""The prepaid call: find the project, check the caller, identify the card
-(binding or PIN), reserve its time, announce it, connect, settle.
+"""The prepaid call: find the project, check the caller, find the forwarding rule
+open now (or say the line is closed), identify the card (binding or PIN), reserve
+its time, announce it, walk the rules (next leg on busy / no answer / unavailable),
+settle.
+
+Routing decisions (issue 11):
+* The closed prompt is played after an answer, not as early media: callers on
+  many mobile networks hear nothing of a 183's audio, and the answer costs them
+  one short prompt. Nothing is debited (no card is asked for).
+* A number destination is checked (allowed country, number type, outbound blocks)
+  right before its Dial; a refused leg is skipped and the next open rule after it
+  is dialled whatever its condition (the refused leg never rang), as the old
+  fallback took over from a blocked service.
+* Each leg's ``L()`` is the longest talk whose charge under that leg's zone
+  factor (and the card's monthly quota) fits the time held for the call.
 
 Reads like the call; the AGI and SQL live in ``Call``, ``agi`` and ``rating``.
 """
@@ -8,15 +21,27 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from agi import ChannelHungUp, dial
+from agi import ChannelHungUp
 from prompts import Prompt, remaining_time
 from rating import errors
 from rating.billing import talk_seconds_from_ms
-from rating.models import Card, CardStatus, Grant
+from rating.models import Card, CardStatus, Grant, HoldCall
 from rating.numbers import parse_caller
 from rating.pins import is_pin_shaped, pin_hash
+from rating.routes import (
+    DestinationRefused,
+    NumberKind,
+    Route,
+    check_number,
+    dial_status_condition,
+    first_leg,
+    next_leg,
+    render_trunk,
+)
+from rating.zones import QuotaPeriod, Zone, budget_base, max_talk, month_of
 
-from ..call import Call
+from ..call import Call, Leg
+from ..dialplan import CUT_BLOCKED, HoldMark, dial_service
 from ..outcome import HangupSide, Outcome
 
 __all__ = ["prepaid"]
@@ -26,7 +51,6 @@ _CONNECT_STATUS = {
     "BUSY": Outcome.BUSY,
     "NOANSWER": Outcome.NO_ANSWER,
 }
-_FALLBACK_ON = {"BUSY", "NOANSWER"}
 
 
 async def prepaid(call: Call) -> None:
@@ -34,6 +58,7 @@ async def prepaid(call: Call) -> None:
     if call.suspended:
         await call.finish(Outcome.SUSPENDED, Prompt.SERVICE_SUSPENDED)
     await refuse_blocked_caller(call)
+    leg = await open_first_leg(call)       # closed, or every rule refused: ends here
     welcome = call.custom(Prompt.WELCOME)  # optional: only a project's own greeting
     if welcome:
         call.queue(welcome)
@@ -41,8 +66,8 @@ async def prepaid(call: Call) -> None:
     if grant is None:
         card = await enter_pin(call)
         grant = await reserve(call, card)
-    call.queue(*remaining_time(grant.available_before_s, call.language))
-    await connect(call, grant)
+    call.queue(*remaining_time(announced_s(call, grant, leg), call.language))
+    await connect(call, grant, leg)
 
 
 async def find_project(call: Call) -> None:
@@ -85,22 +110,107 @@ def _dialled_number(dial_string: str) -> str:
     return resource.split("@", 1)[0]
 
 
-async def allowed_destinations(call: Call, candidates: list[str | None]) -> list[str]:
-    """The service and fallback, minus those an outbound block forbids (0900 lines, …)."""
+def open_at_now(call: Call, route: Route) -> bool:
+    assert call.project
+    return route.open_at(call.clock.now_ms(), call.project.timezone)
+
+
+def resolve_leg(call: Call, route: Route, number: int) -> Leg | None:
+    """The leg for ``route`` if the project may dial it now; None (logged) if it is refused."""
     assert call.project and call.routing
-    blocks = call.routing.block_set(call.project.id, "outbound")
-    allowed = []
-    for destination in filter(None, candidates):
-        number = parse_caller(_dialled_number(destination), call.project.region)
-        pattern = blocks.first_match(number)
-        if pattern is None:
-            allowed.append(destination)
-        else:
-            call.log.warning("destination_blocked", destination=destination, pattern=pattern)
-    if not allowed:
-        call.destination = candidates[0]
-        await call.finish(Outcome.BLOCKED_DESTINATION, Prompt.SERVICE_UNAVAILABLE)
-    return allowed
+    project = call.project
+    blocks = call.routing.block_set(project.id, "outbound")
+    try:
+        if not route.is_number:
+            # A dial string: the outbound blocks apply to its number part, as before rules.
+            pattern = blocks.first_match(parse_caller(_dialled_number(route.destination), project.region))
+            if pattern is not None:
+                raise DestinationRefused(f"matches the outbound block {pattern}", reason="blocked")
+            return Leg(route=route, number=number, dial_string=route.destination, zone=Zone.INTERNAL,
+                       kind=NumberKind.DIAL_STRING, factor_pm=project.tariff.factor(Zone.INTERNAL))
+        if not project.trunk:
+            raise DestinationRefused("the project has no trunk to dial numbers through", reason="invalid")
+        info = check_number(route.destination, home=project.region, policy=project.policy, blocks=blocks)
+        return Leg(route=route, number=number, dial_string=render_trunk(project.trunk, info.e164, project.region),
+                   zone=info.zone, kind=info.kind, factor_pm=project.tariff.factor(info.zone))
+    except (DestinationRefused, errors.InvalidInput) as refused:
+        reason = refused.reason if isinstance(refused, DestinationRefused) else "invalid"
+        call.log.warning("destination_refused", rule=route.position, destination=route.destination,
+                         reason=reason, detail=str(refused))
+        call.refusals.append(reason)
+        return None
+
+
+def after_refusal(call: Call, routes: tuple[Route, ...], refused: Route) -> Route | None:
+    """The rule that takes a refused leg's place: the next one open now, whatever its condition."""
+    return next((r for r in routes if r.position > refused.position and open_at_now(call, r)), None)
+
+
+async def open_first_leg(call: Call) -> Leg:
+    """The first leg of the walk, checked before any Dial (and before the PIN: a closed
+    line or a forbidden destination never costs the caller a PIN entry)."""
+    assert call.project
+    project = call.project
+    route = first_leg(project.routes, call.clock.now_ms(), project.timezone)
+    if route is None:
+        if any(r.hours is not None for r in project.routes):
+            call.call_type = "closed"
+            call.log.info("project_closed", timezone=project.timezone)
+            await call.finish(Outcome.CLOSED, Prompt.CLOSED)
+        call.log.warning("no_forwarding_rule")
+        await call.finish(Outcome.FAILED, Prompt.SERVICE_UNAVAILABLE)
+    while route is not None:
+        leg = resolve_leg(call, route, 1)
+        if leg is not None:
+            return leg
+        route = after_refusal(call, project.routes, route)
+    call.destination = project.routes[0].destination if project.routes else None
+    call.call_type = "blocked" if "blocked" in call.refusals else "refused"
+    await call.finish(Outcome.BLOCKED_DESTINATION, Prompt.SERVICE_UNAVAILABLE)
+
+
+def following_leg(call: Call, leg: Leg, status: str) -> Leg | None:
+    """The next leg after ``leg`` ended with ``status``; None ends the walk."""
+    assert call.project
+    project = call.project
+    failed = dial_status_condition(status)
+    if failed is None:
+        return None
+    route = next_leg(project.routes, leg.route, failed, call.clock.now_ms(), project.timezone)
+    while route is not None:
+        following = resolve_leg(call, route, leg.number + 1)
+        if following is not None:
+            return following
+        route = after_refusal(call, project.routes, route)
+    return None
+
+
+def quota_period(call: Call) -> QuotaPeriod | None:
+    assert call.project
+    tariff = call.project.tariff
+    if tariff.quota_s <= 0:
+        return None
+    return QuotaPeriod(month=month_of(call.clock.now_ms(), call.project.timezone), limit_s=tariff.quota_s)
+
+
+def _leg_terms(grant: Grant, leg: Leg) -> tuple[int, int]:
+    """(factor, quota left) the leg is rated at."""
+    quota_left = grant.quota_left_s if leg.zone is not Zone.INTERNAL else 0
+    return leg.factor_pm, quota_left
+
+
+def announced_s(call: Call, grant: Grant, leg: Leg) -> int:
+    """The card time the caller hears, in seconds at the first leg's factor (the card's
+    own seconds when it is 1000)."""
+    factor, quota_left = _leg_terms(grant, leg)
+    return budget_base(grant.available_before_s, factor, quota_left)
+
+
+def leg_limit_s(call: Call, grant: Grant, leg: Leg) -> int:
+    """``L()`` of this leg: the longest talk whose charge fits the time held."""
+    assert call.project
+    factor, quota_left = _leg_terms(grant, leg)
+    return max_talk(call.project.rule, grant.reserved_s, factor, quota_left)
 
 
 async def reserve_bound_line(call: Call) -> Grant | None:
@@ -111,9 +221,11 @@ async def reserve_bound_line(call: Call) -> Grant | None:
     if call.caller.anonymous:
         return None
     project = call.project
+    call.quota = quota_period(call)
     found = await call.store.reserve_bound(
         project_id=project.id, caller=call.caller.e164 or "", uniqueid=call.uniqueid, rule=project.rule,
-        max_calls=project.max_simultaneous_calls, hold_s=_hold_s(call), now_ms=call.clock.now_ms())
+        max_calls=project.max_simultaneous_calls, hold_s=_hold_s(call), now_ms=call.clock.now_ms(),
+        quota=call.quota, call=_hold_call(call))
     if found is None:
         return None
     call.card = found.card
@@ -128,9 +240,17 @@ async def reserve_bound_line(call: Call) -> Grant | None:
 
 
 def _hold_s(call: Call) -> int:
-    """How long a hold may outlive its talk time: ringing (twice, with a fallback) and prompts."""
+    """How long a hold may outlive its talk time: the ringing of every leg of the walk, and prompts."""
     assert call.project
-    return call.project.ring_timeout_s * 2 + 600
+    project = call.project
+    ringing = sum(r.ring_timeout_s or project.ring_timeout_s for r in project.routes)
+    return max(ringing, project.ring_timeout_s * 2) + 600
+
+
+def _hold_call(call: Call) -> HoldCall:
+    """The call's facts kept with its hold: whoever settles it writes the CDR from them."""
+    return HoldCall(caller_raw=call.env.get("callerid"), caller_e164=call.caller.e164 if call.caller else None,
+                    dialled=call.dialled, start_ms=call.start_ms)
 
 
 def _held(call: Call, grant: Grant) -> Grant:
@@ -206,51 +326,77 @@ async def reserve(call: Call, card: Card) -> Grant:
     assert call.project
     project = call.project
     try:
+        call.quota = quota_period(call)
         grant = await call.store.reserve(
             card_id=card.id, uniqueid=call.uniqueid, rule=project.rule,
-            max_calls=project.max_simultaneous_calls, hold_s=_hold_s(call), now_ms=call.clock.now_ms())
+            max_calls=project.max_simultaneous_calls, hold_s=_hold_s(call), now_ms=call.clock.now_ms(),
+            quota=call.quota, call=_hold_call(call))
     except errors.CardUnusable as refusal:
         await call.finish(*_REFUSALS[type(refusal)])
     return _held(call, grant)
 
 
-async def connect(call: Call, grant: Grant) -> None:
-    """Dial the service (then the fallback on busy / no answer) within the grant."""
+async def connect(call: Call, grant: Grant, first: Leg) -> None:
+    """Walk the forwarding rules within the grant: dial the leg, and on busy / no answer /
+    unavailable the next rule whose condition holds; only the answered leg is debited."""
     assert call.project
     project = call.project
-    destinations = await allowed_destinations(call, [project.service, project.fallback])
     await call.play()  # PIN accepted, remaining time: one round trip
-    for destination in destinations:
-        call.destination = destination
+    leg: Leg | None = first
+    while leg is not None:
+        call.leg, call.destination = leg, leg.dial_string
+        limit_s = leg_limit_s(call, grant, leg)
+        if limit_s <= 0:  # this zone's factor leaves no whole second of the time held
+            call.log.info("leg_unaffordable", rule=leg.route.position, zone=leg.zone.value, factor=leg.factor_pm)
+            await call.finish(Outcome.NO_CREDIT, Prompt.NO_CREDIT)
         warning_ms = project.warning_s * 1000 if project.warning_s else 0
+        factor_pm, quota = call.charge_terms()
+        mark = HoldMark(hold_id=grant.reservation_id, destination=leg.dial_string, limit_s=limit_s,
+                        factor_pm=factor_pm, quota=quota, rule=leg.route.position, leg=leg.number,
+                        zone=leg.zone.value, kind=leg.kind.value, call_type=leg.call_type)
+        already, call.hold_mark = call.hold_mark, mark.format()   # on the channel from here on
         call.dial_started = call.clock.monotonic()
-        result = await dial(call.channel, destination, timeout_s=project.ring_timeout_s,
-                            limit_ms=grant.max_talk_s * 1000, warning_ms=warning_ms,
-                            warning_sound=call.sound(Prompt.ONE_MINUTE_WARNING))
+        result = await dial_service(call.channel, mark, timeout_s=leg.route.ring_timeout_s or project.ring_timeout_s,
+                                    warning_ms=warning_ms, warning_sound=call.sound(Prompt.ONE_MINUTE_WARNING),
+                                    hold_set=already)
         call.dial_started = None
-        if result.stamp_missing:
-            call.log.warning("talk_stamp_missing", hint="load the [ivr-stamp] context from asterisk-conf/")
-        call.log.info("dial_finished", destination=destination, status=result.status,
-                      talk_ms=result.talk_ms, caller_hung_up=result.caller_hung_up)
+        talk = result.talk
+        if result.status == "ANSWER" and talk.source != "stamps":
+            call.log.warning("talk_stamp_missing", source=talk.source,
+                             hint="load [ivr-stamp] and [ivr-stamp-end] from asterisk-conf/")
+        call.log.info("dial_finished", destination=leg.dial_string, rule=leg.route.position, leg=leg.number,
+                      zone=leg.zone.value, status=result.status, talk_ms=talk.ms,
+                      caller_hung_up=result.caller_hung_up)
         if result.status == "ANSWER":
-            call.talk_s = talk_seconds_from_ms(result.talk_ms, grant.max_talk_s)
-            if result.answered_epoch is not None:
-                call.answer_ms = int(result.answered_epoch * 1000)
+            call.talk_s = talk_seconds_from_ms(talk.ms, limit_s)
+            answered = result.facts.dial.callee_answered
+            if answered is not None:
+                call.answer_ms = int(answered * 1000)
             call.outcome = Outcome.ANSWERED
             if result.caller_hung_up:
                 call.hangup_side = HangupSide.CALLER
-            elif call.talk_s >= grant.max_talk_s:
+            elif call.talk_s >= limit_s:
                 call.hangup_side = HangupSide.LIMIT
             else:
                 call.hangup_side = HangupSide.CALLEE
+                await tell_why_cut(call, result.cut)
             return
         if result.caller_hung_up:
             call.hangup_side = HangupSide.CALLER
             call.outcome = Outcome.ABANDONED
             raise ChannelHungUp("caller left while the service was ringing")
         call.outcome = _CONNECT_STATUS.get(result.status, Outcome.FAILED)
-        if result.status not in _FALLBACK_ON:
-            break
+        leg = following_leg(call, leg, result.status)
     prompt = {Outcome.BUSY: Prompt.BUSY, Outcome.NO_ANSWER: Prompt.NO_ANSWER}.get(
         call.outcome or Outcome.FAILED, Prompt.SERVICE_UNAVAILABLE)
     await call.finish(call.outcome or Outcome.FAILED, prompt)
+
+
+async def tell_why_cut(call: Call, reason: str) -> None:
+    """The callee's leg ended before the limit: if the operator cut it (``ivr card block
+    --hangup`` leaves ``IVR_CUT`` on this channel over AMI, then hangs up the callee,
+    which keeps the caller up: e5), the caller hears why before the goodbye."""
+    if reason == CUT_BLOCKED:
+        call.hangup_side = HangupSide.ENGINE
+        call.log.info("call_cut_by_operator", reason=reason)
+        await call.finish(Outcome.ANSWERED, Prompt.CARD_BLOCKED)

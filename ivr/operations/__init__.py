@@ -22,6 +22,7 @@ the operator chose so, suspends new calls (``calls_suspended``).
 from __future__ import annotations
 
 from ._common import (
+    CALL_TYPES,
     CARD_SORTS,
     DIRECTIONS,
     LANGUAGES,
@@ -29,6 +30,7 @@ from ._common import (
     MAX_MINUTES,
     MAX_NOTE,
     REPORT_BY,
+    ZONES,
     AccountLocked,
     CurrencyMismatch,
 )
@@ -84,7 +86,9 @@ from .cdrs import (
     CdrFilter,
     Report,
     ReportRow,
+    check_call_type,
     check_outcome,
+    check_zone,
     day_start_ms,
     find_cdrs,
     month_of,
@@ -102,8 +106,32 @@ from .projects import (
     project,
     update_project,
 )
+from .routes import (
+    add_route,
+    check_routing_values,
+    move_route,
+    outbound_blocks,
+    parse_countries,
+    parse_kinds,
+    remove_route,
+    set_zones,
+    zone_rows,
+)
 
 __all__ = [
+    "CALL_TYPES",
+    "ZONES",
+    "check_call_type",
+    "check_zone",
+    "add_route",
+    "check_routing_values",
+    "move_route",
+    "outbound_blocks",
+    "parse_countries",
+    "parse_kinds",
+    "remove_route",
+    "set_zones",
+    "zone_rows",
     "AccountLevel",
     "AccountLocked",
     "AccountState",

@@ -10,7 +10,9 @@ MAX_BATCH = 10_000
 MAX_NOTE = 200
 DIRECTIONS = ("inbound", "outbound")
 CARD_SORTS = ("created", "remaining", "activated")
-REPORT_BY = ("month", "number", "card", "outcome", "access", "project")
+REPORT_BY = ("month", "number", "card", "outcome", "access", "project", "type", "zone")
+CALL_TYPES = ("service", "forwarded", "fallback", "closed", "refused", "blocked")
+ZONES = ("internal", "national", "national_mobile", "eu", "europe", "world")
 _SEPARATORS = str.maketrans("", "", " -/()\t")
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from rating.billing import format_money
 from rating.errors import InvalidInput
 from rating.models import AccountLine, Project
-from rating.store.sqlite import SqliteStore
+from rating.store.base import OperatorStore
 
 from ._common import AccountLocked, CurrencyMismatch
 from .projects import _check_account_currency
@@ -49,7 +49,7 @@ class AccountState:
         return format_money(cents, self.currency or "")
 
 
-async def account_state(store: SqliteStore) -> AccountState:
+async def account_state(store: OperatorStore) -> AccountState:
     """The account now: owed amount, limits, level. For the engine's log event and the CLI."""
     settings = await store.account_settings()
     return AccountState(currency=settings.currency, owed_cents=await store.account_owed_cents(),
@@ -57,13 +57,13 @@ async def account_state(store: SqliteStore) -> AccountState:
                         lock_limit_cents=settings.lock_limit_cents, suspend_calls=settings.suspend_calls)
 
 
-async def calls_suspended(store: SqliteStore) -> bool:
+async def calls_suspended(store: OperatorStore) -> bool:
     """True when new calls must hear "service suspended": the account is locked and the
     operator chose ``ivr account limits --suspend-calls``."""
     return (await account_state(store)).calls_suspended
 
 
-async def ensure_purchases_allowed(store: SqliteStore, project: Project) -> AccountState:
+async def ensure_purchases_allowed(store: OperatorStore, project: Project) -> AccountState:
     """Raises CurrencyMismatch or AccountLocked before a card purchase or recharge."""
     await _check_account_currency(store, project.currency, what=f"project {project.name}")
     state = await account_state(store)
@@ -75,7 +75,7 @@ async def ensure_purchases_allowed(store: SqliteStore, project: Project) -> Acco
     return state
 
 
-async def pay(store: SqliteStore, *, amount_cents: int, reference: str, by: str, now_ms: int) -> AccountState:
+async def pay(store: OperatorStore, *, amount_cents: int, reference: str, by: str, now_ms: int) -> AccountState:
     """Record a payment in the account's currency. Raises InvalidInput."""
     if amount_cents <= 0:
         raise InvalidInput("a payment must be more than 0")
@@ -87,7 +87,7 @@ async def pay(store: SqliteStore, *, amount_cents: int, reference: str, by: str,
     return await account_state(store)
 
 
-async def set_limits(store: SqliteStore, *, info_cents: int | None = None, lock_cents: int | None = None,
+async def set_limits(store: OperatorStore, *, info_cents: int | None = None, lock_cents: int | None = None,
                      suspend_calls: bool | None = None) -> AccountState:
     """Change only the given limits. Raises InvalidInput (the info limit above the lock limit)."""
     current = await store.account_settings()
@@ -119,7 +119,7 @@ class Statement:
         return self.lines[-1].balance_cents if self.lines else self.opening_cents
 
 
-async def statement(store: SqliteStore, *, since_ms: int | None = None, until_ms: int | None = None) -> Statement:
+async def statement(store: OperatorStore, *, since_ms: int | None = None, until_ms: int | None = None) -> Statement:
     """The account's lines in a period with the running owed amount. Raises CurrencyMismatch
     when projects of several currencies were billed (a database from before the account)."""
     currency = (await store.account_settings()).currency

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from rating.errors import InvalidInput, NotFound
 from rating.models import BlockedNumber, Project
 from rating.numbers import compile_pattern
-from rating.store.sqlite import SqliteStore
+from rating.store.base import OperatorStore
 
 from ._common import _SEPARATORS, DIRECTIONS
 
@@ -45,7 +45,7 @@ def check_direction(direction: str) -> str:
     return direction
 
 
-async def blacklist_add(store: SqliteStore, *, project: Project | None, pattern: str, direction: str,
+async def blacklist_add(store: OperatorStore, *, project: Project | None, pattern: str, direction: str,
                         reason: str, now_ms: int, added_by: str = "") -> BlockedNumber:
     """Block a number or number block in a project (None: in every project).
     Raises InvalidInput, AlreadyExists."""
@@ -54,7 +54,7 @@ async def blacklist_add(store: SqliteStore, *, project: Project | None, pattern:
                                    added_by=added_by, now_ms=now_ms)
 
 
-async def blocked_entry(store: SqliteStore, *, project: Project | None, pattern: str,
+async def blocked_entry(store: OperatorStore, *, project: Project | None, pattern: str,
                         direction: str) -> BlockedNumber:
     """The entry for exactly this scope, pattern and direction. Raises InvalidInput, NotFound."""
     clean = pattern.translate(_SEPARATORS).replace("X", "x")
@@ -68,14 +68,14 @@ async def blocked_entry(store: SqliteStore, *, project: Project | None, pattern:
     raise NotFound(f"{clean} ({direction}) is not blocked in {project.name if project else 'the global list'}")
 
 
-async def blacklist_remove(store: SqliteStore, *, project: Project | None, pattern: str,
+async def blacklist_remove(store: OperatorStore, *, project: Project | None, pattern: str,
                            direction: str) -> BlockedNumber:
     entry = await blocked_entry(store, project=project, pattern=pattern, direction=direction)
     await store.blacklist_remove(project_id=entry.project_id, pattern=entry.pattern, direction=entry.direction)
     return entry
 
 
-async def blocked_list(store: SqliteStore, *, project: Project | None = None, only_global: bool = False,
+async def blocked_list(store: OperatorStore, *, project: Project | None = None, only_global: bool = False,
                        include_global: bool = True, direction: str | None = None) -> list[BlockedNumber]:
     return await store.blocked(project_id=project.id if project else None, only_global=only_global,
                                include_global=include_global,
@@ -144,7 +144,7 @@ class ImportResult:
     removed: int
 
 
-async def import_blacklist(store: SqliteStore, *, project: Project | None, rows: Sequence[BlockedRow],
+async def import_blacklist(store: OperatorStore, *, project: Project | None, rows: Sequence[BlockedRow],
                            replace: bool, now_ms: int) -> ImportResult:
     """Add checked rows to a scope in one transaction (with ``replace``: instead of its entries)."""
     added, kept, removed = await store.import_blocked(

@@ -9,7 +9,7 @@ from rating.billing import price_cents
 from rating.errors import AlreadyExists, CardExpired, InvalidInput, NotFound
 from rating.models import Card, CardStatus, Project
 from rating.pins import generate_pin, pin_hash
-from rating.store.sqlite import SqliteStore
+from rating.store.base import OperatorStore
 
 from ._common import CARD_SORTS, MAX_BATCH, MAX_MINUTES, MAX_NOTE
 from .account import ensure_purchases_allowed
@@ -66,7 +66,7 @@ def quote(project: Project, minutes: int, count: int = 1) -> Quote:
                  price_cents=price_cents(seconds, project.price_per_minute_cents), currency=project.currency)
 
 
-async def _issue_card(store: SqliteStore, secret: bytes, *, project: Project, minutes: int, note: str,
+async def _issue_card(store: OperatorStore, secret: bytes, *, project: Project, minutes: int, note: str,
                       now_ms: int) -> NewCard:
     seconds = minutes * 60
     price = price_cents(seconds, project.price_per_minute_cents)
@@ -83,7 +83,7 @@ async def _issue_card(store: SqliteStore, secret: bytes, *, project: Project, mi
     raise InvalidInput("could not find a free PIN: raise the project's PIN length")
 
 
-async def create_card(store: SqliteStore, secret: bytes, *, project: Project, minutes: int, note: str,
+async def create_card(store: OperatorStore, secret: bytes, *, project: Project, minutes: int, note: str,
                       now_ms: int) -> NewCard:
     """Buy one card: create it and charge its price to the account.
 
@@ -96,7 +96,7 @@ async def create_card(store: SqliteStore, secret: bytes, *, project: Project, mi
     return await _issue_card(store, secret, project=project, minutes=minutes, note=note, now_ms=now_ms)
 
 
-async def buy_cards(store: SqliteStore, secret: bytes, *, project: Project, minutes: int, note: str,
+async def buy_cards(store: OperatorStore, secret: bytes, *, project: Project, minutes: int, note: str,
                     count: int, now_ms: int) -> AsyncIterator[NewCard]:
     """Buy a batch, yielding each card as it is created (so its PIN can be written at once).
     The account is checked once, before the first card. Raises as ``create_card``."""
@@ -108,14 +108,14 @@ async def buy_cards(store: SqliteStore, secret: bytes, *, project: Project, minu
         yield await _issue_card(store, secret, project=project, minutes=minutes, note=note, now_ms=now_ms)
 
 
-async def card(store: SqliteStore, card_id: str) -> Card:
+async def card(store: OperatorStore, card_id: str) -> Card:
     text = card_id.strip()
     if not text.isascii() or not text.isdigit():
         raise InvalidInput(f"card id {card_id!r} is not a number")
     return await store.card(int(text))
 
 
-async def card_project(store: SqliteStore, card: Card) -> Project:
+async def card_project(store: OperatorStore, card: Card) -> Project:
     found = await store.project_by_id(card.project_id)
     if found is None:  # pragma: no cover - a foreign key
         raise NotFound(f"card {card.id} has no project")
@@ -129,7 +129,7 @@ def check_card_status(status: str) -> CardStatus:
         raise InvalidInput(f"status {status!r}: one of {', '.join(s.value for s in CardStatus)}") from None
 
 
-async def list_cards(store: SqliteStore, *, project: Project | None = None, status: CardStatus | None = None,
+async def list_cards(store: OperatorStore, *, project: Project | None = None, status: CardStatus | None = None,
                      search: str | None = None, sort: str = "created", reverse: bool = False,
                      now_ms: int) -> list[Card]:
     """Cards filtered by project, status and text in the note, sorted by ``CARD_SORTS``:
@@ -158,7 +158,7 @@ class Recharge:
     currency: str
 
 
-async def recharge(store: SqliteStore, *, card: Card, minutes: int, now_ms: int) -> Recharge:
+async def recharge(store: OperatorStore, *, card: Card, minutes: int, now_ms: int) -> Recharge:
     """Add minutes, charging their price to the account.
 
     Raises:
@@ -182,7 +182,7 @@ class BindPlan:
     dropped: list[str]           # this card's oldest numbers that make room (max bound numbers)
 
 
-async def plan_bind(store: SqliteStore, *, card: Card, number: str) -> BindPlan:
+async def plan_bind(store: OperatorStore, *, card: Card, number: str) -> BindPlan:
     """What binding ``number`` to the card would change. Raises InvalidInput, AlreadyExists."""
     proj = await card_project(store, card)
     e164 = normalise(number, proj.region)
@@ -195,7 +195,7 @@ async def plan_bind(store: SqliteStore, *, card: Card, number: str) -> BindPlan:
                     dropped=bound[:excess] if excess > 0 else [])
 
 
-async def bind(store: SqliteStore, *, card: Card, number: str, now_ms: int) -> str:
+async def bind(store: OperatorStore, *, card: Card, number: str, now_ms: int) -> str:
     """Bind a caller's number by hand (an operator binding activates the card). Returns it in E.164."""
     plan = await plan_bind(store, card=card, number=number)
     proj = await card_project(store, card)
@@ -204,7 +204,7 @@ async def bind(store: SqliteStore, *, card: Card, number: str, now_ms: int) -> s
     return plan.number
 
 
-async def unbind(store: SqliteStore, *, card: Card, number: str) -> str:
+async def unbind(store: OperatorStore, *, card: Card, number: str) -> str:
     """Remove a number from the card; its next call asks for a PIN. Raises InvalidInput, NotFound."""
     proj = await card_project(store, card)
     e164 = normalise(number, proj.region)
@@ -214,7 +214,7 @@ async def unbind(store: SqliteStore, *, card: Card, number: str) -> str:
     return e164
 
 
-async def reset_pin(store: SqliteStore, secret: bytes, *, card: Card) -> str:
+async def reset_pin(store: OperatorStore, secret: bytes, *, card: Card) -> str:
     """Give the card a new PIN, unique in its project. Returns the PIN (shown once)."""
     proj = await card_project(store, card)
     for _ in range(20):
@@ -236,7 +236,7 @@ def check_expiry(expires_ms: int | None, now_ms: int, label: str = "that date") 
         raise InvalidInput(f"{label} is in the past: the last day can be today at the earliest")
 
 
-async def set_expiry(store: SqliteStore, *, card: Card, expires_ms: int | None, now_ms: int,
+async def set_expiry(store: OperatorStore, *, card: Card, expires_ms: int | None, now_ms: int,
                      label: str = "that date") -> Card:
     """Set when the card expires (None: never). Raises InvalidInput for a moment in the past."""
     check_expiry(expires_ms, now_ms, label)

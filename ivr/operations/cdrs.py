@@ -11,10 +11,10 @@ from rating.billing import price_cents
 from rating.errors import InvalidInput
 from rating.models import Cdr, Project
 from rating.numbers import compile_pattern, matches, parse_caller
-from rating.store.sqlite import SqliteStore
+from rating.store.base import OperatorStore
 
 from ..outcome import Outcome
-from ._common import _SEPARATORS, REPORT_BY, CurrencyMismatch
+from ._common import _SEPARATORS, CALL_TYPES, REPORT_BY, ZONES, CurrencyMismatch
 
 
 # --- CDRs and statistics --------------------------------------------------------
@@ -26,6 +26,20 @@ def check_outcome(text: str) -> str:
     return value
 
 
+def check_call_type(text: str) -> str:
+    value = text.strip().lower()
+    if value not in CALL_TYPES:
+        raise InvalidInput(f"call type {text!r}: one of {', '.join(CALL_TYPES)}")
+    return value
+
+
+def check_zone(text: str) -> str:
+    value = text.strip().lower().replace("-", "_")
+    if value not in ZONES:
+        raise InvalidInput(f"zone {text!r}: one of {', '.join(ZONES)}")
+    return value
+
+
 @dataclass(frozen=True)
 class CdrFilter:
     since_ms: int | None = None
@@ -34,6 +48,8 @@ class CdrFilter:
     card_id: int | None = None
     number: str | None = None          # a number or x pattern: the caller's or the access number
     outcomes: tuple[str, ...] = ()
+    call_types: tuple[str, ...] = ()   # service, forwarded, fallback, closed, refused, blocked
+    zones: tuple[str, ...] = ()        # internal, national, national_mobile, eu, europe, world
 
 
 def _number_matcher(text: str) -> Callable[[Cdr, str], bool]:
@@ -46,14 +62,15 @@ def _number_matcher(text: str) -> Callable[[Cdr, str], bool]:
     return match
 
 
-async def find_cdrs(store: SqliteStore, flt: CdrFilter, *, last: int | None = None) -> list[Cdr]:
+async def find_cdrs(store: OperatorStore, flt: CdrFilter, *, last: int | None = None) -> list[Cdr]:
     """CDRs in start order, filtered; with ``last`` the latest that many. Raises InvalidInput."""
     if flt.since_ms is not None and flt.until_ms is not None and flt.since_ms >= flt.until_ms:
         raise InvalidInput("the period is empty: --from must be before --to")
     match = _number_matcher(flt.number) if flt.number else None
     cdrs = await store.find_cdrs(since_ms=flt.since_ms, until_ms=flt.until_ms,
                                  project_id=flt.project.id if flt.project else None, card_id=flt.card_id,
-                                 outcomes=flt.outcomes, last=None if match else last)
+                                 outcomes=flt.outcomes, last=None if match else last,
+                                 call_types=flt.call_types, zones=flt.zones)
     if match is not None:
         regions = {p.id: p.region for p in await store.projects()}
         cdrs = [c for c in cdrs if match(c, regions.get(c.project_id or 0, "DE"))]
@@ -111,6 +128,10 @@ def _report_key(by: str, cdr: Cdr, projects: Mapping[int, Project], tz: tzinfo |
         return str(cdr.card_id) if cdr.card_id is not None else "-"
     if by == "project":
         return project_.name if project_ else "-"
+    if by == "type":
+        return cdr.call_type or "-"
+    if by == "zone":
+        return cdr.zone or "-"
     return cdr.outcome
 
 
@@ -122,7 +143,7 @@ def _report_order(by: str, row: ReportRow) -> tuple[Any, ...]:
     return (-row.debited_s, -row.calls, row.key)
 
 
-async def report(store: SqliteStore, cdrs: Sequence[Cdr], *, by: str, tz: tzinfo | None = None) -> Report:
+async def report(store: OperatorStore, cdrs: Sequence[Cdr], *, by: str, tz: tzinfo | None = None) -> Report:
     """Calls, answered calls, talk and debited seconds and revenue per group; revenue is the
     group's debited seconds priced at each project's price per minute (rounded up to the
     cent, like a card's price). Raises InvalidInput, CurrencyMismatch."""

@@ -12,7 +12,8 @@ from rating.billing import PER_SECOND, BillingRule
 from rating.errors import AlreadyExists, InvalidInput, NotFound
 from rating.models import Project
 from rating.numbers import normalise_number, parse_caller
-from rating.store.sqlite import SqliteStore
+from rating.routes import check_timezone, render_trunk
+from rating.store.base import OperatorStore
 
 from ._common import _SEPARATORS, LANGUAGES, CurrencyMismatch
 
@@ -64,6 +65,18 @@ def check_project_values(values: Mapping[str, Any]) -> None:
         raise InvalidInput(f"currency {currency!r}: a three-letter code such as EUR or CHF")
 
 
+def check_routing_values(values: Mapping[str, Any], project: Project) -> None:
+    """The routing settings of ``ivr project update`` (``timezone``, ``trunk``). Raises InvalidInput."""
+    if "timezone" in values:
+        check_timezone(values["timezone"])
+    trunk = values.get("trunk")
+    if trunk:
+        try:
+            check_dial_string(render_trunk(trunk, "+41441234567", project.region))
+        except ValueError as exc:
+            raise InvalidInput(f"trunk: {exc}") from None
+
+
 def billing_rule(connect_s: int, minimum_s: int, initial_s: int, increment_s: int) -> BillingRule:
     try:
         return BillingRule(connect_s=connect_s, minimum_s=minimum_s, initial_s=initial_s,
@@ -72,21 +85,21 @@ def billing_rule(connect_s: int, minimum_s: int, initial_s: int, increment_s: in
         raise InvalidInput(str(exc)) from None
 
 
-async def _check_account_currency(store: SqliteStore, currency: str, *, what: str) -> None:
+async def _check_account_currency(store: OperatorStore, currency: str, *, what: str) -> None:
     account = (await store.account_settings()).currency
     if account is not None and account != currency:
         raise CurrencyMismatch(f"{what} is in {currency}, but this database's account is kept in {account};"
                                " one account has one currency (use another database for another currency)")
 
 
-async def _free_numbers(store: SqliteStore, numbers: Iterable[str]) -> None:
+async def _free_numbers(store: OperatorStore, numbers: Iterable[str]) -> None:
     for number in numbers:
         owner = await store.access_number_owner(number)
         if owner is not None:
             raise AlreadyExists(f"{number} is already an access number of project {owner}")
 
 
-async def create_project(store: SqliteStore, *, name: str, numbers: list[str], service: str,
+async def create_project(store: OperatorStore, *, name: str, numbers: list[str], service: str,
                          fallback: str | None = None, language: str = "de", region: str = "DE",
                          price_per_minute_cents: int = 0, currency: str = "EUR",
                          rule: BillingRule = PER_SECOND, ring_timeout_s: int = 30, warning_s: int = 60,
@@ -124,7 +137,7 @@ async def create_project(store: SqliteStore, *, name: str, numbers: list[str], s
     return project
 
 
-async def update_project(store: SqliteStore, project: Project, *, values: Mapping[str, Any],
+async def update_project(store: OperatorStore, project: Project, *, values: Mapping[str, Any],
                          add_numbers: Sequence[str] = (), remove_numbers: Sequence[str] = ()) -> Project:
     """Change only the given settings (keys as in the store: ``connect_s``, ``warning_s`` …;
     ``fallback`` or ``card_validity_days`` None clears them) and access numbers.
@@ -137,6 +150,7 @@ async def update_project(store: SqliteStore, project: Project, *, values: Mappin
     if not values and not add_numbers and not remove_numbers:
         raise InvalidInput("nothing to change: give at least one option")
     check_project_values(values)
+    check_routing_values(values, project)
     rule = project.rule
     billing_rule(values.get("connect_s", rule.connect_s), values.get("minimum_s", rule.minimum_s),
                  values.get("initial_s", rule.initial_s), values.get("increment_s", rule.increment_s))
@@ -153,7 +167,7 @@ async def update_project(store: SqliteStore, project: Project, *, values: Mappin
     return await store.update_project(project.id, changes=values, add_numbers=added, remove_numbers=removed)
 
 
-async def project(store: SqliteStore, name: str) -> Project:
+async def project(store: OperatorStore, name: str) -> Project:
     found = await store.project_by_name(name)
     if found is None:
         raise NotFound(f"no project {name!r}")

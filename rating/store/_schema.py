@@ -1,4 +1,45 @@
-"""Versioned migrations, applied in order; ``PRAGMA user_version`` records the last one."""
+"""Versioned migrations, applied in order, the same versions for every backend.
+
+SQLite records the last one in ``PRAGMA user_version``, PostgreSQL in the table
+``ivr_schema``. The list is append-only: a migration on main is never edited.
+Written in SQLite's dialect; ``postgres.py`` translates each (BIGINT for the
+``INTEGER`` columns: times in ms do not fit 32 bits) unless ``POSTGRES_OVERRIDES``
+gives it by hand.
+
+What is automatic (``check_schema``): an empty database gets the whole schema when
+it is first opened — SQLite's zero setup (``make run``), and a new PostgreSQL
+database. An older schema is migrated only by ``ivr db migrate`` (back up first; with
+several engines, each refuses to start on a schema it does not know), a newer one
+is refused: ``SchemaMismatch`` in one line either way.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from ..errors import SchemaMismatch
+
+# check: refuse an older or newer schema (engines, the CLI); migrate: upgrade an older
+# one (ivr db migrate); inspect: change nothing, refuse nothing (ivr db status).
+SchemaMode = Literal["check", "migrate", "inspect"]
+
+
+def check_schema(found: int, known: int, mode: SchemaMode) -> range:
+    """The migrations (1-based numbers) to apply to a schema at version ``found``.
+
+    Raises:
+        SchemaMismatch: newer than ``known``, or older and ``mode`` is "check".
+    """
+    if mode == "inspect":
+        return range(0)
+    if found > known:
+        raise SchemaMismatch(f"the database schema is version {found}, newer than this ivr knows ({known}):"
+                             " upgrade ivr")
+    if 0 < found < known and mode == "check":
+        raise SchemaMismatch(f"the database schema is version {found}, this ivr needs {known}:"
+                             " run 'ivr db migrate' (back the database up first)")
+    return range(found + 1, known + 1)
+
 
 MIGRATIONS: list[str] = [
     # 1: the core engine
@@ -134,5 +175,69 @@ MIGRATIONS: list[str] = [
     # 3: the PIN throttle counts a whole project's failures too
     """
     CREATE INDEX pin_failures_project ON pin_failures(project_id, at_ms);
+    """,
+    # 4: call routing (issue 11) — forwarding rules in order, each with conditions and
+    # optional office hours; the project's time zone ('' = its region's), trunk template,
+    # destination policy, zone factors (per-mille, "national=1200,eu=1300") and monthly
+    # quota; the quota each card used per month; how each CDR was routed and rated. The
+    # existing service and fallback become rules 1 and 2 (fallback on busy or no answer,
+    # as the engine did). Old CDRs get the type the old engine would have given them.
+    """
+    ALTER TABLE projects ADD COLUMN timezone TEXT NOT NULL DEFAULT '';
+    ALTER TABLE projects ADD COLUMN trunk TEXT NOT NULL DEFAULT '';
+    ALTER TABLE projects ADD COLUMN allow_countries TEXT NOT NULL DEFAULT 'DE,AT,CH,FR,PL';
+    ALTER TABLE projects ADD COLUMN block_types TEXT NOT NULL DEFAULT 'premium_rate,shared_cost,personal,uan,satellite';
+    ALTER TABLE projects ADD COLUMN zone_factors TEXT NOT NULL DEFAULT '';
+    ALTER TABLE projects ADD COLUMN quota_s INTEGER NOT NULL DEFAULT 0 CHECK (quota_s >= 0);
+    CREATE TABLE routes (
+        id INTEGER PRIMARY KEY,
+        project_id INTEGER NOT NULL REFERENCES projects(id),
+        position INTEGER NOT NULL CHECK (position > 0),
+        destination TEXT NOT NULL,
+        conditions TEXT NOT NULL,
+        hours TEXT NOT NULL DEFAULT '',
+        closed_on TEXT NOT NULL DEFAULT '',
+        ring_timeout_s INTEGER CHECK (ring_timeout_s IS NULL OR ring_timeout_s > 0)
+    );
+    CREATE INDEX routes_project ON routes(project_id, position);
+    INSERT INTO routes (project_id, position, destination, conditions)
+        SELECT id, 1, service, 'always' FROM projects;
+    INSERT INTO routes (project_id, position, destination, conditions)
+        SELECT id, 2, fallback, 'busy,noanswer' FROM projects WHERE fallback IS NOT NULL;
+    CREATE TABLE card_quota (
+        card_id INTEGER NOT NULL REFERENCES cards(id),
+        month TEXT NOT NULL,
+        used_s INTEGER NOT NULL CHECK (used_s >= 0),
+        PRIMARY KEY (card_id, month)
+    );
+    ALTER TABLE cdrs ADD COLUMN call_type TEXT NOT NULL DEFAULT '';
+    ALTER TABLE cdrs ADD COLUMN route_position INTEGER;
+    ALTER TABLE cdrs ADD COLUMN leg INTEGER;
+    ALTER TABLE cdrs ADD COLUMN zone TEXT NOT NULL DEFAULT '';
+    ALTER TABLE cdrs ADD COLUMN number_type TEXT NOT NULL DEFAULT '';
+    ALTER TABLE cdrs ADD COLUMN factor_pm INTEGER NOT NULL DEFAULT 1000;
+    ALTER TABLE cdrs ADD COLUMN quota_used_s INTEGER NOT NULL DEFAULT 0;
+    UPDATE cdrs SET call_type = CASE
+        WHEN outcome IN ('BLOCKED_CALLER', 'BLOCKED_DESTINATION') THEN 'blocked'
+        WHEN destination IS NULL THEN 'refused'
+        WHEN destination = (SELECT fallback FROM projects p WHERE p.id = cdrs.project_id) THEN 'fallback'
+        ELSE 'service' END,
+        zone = CASE WHEN destination IS NULL THEN '' ELSE 'internal' END,
+        number_type = CASE WHEN destination IS NULL THEN '' ELSE 'dial_string' END;
+    CREATE INDEX cdrs_type ON cdrs(call_type, start_ms);
+    """,
+    # 5: any engine can settle any call (issue 8): a hold keeps what its settlement
+    # needs when the engine that made it is gone — the talk limit and billing rule it
+    # was granted with, and the call's facts for the CDR the settle route writes.
+    """
+    ALTER TABLE reservations ADD COLUMN max_talk_s INTEGER;
+    ALTER TABLE reservations ADD COLUMN connect_s INTEGER;
+    ALTER TABLE reservations ADD COLUMN minimum_s INTEGER;
+    ALTER TABLE reservations ADD COLUMN initial_s INTEGER;
+    ALTER TABLE reservations ADD COLUMN increment_s INTEGER;
+    ALTER TABLE reservations ADD COLUMN caller_raw TEXT;
+    ALTER TABLE reservations ADD COLUMN caller_e164 TEXT;
+    ALTER TABLE reservations ADD COLUMN dialled TEXT;
+    ALTER TABLE reservations ADD COLUMN call_start_ms INTEGER;
     """,
 ]

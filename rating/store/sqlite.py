@@ -1,48 +1,66 @@
-"""The embedded store: one aiosqlite connection, one writer at a time.
+"""The embedded store: one SQLite connection on one worker thread, one writer at a time.
 
-aiosqlite runs the connection on one thread and a transaction belongs to it, so
-every write goes through ``_write()``: an asyncio lock, ``BEGIN IMMEDIATE`` (takes
-SQLite's write lock at once, so another process — the operator CLI — waits in
-``busy_timeout`` instead of failing halfway), commit or roll back. Transactions
+Every write is one function run on the store's own worker thread (``_transaction``):
+``BEGIN IMMEDIATE`` (takes SQLite's write lock at once, so another process — the
+operator CLI — waits in ``busy_timeout`` instead of failing halfway), the
+statements, ``COMMIT``, or ``ROLLBACK`` if anything failed; sqlite3 errors become
+``rating.errors`` there (``_translated``), so none leaves this module. Transactions
 are short and never span a prompt or a Dial.
 
 No overdraft: a reservation is one conditional UPDATE (``balance_s - reserved_s``
 must cover it), the schema's CHECKs forbid a negative balance as a backstop, and
-settling debits at most what was reserved.
+settling debits at most what was reserved. What to hold and what to debit are
+``rating.holds``' decisions, the same for every backend.
 
-Thread hops: aiosqlite runs each call on its worker thread and wakes the event
-loop for the answer, about 85 µs of CPU per round trip on a 2-core machine — more
-than the SQL itself. So a read is one hop (``execute_fetchall``, not execute +
-fetchall + close), and the writes of every call (reserve, settle, CDR, bind,
-activation, PIN failure) run their whole transaction — ``BEGIN IMMEDIATE``, the
-statements, ``COMMIT`` or ``ROLLBACK`` — as one function on that thread
-(``_transaction``): one hop instead of one per statement (``bench/`` measures it).
+Thread hops: each call to the worker thread wakes the event loop for the answer,
+about 85 µs of CPU on a 2-core machine — more than the SQL itself. So a read is one
+hop and a call's writes (reserve, settle, CDR, bind, activation, PIN failure) run
+their whole transaction as one function there: one hop instead of one per statement
+(``bench/`` measures it). The worker (``_Worker``) is our own thread holding the
+``sqlite3`` connection, fed by a queue, answering through ``call_soon_threadsafe`` —
+what aiosqlite does inside, but aiosqlite offers no public call that runs a function
+on its thread, and ``run_in_executor`` costs about 30 % more CPU per hop.
+
+Inline transactions: even one hop costs more than the SQL, so transactions first run
+inline, on the event loop, on a second connection of our own (``_inline``) whose
+``busy_timeout`` is 0: ``BEGIN IMMEDIATE`` either takes the write lock at once or
+fails at once with ``SQLITE_BUSY`` (another process — the operator CLI, another
+engine — holds it), and only then does the transaction go to the worker thread,
+which waits there in ``busy_timeout``. So the loop never waits for a lock, and a lock
+held elsewhere never blocks it. Between ``BEGIN`` and ``COMMIT`` nothing awaits, so
+no other task runs inside an inline transaction; both connections write only under
+``_lock``, so they never contend with each other. The inline connection never
+checkpoints the WAL itself (``wal_autocheckpoint=0``: a checkpoint copies pages and
+syncs the file); the worker thread runs a passive one every ``CHECKPOINT_EVERY``
+inline commits instead, under ``_lock`` (racing our own commits it would never copy
+the whole WAL, and SQLite restarts the WAL from its beginning only after a whole
+copy). The routing snapshot's change check (``PRAGMA data_version``) reads the inline
+connection, whose own commits are never a change by another connection.
 """
 
 from __future__ import annotations
 
 import asyncio
+import queue
 import sqlite3
+import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self, TypeVar
-
-import aiosqlite
 
 from ..billing import BillingRule
 from ..errors import (
     AlreadyExists,
-    CardBlocked,
-    CardExpired,
-    CardInUse,
     CardUnusable,
     InsufficientBalance,
     InvalidInput,
     NotFound,
+    RatingError,
     StoreUnavailable,
 )
+from ..holds import grant_hold, is_stale, settlement_debit
 from ..models import (
     AccountLine,
     AccountSettings,
@@ -52,33 +70,148 @@ from ..models import (
     Card,
     Cdr,
     Grant,
+    HoldCall,
+    HoldSettlement,
     LedgerEntry,
+    OpenHold,
     Project,
     Routing,
 )
-from ._schema import MIGRATIONS
+from ..routes import Route
+from ..settlement import settlement
+from ..zones import QuotaPeriod, charge
+from ._rows import ROUTE_COLS, default_timezone, policy_of, route_of, tariff_of
+from ._schema import MIGRATIONS, SchemaMode, check_schema
+from .base import StoreObserver
 
 __all__ = ["SqliteStore", "StoreObserver"]
 
 T = TypeVar("T")
 
-StoreObserver = Callable[[str, float], None]  # (operation, seconds)
 
 _CARD_COLS = ("id, project_id, note, blocked, balance_s, reserved_s, active_calls, price_cents, "
               "created_ms, activated_ms, expires_ms")
-# An open reservation older than this (past its call's longest possible end) is
-# released by the next reservation on the card: it belongs to a crashed engine.
-RESERVATION_GRACE_MS = 300_000
 PIN_FAILURE_RETENTION_MS = 7 * 86_400_000
 # Project columns ``update_project`` may change (the name and id never change).
 _PROJECT_UPDATABLE = frozenset({
     "service", "fallback", "ring_timeout_s", "language", "region", "price_per_minute_cents", "currency",
     "connect_s", "minimum_s", "initial_s", "increment_s", "warning_s", "pin_length", "max_bound_numbers",
-    "max_simultaneous_calls", "card_validity_days"})
+    "max_simultaneous_calls", "card_validity_days", "timezone", "trunk", "allow_countries", "block_types",
+    "zone_factors", "quota_s"})
 _ACCOUNT_UPDATABLE = frozenset({"currency", "info_limit_cents", "lock_limit_cents", "suspend_calls"})
 _BLOCKED_COLS = "id, project_id, pattern, direction, reason, created_ms, added_by"
 _CDR_COLS = ("uniqueid, project_id, card_id, caller_raw, caller_e164, dialled, destination, start_ms,"
-             " answer_ms, end_ms, talk_s, debited_s, outcome, hangup_side")
+             " answer_ms, end_ms, talk_s, debited_s, outcome, hangup_side, call_type, route_position, leg, zone,"
+             " number_type, factor_pm, quota_used_s")
+_PROJECT_COLS = ("id, name, service, fallback, ring_timeout_s, language, region, price_per_minute_cents,"
+                 " currency, connect_s, minimum_s, initial_s, increment_s, warning_s, pin_length,"
+                 " max_bound_numbers, max_simultaneous_calls, card_validity_days, timezone, trunk,"
+                 " allow_countries, block_types, zone_factors, quota_s")
+# Writes that never change projects, numbers or blocks: they leave the routing snapshot valid.
+_ROUTING_NEUTRAL = frozenset({"reserve", "settle", "write_cdr", "settle_and_record", "bind", "activate",
+                              "pin_failure", "create_card", "recharge", "adjust", "set_pin", "set_blocked",
+                              "set_expiry", "unbind", "add_payment", "account_currency", "account_settings"})
+
+
+@contextmanager
+def _translated(operation: str) -> Iterator[None]:
+    """The boundary: a sqlite3 error becomes the ``rating.errors`` it means."""
+    try:
+        yield
+    except sqlite3.IntegrityError as exc:
+        text = str(exc)
+        if "FOREIGN KEY" in text:
+            raise NotFound(f"{operation}: a referenced row does not exist") from exc
+        if "UNIQUE" in text or "PRIMARY KEY" in text:
+            raise AlreadyExists(f"{operation}: already exists ({text})") from exc
+        raise InvalidInput(f"{operation}: refused by the database ({text})") from exc
+    except sqlite3.Error as exc:
+        raise StoreUnavailable(f"{operation}: {exc}") from exc
+
+
+def _run_transaction(conn: sqlite3.Connection, operation: str, body: Callable[[sqlite3.Connection], T], *,
+                     begun: bool = False) -> T:
+    """``BEGIN IMMEDIATE`` (unless ``begun``), ``body``, ``COMMIT``, or ``ROLLBACK`` if
+    anything failed; sqlite3 errors translated."""
+    with _translated(operation):
+        if not begun:
+            conn.execute("BEGIN IMMEDIATE")
+        committed = False
+        try:
+            result = body(conn)
+            conn.execute("COMMIT")
+            committed = True
+        finally:
+            if not committed:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # nothing was left open
+    return result
+
+
+# Inline commits between two passive WAL checkpoints on the worker thread (a call
+# writes a few pages per transaction: near SQLite's own 1,000-page threshold).
+CHECKPOINT_EVERY = 100
+
+
+class _Busy(Exception):
+    """The inline ``BEGIN IMMEDIATE`` found the write lock taken: go to the thread."""
+
+
+def _run_inline(conn: sqlite3.Connection, operation: str, body: Callable[[sqlite3.Connection], T]) -> T:
+    """``_run_transaction`` on the event loop, with ``busy_timeout=0``. Raises _Busy,
+    before anything ran, when another connection holds the write lock."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            raise _Busy(operation) from exc
+        raise StoreUnavailable(f"{operation}: {exc}") from exc
+    except sqlite3.Error as exc:
+        raise StoreUnavailable(f"{operation}: {exc}") from exc
+    return _run_transaction(conn, operation, body, begun=True)
+
+
+class _Worker:
+    """One thread running the functions it is given, in order; ``run`` awaits the answer."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], asyncio.AbstractEventLoop, asyncio.Future[Any]]
+                                      | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name="ivr-sqlite", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            fn, loop, future = job
+            try:
+                result = fn()
+            except Exception as exc:  # handed to the awaiting task, which re-raises it
+                loop.call_soon_threadsafe(_set_exception, future, exc)
+            else:
+                loop.call_soon_threadsafe(_set_result, future, result)
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._jobs.put((fn, loop, future))
+        return await future
+
+    def stop(self) -> None:
+        """After the jobs already queued; waits for the thread."""
+        self._jobs.put(None)
+        self._thread.join()
+
+
+def _set_result(future: asyncio.Future[Any], result: Any) -> None:
+    if not future.done():  # the awaiting task may have been cancelled
+        future.set_result(result)
+
+
+def _set_exception(future: asyncio.Future[Any], exc: Exception) -> None:
+    if not future.done():
+        future.set_exception(exc)
 
 
 def _card(row: Sequence[Any]) -> Card:
@@ -87,169 +220,284 @@ def _card(row: Sequence[Any]) -> Card:
                 activated_ms=row[9], expires_ms=row[10])
 
 
-def _run_transaction(db: aiosqlite.Connection, operation: str, body: Callable[[sqlite3.Connection], T]) -> T:
-    """On aiosqlite's worker thread: ``BEGIN IMMEDIATE``, ``body``, ``COMMIT``, or
-    ``ROLLBACK`` if anything failed — the same steps as ``SqliteStore._write``."""
-    conn = db._conn  # the sqlite3 connection, used on the thread that owns it
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-    except sqlite3.Error as exc:
-        raise StoreUnavailable(f"{operation}: {exc}") from exc
-    committed = False
-    try:
-        result = body(conn)
-        try:
-            conn.execute("COMMIT")
-            committed = True
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"{operation}: {exc}") from exc
-    finally:
-        if not committed:
-            try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass  # nothing was left open
-    return result
-
-
-_PROJECT_COLS = ("id, name, service, fallback, ring_timeout_s, language, region, price_per_minute_cents,"
-                 " currency, connect_s, minimum_s, initial_s, increment_s, warning_s, pin_length,"
-                 " max_bound_numbers, max_simultaneous_calls, card_validity_days")
-# Writes of the call path: they never change projects, numbers or blocks, so they leave
-# the routing snapshot valid.
-_ROUTING_NEUTRAL = frozenset({"reserve", "settle", "write_cdr", "settle_and_record", "bind", "activate",
-                              "pin_failure", "create_card", "recharge", "adjust", "set_pin", "set_blocked",
-                              "set_expiry", "unbind", "add_payment", "account_currency", "account_settings"})
+def _quota_left(db: sqlite3.Connection, card_id: int, quota: QuotaPeriod | None) -> int:
+    if quota is None or quota.limit_s <= 0:
+        return 0
+    row = db.execute("SELECT used_s FROM card_quota WHERE card_id = ? AND month = ?",
+                     (card_id, quota.month)).fetchone()
+    return max(0, quota.limit_s - (row[0] if row else 0))
 
 
 def _reserve(db: sqlite3.Connection, *, card_id: int, uniqueid: str, rule: BillingRule, max_calls: int,
-             hold_s: int, now_ms: int) -> Grant:
-    """On the worker thread, inside a transaction: see ``SqliteStore.reserve``."""
+             hold_s: int, now_ms: int, quota: QuotaPeriod | None = None, call: HoldCall | None = None) -> Grant:
+    """Inside a transaction: see ``SqliteStore.reserve``."""
     # Holds of crashed engines expire, so a card is never locked forever.
-    stale = db.execute(
-        "SELECT id, seconds FROM reservations WHERE card_id = ? AND state = 'open'"
-        " AND expires_ms < ?", (card_id, now_ms)).fetchall()
-    for res_id, seconds in stale:
-        db.execute("UPDATE reservations SET state = 'released' WHERE id = ?", (res_id,))
-        db.execute("UPDATE cards SET reserved_s = reserved_s - ?,"
-                   " active_calls = MAX(active_calls - 1, 0) WHERE id = ?", (seconds, card_id))
+    for res_id, seconds, expires_ms in db.execute(
+            "SELECT id, seconds, expires_ms FROM reservations WHERE card_id = ? AND state = 'open'",
+            (card_id,)).fetchall():
+        if is_stale(expires_ms, now_ms):
+            db.execute("UPDATE reservations SET state = 'released' WHERE id = ?", (res_id,))
+            db.execute("UPDATE cards SET reserved_s = reserved_s - ?,"
+                       " active_calls = MAX(active_calls - 1, 0) WHERE id = ?", (seconds, card_id))
     row = db.execute(f"SELECT {_CARD_COLS} FROM cards WHERE id = ?", (card_id,)).fetchone()
     if row is None:
         raise NotFound(f"no card {card_id}")
-    card = _card(row)
-    if card.blocked:
-        raise CardBlocked(f"card {card_id} is blocked")
-    if card.expires_ms is not None and now_ms >= card.expires_ms:
-        raise CardExpired(f"card {card_id} has expired")
-    if card.active_calls >= max_calls:
-        raise CardInUse(f"card {card_id} is in {card.active_calls} call(s)")
-    share = card.available_s // (max_calls - card.active_calls)
-    max_talk = rule.max_talk(share)
-    if max_talk <= 0:
-        raise InsufficientBalance(f"card {card_id} has {card.available_s} s left")
-    seconds = rule.debit(max_talk)
-    # The conditional UPDATE is the guard; the checks above only pick the error.
+    plan = grant_hold(_card(row), rule=rule, max_calls=max_calls, hold_s=hold_s, now_ms=now_ms)
+    # The conditional UPDATE is the guard; grant_hold only picks the amount or the error.
     cur = db.execute(
         "UPDATE cards SET reserved_s = reserved_s + ?, active_calls = active_calls + 1"
         " WHERE id = ? AND balance_s - reserved_s >= ? AND active_calls < ?",
-        (seconds, card_id, seconds, max_calls))
+        (plan.seconds, card_id, plan.seconds, max_calls))
     if cur.rowcount != 1:  # pragma: no cover - the write lock makes this unreachable
         raise InsufficientBalance(f"card {card_id} changed under the reservation")
     cur = db.execute(
-        "INSERT INTO reservations (card_id, uniqueid, seconds, created_ms, expires_ms)"
-        " VALUES (?, ?, ?, ?, ?)",
-        (card_id, uniqueid, seconds, now_ms, now_ms + (max_talk + hold_s) * 1000 + RESERVATION_GRACE_MS))
-    return Grant(reservation_id=cur.lastrowid or 0, card_id=card_id, reserved_s=seconds,
-                 max_talk_s=max_talk, available_before_s=card.available_s)
+        "INSERT INTO reservations (card_id, uniqueid, seconds, created_ms, expires_ms, max_talk_s, connect_s,"
+        " minimum_s, initial_s, increment_s, caller_raw, caller_e164, dialled, call_start_ms)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (card_id, uniqueid, plan.seconds, now_ms, plan.expires_ms, plan.max_talk_s, rule.connect_s,
+         rule.minimum_s, rule.initial_s, rule.increment_s, call.caller_raw if call else None,
+         call.caller_e164 if call else None, call.dialled if call else None, call.start_ms if call else None))
+    return Grant(reservation_id=cur.lastrowid or 0, card_id=card_id, reserved_s=plan.seconds,
+                 max_talk_s=plan.max_talk_s, available_before_s=plan.available_before_s,
+                 quota_left_s=_quota_left(db, card_id, quota))
 
 
-def _settle(db: sqlite3.Connection, grant: Grant, *, debit_s: int, uniqueid: str, now_ms: int) -> int:
-    """On the worker thread, inside a transaction: see ``SqliteStore.settle``."""
-    debit_s = max(0, min(debit_s, grant.reserved_s))
+def _settle(db: sqlite3.Connection, grant: Grant, *, debit_s: int, uniqueid: str, now_ms: int,
+            factor_pm: int = 1000, quota: QuotaPeriod | None = None) -> tuple[int, int]:
+    """Inside a transaction: see ``SqliteStore.settle``. Returns (seconds debited, quota seconds used)."""
+    if db.execute("SELECT 1 FROM reservations WHERE id = ? AND state = 'open'",
+                  (grant.reservation_id,)).fetchone() is None:
+        return 0, 0
+    # The quota left is read here, under the write lock: two calls of one card never use
+    # the same included seconds, whatever each was told when its time was held.
+    charged, quota_used = charge(max(0, debit_s), factor_pm, _quota_left(db, grant.card_id, quota))
+    if quota is not None and quota_used:
+        db.execute("INSERT INTO card_quota (card_id, month, used_s) VALUES (?, ?, ?)"
+                   " ON CONFLICT (card_id, month) DO UPDATE SET used_s = used_s + excluded.used_s",
+                   (grant.card_id, quota.month, quota_used))
+    debit_s = settlement_debit(grant.reserved_s, charged)
     cur = db.execute("UPDATE reservations SET state = 'settled' WHERE id = ? AND state = 'open'",
                      (grant.reservation_id,))
-    if cur.rowcount != 1:
-        return 0
+    if cur.rowcount != 1:  # pragma: no cover - checked above under the same lock
+        return 0, 0
     db.execute("UPDATE cards SET balance_s = balance_s - ?, reserved_s = reserved_s - ?,"
                " active_calls = active_calls - 1 WHERE id = ?", (debit_s, grant.reserved_s, grant.card_id))
     if debit_s:
         db.execute("INSERT INTO ledger (card_id, at_ms, kind, seconds, reference) VALUES (?, ?, 'debit', ?, ?)",
                    (grant.card_id, now_ms, -debit_s, uniqueid))
-    return debit_s
+    return debit_s, quota_used
+
+
+def _settle_hold(db: sqlite3.Connection, hold_id: int, *, uniqueid: str, talk_ms: int, cdr: Cdr, now_ms: int,
+                 limit_s: int | None, factor_pm: int, quota: QuotaPeriod | None) -> HoldSettlement:
+    """Inside a transaction: see ``SqliteStore.settle_hold``."""
+    row = db.execute(
+        "SELECT r.card_id, r.uniqueid, r.seconds, r.state, r.max_talk_s, r.connect_s, r.minimum_s,"
+        " r.initial_s, r.increment_s, r.caller_raw, r.caller_e164, r.dialled, r.call_start_ms, r.created_ms,"
+        " c.project_id, p.connect_s, p.minimum_s, p.initial_s, p.increment_s"
+        " FROM reservations r JOIN cards c ON c.id = r.card_id JOIN projects p ON p.id = c.project_id"
+        " WHERE r.id = ?", (hold_id,)).fetchone()
+    if row is None or row[1] != uniqueid:
+        return HoldSettlement(state="unknown", hold_id=hold_id)
+    (card_id, _, reserved_s, state, max_talk_s, connect_s, minimum_s, initial_s, increment_s, caller_raw,
+     caller_e164, dialled, start_ms, created_ms, project_id, *project_rule) = row
+    if state != "open":
+        return HoldSettlement(state="already_settled" if state == "settled" else state, hold_id=hold_id,
+                              card_id=card_id)
+    # The rule the hold was granted with; a hold made before migration 5 has none: the
+    # project's current rule, the talk limit recomputed from the seconds held.
+    rule = (BillingRule(connect_s=connect_s, minimum_s=minimum_s, initial_s=initial_s, increment_s=increment_s)
+            if connect_s is not None else BillingRule(*project_rule))
+    if max_talk_s is None:
+        max_talk_s = rule.max_talk(reserved_s)
+    if limit_s is not None:  # the leg's own L() (its zone factor), never above the hold's
+        max_talk_s = min(max_talk_s, limit_s)
+    decided = settlement(rule, talk_ms=talk_ms, max_talk_s=max_talk_s, reserved_s=reserved_s)
+    grant = Grant(reservation_id=hold_id, card_id=card_id, reserved_s=reserved_s, max_talk_s=max_talk_s,
+                  available_before_s=0)
+    debited, quota_used = _settle(db, grant, debit_s=decided.debit_s, uniqueid=uniqueid, now_ms=now_ms,
+                                  factor_pm=factor_pm, quota=quota)
+    cdr.project_id, cdr.card_id = project_id, card_id
+    if caller_raw is not None:
+        cdr.caller_raw, cdr.caller_e164 = caller_raw, caller_e164
+    cdr.dialled = dialled if dialled is not None else cdr.dialled
+    cdr.start_ms = start_ms if start_ms is not None else created_ms
+    cdr.talk_s, cdr.debited_s, cdr.quota_used_s, cdr.factor_pm = decided.talk_s, debited, quota_used, factor_pm
+    _insert_cdr(db, cdr)
+    return HoldSettlement(state="settled", hold_id=hold_id, card_id=card_id, talk_s=decided.talk_s,
+                          debited_s=debited)
+
+
+def _hold_state(db: sqlite3.Connection, hold_id: int) -> str | None:
+    row = db.execute("SELECT state FROM reservations WHERE id = ?", (hold_id,)).fetchone()
+    return None if row is None else str(row[0])
 
 
 def _insert_cdr(db: sqlite3.Connection, cdr: Cdr) -> None:
     db.execute(
-        "INSERT INTO cdrs (uniqueid, project_id, card_id, caller_raw, caller_e164, dialled, destination,"
-        " start_ms, answer_ms, end_ms, talk_s, debited_s, outcome, hangup_side)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        f"INSERT INTO cdrs ({_CDR_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (cdr.uniqueid, cdr.project_id, cdr.card_id, cdr.caller_raw, cdr.caller_e164, cdr.dialled,
          cdr.destination, cdr.start_ms, cdr.answer_ms, cdr.end_ms, cdr.talk_s, cdr.debited_s,
-         cdr.outcome, cdr.hangup_side))
+         cdr.outcome, cdr.hangup_side, cdr.call_type, cdr.route_position, cdr.leg, cdr.zone, cdr.number_type,
+         cdr.factor_pm, cdr.quota_used_s))
 
 
-def _project(r: Sequence[Any], numbers: tuple[str, ...]) -> Project:
+def _project(r: Sequence[Any], numbers: tuple[str, ...], routes: tuple[Route, ...]) -> Project:
     return Project(id=r[0], name=r[1], numbers=numbers, service=r[2], fallback=r[3], ring_timeout_s=r[4],
                    language=r[5], region=r[6], price_per_minute_cents=r[7], currency=r[8],
                    rule=BillingRule(connect_s=r[9], minimum_s=r[10], initial_s=r[11], increment_s=r[12]),
                    warning_s=r[13], pin_length=r[14], max_bound_numbers=r[15],
-                   max_simultaneous_calls=r[16], card_validity_days=r[17])
+                   max_simultaneous_calls=r[16], card_validity_days=r[17], routes=routes,
+                   timezone=r[18] or default_timezone(r[6]), trunk=r[19], policy=policy_of(r[20], r[21]),
+                   tariff=tariff_of(r[22], r[23]))
 
 
-def _is_file(path: str) -> bool:
-    return Path(path).is_file()  # a stat, not worth a thread hop
+def _routes_by_project(rows: Sequence[Sequence[Any]]) -> dict[int, tuple[Route, ...]]:
+    out: dict[int, list[Route]] = {}
+    for row in rows:
+        out.setdefault(row[0], []).append(route_of(row))
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def _sync_legacy_destinations(db: sqlite3.Connection, project_id: int) -> None:
+    """Keep ``projects.service`` / ``fallback`` what they meant before rules existed: the
+    first rule's destination, and the first later rule tried on busy or no answer."""
+    rows = db.execute("SELECT position, destination, conditions FROM routes WHERE project_id = ?"
+                      " ORDER BY position", (project_id,)).fetchall()
+    if not rows:
+        raise InvalidInput("a project needs at least one forwarding rule")
+    fallback = next((r[1] for r in rows[1:] if r[2] == "busy,noanswer"), None)
+    db.execute("UPDATE projects SET service = ?, fallback = ? WHERE id = ?", (rows[0][1], fallback, project_id))
+
+
+def _renumber_routes(db: sqlite3.Connection, project_id: int, order: Sequence[int]) -> None:
+    """Give the rules with these ids positions 1, 2, … in this order."""
+    for position, route_id in enumerate(order, start=1):
+        db.execute("UPDATE routes SET position = ? WHERE id = ?", (position, route_id))
+
+
+def _insert_route(db: sqlite3.Connection, project_id: int, route: Route, position: int | None) -> None:
+    ids = [r[0] for r in db.execute("SELECT id FROM routes WHERE project_id = ? ORDER BY position",
+                                    (project_id,)).fetchall()]
+    hours = route.hours.text() if route.hours else ""
+    closed = route.hours.closed_text() if route.hours else ""
+    cur = db.execute("INSERT INTO routes (project_id, position, destination, conditions, hours, closed_on,"
+                     " ring_timeout_s) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                     (project_id, len(ids) + 1, route.destination, route.conditions_text(), hours, closed,
+                      route.ring_timeout_s))
+    at = len(ids) if position is None else max(0, min(position - 1, len(ids)))
+    ids.insert(at, cur.lastrowid or 0)
+    _renumber_routes(db, project_id, ids)
+
+
+def _legacy_to_routes(db: sqlite3.Connection, project_id: int, changes: Mapping[str, Any]) -> None:
+    """``--service`` changes the first rule's destination; ``--fallback`` the first later
+    rule tried on busy or no answer (added as rule 2 if there is none, removed when cleared)."""
+    if "service" in changes:
+        db.execute("UPDATE routes SET destination = ? WHERE project_id = ? AND position ="
+                   " (SELECT MIN(position) FROM routes WHERE project_id = ?)",
+                   (changes["service"], project_id, project_id))
+    if "fallback" in changes:
+        rows = db.execute(
+            "SELECT id FROM routes WHERE project_id = ? AND conditions = 'busy,noanswer' AND position >"
+            " (SELECT MIN(position) FROM routes WHERE project_id = ?) ORDER BY position LIMIT 1",
+            (project_id, project_id)).fetchall()
+        fallback = changes["fallback"]
+        if rows and fallback is None:
+            db.execute("DELETE FROM routes WHERE id = ?", (rows[0][0],))
+        elif rows:
+            db.execute("UPDATE routes SET destination = ? WHERE id = ?", (fallback, rows[0][0]))
+        elif fallback is not None:
+            db.execute("UPDATE routes SET position = position + 1 WHERE project_id = ? AND position > 1",
+                       (project_id,))
+            db.execute("INSERT INTO routes (project_id, position, destination, conditions)"
+                       " VALUES (?, 2, ?, 'busy,noanswer')", (project_id, fallback))
+
+
+def _migrate(db: sqlite3.Connection, schema: SchemaMode) -> int:
+    """Inside a transaction: see ``check_schema``; applies the migrations it allows.
+    Returns the version found."""
+    version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    for number in check_schema(version, len(MIGRATIONS), schema):
+        for statement in MIGRATIONS[number - 1].split(";"):
+            if statement.strip():
+                db.execute(statement)
+        db.execute(f"PRAGMA user_version={number}")
+    return version
+
+
+def _open_inline(path: str) -> sqlite3.Connection:
+    """The event loop's own connection: never waits for a lock, never checkpoints."""
+    conn = sqlite3.connect(path, isolation_level=None, timeout=0)
+    try:
+        for pragma in ("busy_timeout=0", "foreign_keys=ON", "synchronous=NORMAL", "wal_autocheckpoint=0"):
+            conn.execute(f"PRAGMA {pragma}")
+    except sqlite3.Error:
+        conn.close()
+        raise
+    return conn
 
 
 class SqliteStore:
-    def __init__(self, path: str | Path, *, observer: StoreObserver | None = None) -> None:
+    def __init__(self, path: str | Path, *, observer: StoreObserver | None = None,
+                 schema: SchemaMode = "check") -> None:
         self.path = str(path)
-        self._db: aiosqlite.Connection | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._worker: _Worker | None = None
         self._lock = asyncio.Lock()
         self._config_generation = 0
         self._routing: Routing | None = None
         self._routing_key: tuple[int, int] = (-1, -1)
         self._routing_checked = float("-inf")
         self._observer = observer
+        self._schema: SchemaMode = schema
+        self.schema_found: int | None = None  # the version ``open`` found (``ivr db status|migrate``)
+        self._inline: sqlite3.Connection | None = None
+        self._inline_commits = 0
+        self._checkpoint: asyncio.Task[None] | None = None
+        self.thread_fallbacks = 0  # inline transactions that found the write lock taken
 
     # --- lifecycle ---------------------------------------------------------
-    async def open(self, *, create: bool = True) -> None:
-        """Open (and migrate) the database. ``create=False``: a file that does not exist
-        is StoreUnavailable and nothing is created (read commands, ``ivr call``).
+    async def open(self) -> None:
+        """Connect and check the schema (``_schema.check_schema``). Raises StoreUnavailable, SchemaMismatch."""
+        self._worker = _Worker()
 
-        Raises StoreUnavailable; a failed open closes the connection again, so aiosqlite's
-        worker thread (not a daemon) does not keep the process alive."""
-        try:
+        def connect() -> int:
             if self.path != ":memory:":
-                if not create and not _is_file(self.path):
-                    raise StoreUnavailable(f"database {self.path} does not exist (`ivr project create`"
-                                           " starts a new one)")
-                if create:
-                    Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self._db = await aiosqlite.connect(self.path, isolation_level=None)
-            await self._db.execute("PRAGMA journal_mode=WAL")
-            await self._db.execute("PRAGMA busy_timeout=5000")
-            await self._db.execute("PRAGMA foreign_keys=ON")
-            await self._db.execute("PRAGMA synchronous=NORMAL")
-            await self._migrate()
-        except (sqlite3.Error, OSError, StoreUnavailable) as exc:
-            await self._close_quietly()
-            if isinstance(exc, StoreUnavailable):
-                raise
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-            raise StoreUnavailable(f"cannot open database {self.path}: {reason}") from exc
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            # Created on the worker thread and only ever used there.
+            conn = self._conn = sqlite3.connect(self.path, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            return _run_transaction(conn, "migrate", lambda db: _migrate(db, self._schema))
 
-    async def _close_quietly(self) -> None:
-        db, self._db = self._db, None
-        if db is not None:
-            try:
-                await db.close()
-            except (sqlite3.Error, ValueError):
-                pass  # the open failed; closing is only to end aiosqlite's thread
+        try:
+            self.schema_found = await self._on_worker(connect, f"cannot open database {self.path}")
+            if self.path != ":memory:":  # a second :memory: connection would be another database
+                with _translated(f"cannot open database {self.path}"):
+                    self._inline = _open_inline(self.path)
+        except (RatingError, OSError) as exc:
+            await self.close()
+            if isinstance(exc, OSError):
+                raise StoreUnavailable(f"cannot open database {self.path}: {exc}") from exc
+            raise
 
     async def close(self) -> None:
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
+        if self._checkpoint is not None:
+            await asyncio.gather(self._checkpoint, return_exceptions=True)
+            self._checkpoint = None
+        if self._inline is not None:
+            self._inline.close()
+            self._inline = None
+        if self._worker is None:
+            return
+        worker, self._worker = self._worker, None  # no new jobs; those queued run first
+        if self._conn is not None:
+            await worker.run(self._conn.close)
+            self._conn = None
+        worker.stop()
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -258,86 +506,87 @@ class SqliteStore:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _migrate(self) -> None:
-        db = self._conn
-        async with self._write("migrate"):
-            row = await (await db.execute("PRAGMA user_version")).fetchone()
-            version = row[0] if row else 0
-            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-                for statement in script.split(";"):
-                    if statement.strip():
-                        await db.execute(statement)
-                await db.execute(f"PRAGMA user_version={number}")
+    async def schema_version(self) -> int:
+        rows = await self._read("PRAGMA user_version")
+        return int(rows[0][0])
 
-    @property
-    def _conn(self) -> aiosqlite.Connection:
-        if self._db is None:
+    # --- the worker thread and the one transaction helper -------------------
+    async def _on_worker(self, fn: Callable[[], T], operation: str) -> T:
+        """``fn()`` on the worker thread, sqlite3 errors translated."""
+        if self._worker is None:
             raise StoreUnavailable("store is not open")
-        return self._db
 
-    @asynccontextmanager
-    async def _write(self, operation: str) -> AsyncIterator[aiosqlite.Connection]:
-        db = self._conn
-        started = time.perf_counter()
-        self._note_write(operation)
-        async with self._lock, self._noting_write(operation):
-            try:
-                await db.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise StoreUnavailable(f"{operation}: {exc}") from exc
-            committed = False
-            try:
-                yield db
-                try:
-                    await db.execute("COMMIT")
-                    committed = True
-                except sqlite3.Error as exc:
-                    raise StoreUnavailable(f"{operation}: {exc}") from exc
-            finally:
-                if not committed:
-                    try:
-                        await db.execute("ROLLBACK")
-                    except sqlite3.Error:
-                        pass  # nothing was left open
-        if self._observer is not None:
-            self._observer(operation, time.perf_counter() - started)
+        def guarded() -> T:
+            with _translated(operation):
+                return fn()
+
+        return await self._worker.run(guarded)
+
+    def _db(self) -> sqlite3.Connection:
+        """The connection, on the worker thread only."""
+        if self._conn is None:  # pragma: no cover - _on_worker checks first
+            raise StoreUnavailable("store is not open")
+        return self._conn
 
     def _note_write(self, operation: str) -> None:
         if operation not in _ROUTING_NEUTRAL:
             self._config_generation += 1
 
-    @asynccontextmanager
-    async def _noting_write(self, operation: str) -> AsyncIterator[None]:
-        """Mark the routing snapshot stale once more when the write ends (committed or
-        rolled back): a snapshot read while it was open may hold its uncommitted rows."""
-        try:
-            yield
-        finally:
-            self._note_write(operation)
-
     async def _transaction(self, operation: str, body: Callable[[sqlite3.Connection], T]) -> T:
-        """``_write`` in one thread hop: ``body(conn)`` runs inside ``BEGIN IMMEDIATE`` …
-        ``COMMIT`` on aiosqlite's worker thread, under the same lock, with the same errors
-        (a failing BEGIN or COMMIT is StoreUnavailable; anything ``body`` raises rolls back
-        and propagates) and the same observer call on success.
-
-        ``aiosqlite.Connection._execute`` (queue a function for the worker thread) is how
-        aiosqlite's own cursors reach that thread; no public call runs a function there."""
-        db = self._conn
+        """The one way to write: ``body(conn)`` inside ``BEGIN IMMEDIATE`` … ``COMMIT``, in
+        one hop to the worker thread, under the lock. A failing statement, BEGIN or COMMIT
+        rolls back and raises the ``rating.errors`` it means; whatever ``body`` raises rolls
+        back and propagates. The observer hears of every successful one."""
         started = time.perf_counter()
         self._note_write(operation)
-        async with self._lock, self._noting_write(operation):
-            result: T = await db._execute(  # type: ignore[no-untyped-call]  # aiosqlite leaves it untyped
-                _run_transaction, db, operation, body)
+        async with self._lock:
+            try:
+                inline = self._inline
+                try:
+                    if inline is None:
+                        raise _Busy(operation)
+                    result = _run_inline(inline, operation, body)  # module docstring: inline transactions
+                    self._committed_inline()
+                except _Busy:
+                    if inline is not None:
+                        self.thread_fallbacks += 1
+                    result = await self._on_worker(lambda: _run_transaction(self._db(), operation, body),
+                                                   operation)
+            finally:
+                # Mark the routing snapshot stale once more when the write ends (committed or
+                # rolled back): a snapshot read while it was open may hold its uncommitted rows.
+                self._note_write(operation)
         if self._observer is not None:
             self._observer(operation, time.perf_counter() - started)
         return result
 
-    async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+    def _committed_inline(self) -> None:
+        """Count inline commits; every ``CHECKPOINT_EVERY`` start a passive checkpoint on
+        the worker thread (the loop goes on; our writers wait for the lock meanwhile)."""
+        self._inline_commits += 1
+        if self._inline_commits % CHECKPOINT_EVERY == 0 and (self._checkpoint is None or self._checkpoint.done()):
+            self._checkpoint = asyncio.get_running_loop().create_task(self._run_checkpoint())
+
+    async def _run_checkpoint(self) -> None:
         try:
-            return list(await self._conn.execute_fetchall(sql, params))
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(str(exc)) from exc
+            async with self._lock:
+                await self._on_worker(lambda: self._db().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall(),
+                                      "checkpoint")
+        except RatingError:
+            pass  # the store is closing, or busy: the next one will do it
+
+    def _inline_data_version(self) -> int | None:
+        """``PRAGMA data_version`` of the inline connection (no lock needed); -1, which
+        matches no snapshot, if it cannot be read; None without an inline connection."""
+        if self._inline is None:
+            return None
+        try:
+            return int(self._inline.execute("PRAGMA data_version").fetchone()[0])
+        except sqlite3.Error:
+            return -1
+
+    async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return await self._on_worker(lambda: self._db().execute(sql, params).fetchall(), "read")
 
     # --- projects ----------------------------------------------------------
     async def create_project(self, *, name: str, numbers: Sequence[str], service: str,
@@ -346,22 +595,28 @@ class SqliteStore:
                              warning_s: int, pin_length: int, max_bound_numbers: int,
                              max_simultaneous_calls: int, card_validity_days: int | None,
                              now_ms: int) -> Project:
+        def body(db: sqlite3.Connection) -> None:
+            cur = db.execute(
+                "INSERT INTO projects (name, service, fallback, ring_timeout_s, language, region,"
+                " price_per_minute_cents, currency, connect_s, minimum_s, initial_s, increment_s,"
+                " warning_s, pin_length, max_bound_numbers, max_simultaneous_calls,"
+                " card_validity_days, created_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (name, service, fallback, ring_timeout_s, language, region, price_per_minute_cents,
+                 currency, rule.connect_s, rule.minimum_s, rule.initial_s, rule.increment_s,
+                 warning_s, pin_length, max_bound_numbers, max_simultaneous_calls,
+                 card_validity_days, now_ms))
+            for number in numbers:
+                db.execute("INSERT INTO access_numbers (number, project_id) VALUES (?, ?)", (number, cur.lastrowid))
+            # The service and fallback are the first rules, as migration 4 makes them.
+            db.execute("INSERT INTO routes (project_id, position, destination, conditions)"
+                       " VALUES (?, 1, ?, 'always')", (cur.lastrowid, service))
+            if fallback is not None:
+                db.execute("INSERT INTO routes (project_id, position, destination, conditions)"
+                           " VALUES (?, 2, ?, 'busy,noanswer')", (cur.lastrowid, fallback))
+
         try:
-            async with self._write("create_project") as db:
-                cur = await db.execute(
-                    "INSERT INTO projects (name, service, fallback, ring_timeout_s, language, region,"
-                    " price_per_minute_cents, currency, connect_s, minimum_s, initial_s, increment_s,"
-                    " warning_s, pin_length, max_bound_numbers, max_simultaneous_calls,"
-                    " card_validity_days, created_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (name, service, fallback, ring_timeout_s, language, region, price_per_minute_cents,
-                     currency, rule.connect_s, rule.minimum_s, rule.initial_s, rule.increment_s,
-                     warning_s, pin_length, max_bound_numbers, max_simultaneous_calls,
-                     card_validity_days, now_ms))
-                project_id = cur.lastrowid
-                for number in numbers:
-                    await db.execute("INSERT INTO access_numbers (number, project_id) VALUES (?, ?)",
-                                     (number, project_id))
-        except sqlite3.IntegrityError as exc:
+            await self._transaction("create_project", body)
+        except AlreadyExists as exc:
             raise AlreadyExists(f"project name or access number already in use ({exc})") from exc
         project = await self.project_by_name(name)
         assert project is not None
@@ -370,23 +625,20 @@ class SqliteStore:
     async def _project(self, where: str, params: Sequence[Any]) -> Project | None:
         sql = f"SELECT {_PROJECT_COLS} FROM projects WHERE {where}"
 
-        db = self._conn
-
-        def both() -> tuple[list[Any], list[Any]]:  # on the worker thread: one hop, not two
-            conn = db._conn
+        def both() -> tuple[list[Any], list[Any], list[Any]]:  # one hop
+            conn = self._db()
             rows = conn.execute(sql, params).fetchall()
             if not rows:
-                return rows, []
-            return rows, conn.execute("SELECT number FROM access_numbers WHERE project_id = ? ORDER BY number",
-                                      (rows[0][0],)).fetchall()
+                return rows, [], []
+            return (rows, conn.execute("SELECT number FROM access_numbers WHERE project_id = ? ORDER BY number",
+                                       (rows[0][0],)).fetchall(),
+                    conn.execute(f"SELECT {ROUTE_COLS} FROM routes WHERE project_id = ? ORDER BY position",
+                                 (rows[0][0],)).fetchall())
 
-        try:
-            rows, numbers = await db._execute(both)  # type: ignore[no-untyped-call]  # untyped in aiosqlite
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(str(exc)) from exc
+        rows, numbers, routes = await self._on_worker(both, "project")
         if not rows:
             return None
-        return _project(rows[0], tuple(n[0] for n in numbers))
+        return _project(rows[0], tuple(n[0] for n in numbers), _routes_by_project(routes).get(rows[0][0], ()))
 
     async def project_by_name(self, name: str) -> Project | None:
         return await self._project("name = ?", (name,))
@@ -401,38 +653,48 @@ class SqliteStore:
         the operator CLI); otherwise one cheap thread hop per call instead of three
         queries. With ``max_age_s`` a snapshot younger than that is trusted without the
         hop: another process's change then shows within ``max_age_s``."""
-        db = self._conn
         cached_key, generation = self._routing_key, self._config_generation
         if (self._routing is not None and generation == cached_key[1]
                 and time.monotonic() - self._routing_checked < max_age_s):
             return self._routing
 
-        def load() -> tuple[int, list[Any], list[Any], list[Any]] | tuple[int]:
-            conn = db._conn
-            version = conn.execute("PRAGMA data_version").fetchone()[0]
-            if (version, generation) == cached_key:
-                return (version,)
+        # With the inline connection, its data_version says whether another connection
+        # committed (its own commits are never that) without a thread hop; the rows then
+        # come from the thread, at least as new as that version.
+        inline_version = self._inline_data_version()
+        if inline_version is not None and (inline_version, generation) == cached_key and self._routing is not None:
+            self._routing_checked = time.monotonic()
+            return self._routing
+
+        def load() -> tuple[int, list[Any], list[Any], list[Any], list[Any]] | tuple[int]:
+            # One function on the worker thread: never between the statements of a write.
+            conn = self._db()
+            if inline_version is None:
+                version = conn.execute("PRAGMA data_version").fetchone()[0]
+                if (version, generation) == cached_key:
+                    return (version,)
+            else:
+                version = inline_version
             projects = conn.execute(f"SELECT {_PROJECT_COLS} FROM projects").fetchall()
             numbers = conn.execute("SELECT number, project_id FROM access_numbers ORDER BY number").fetchall()
             blocked = conn.execute(f"SELECT {_BLOCKED_COLS} FROM blacklist ORDER BY id").fetchall()
-            return version, projects, numbers, blocked
+            routes = conn.execute(f"SELECT {ROUTE_COLS} FROM routes ORDER BY project_id, position").fetchall()
+            return version, projects, numbers, blocked, routes
 
-        try:
-            async with self._lock:  # never between the statements of an open write
-                loaded = await db._execute(load)  # type: ignore[no-untyped-call]  # untyped in aiosqlite
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(str(exc)) from exc
+        loaded = await self._on_worker(load, "routing")
         self._routing_checked = time.monotonic()
         if len(loaded) == 1 and self._routing is not None:
             return self._routing
         if len(loaded) == 1:  # pragma: no cover - a key match implies a snapshot
             self._routing_key = (-1, -1)
             return await self.routing()
-        version, project_rows, number_rows, blocked_rows = loaded
+        version, project_rows, number_rows, blocked_rows, route_rows = loaded
         numbers_of: dict[int, list[str]] = {}
         for number, project_id in number_rows:
             numbers_of.setdefault(project_id, []).append(number)
-        projects = {r[0]: _project(r, tuple(numbers_of.get(r[0], ()))) for r in project_rows}
+        routes_of = _routes_by_project(route_rows)
+        projects = {r[0]: _project(r, tuple(numbers_of.get(r[0], ())), routes_of.get(r[0], ()))
+                    for r in project_rows}
         self._routing = Routing(
             by_number={n: projects[pid] for pid, ns in numbers_of.items() for n in ns},
             regions=tuple(sorted({p.region for p in projects.values()})),
@@ -451,20 +713,22 @@ class SqliteStore:
         """Raises AlreadyExists when the PIN hash is taken in the project (caller retries)."""
         if seconds <= 0:
             raise InvalidInput("a card needs a positive number of seconds")
+
+        def body(db: sqlite3.Connection) -> int:
+            cur = db.execute(
+                "INSERT INTO cards (project_id, note, pin_hash, balance_s, price_cents, created_ms,"
+                " expires_ms) VALUES (?,?,?,?,?,?,?)",
+                (project_id, note, pin_hash, seconds, price_cents, now_ms, expires_ms))
+            card_id = cur.lastrowid or 0
+            db.execute("INSERT INTO ledger (card_id, at_ms, kind, seconds, amount_cents, reference)"
+                       " VALUES (?, ?, 'purchase', ?, ?, '')", (card_id, now_ms, seconds, price_cents))
+            return card_id
+
         try:
-            async with self._write("create_card") as db:
-                cur = await db.execute(
-                    "INSERT INTO cards (project_id, note, pin_hash, balance_s, price_cents, created_ms,"
-                    " expires_ms) VALUES (?,?,?,?,?,?,?)",
-                    (project_id, note, pin_hash, seconds, price_cents, now_ms, expires_ms))
-                card_id = cur.lastrowid
-                await db.execute(
-                    "INSERT INTO ledger (card_id, at_ms, kind, seconds, amount_cents, reference)"
-                    " VALUES (?, ?, 'purchase', ?, ?, '')", (card_id, now_ms, seconds, price_cents))
-        except sqlite3.IntegrityError as exc:
+            card_id = await self._transaction("create_card", body)
+        except AlreadyExists as exc:
             raise AlreadyExists("PIN already used in this project") from exc
-        card = await self.card(card_id)  # type: ignore[arg-type]
-        return card
+        return await self.card(card_id)
 
     async def card(self, card_id: int) -> Card:
         rows = await self._read(f"SELECT {_CARD_COLS} FROM cards WHERE id = ?", (card_id,))
@@ -491,31 +755,36 @@ class SqliteStore:
                                     (project_id,))
         return [_card(r) for r in rows]
 
+    async def _update_card(self, operation: str, sql: str, params: Sequence[Any], card_id: int) -> None:
+        """One UPDATE of one card; NotFound when there is no such card."""
+        def body(db: sqlite3.Connection) -> None:
+            if db.execute(sql, params).rowcount == 0:
+                raise NotFound(f"no card {card_id}")
+
+        await self._transaction(operation, body)
+
     async def set_pin_hash(self, card_id: int, pin_hash: str) -> None:
         try:
-            async with self._write("set_pin") as db:
-                cur = await db.execute("UPDATE cards SET pin_hash = ? WHERE id = ?", (pin_hash, card_id))
-                if cur.rowcount == 0:
-                    raise NotFound(f"no card {card_id}")
-        except sqlite3.IntegrityError as exc:
+            await self._update_card("set_pin", "UPDATE cards SET pin_hash = ? WHERE id = ?", (pin_hash, card_id),
+                                    card_id)
+        except AlreadyExists as exc:
             raise AlreadyExists("PIN already used in this project") from exc
 
     async def set_blocked(self, card_id: int, blocked: bool) -> None:
-        async with self._write("set_blocked") as db:
-            cur = await db.execute("UPDATE cards SET blocked = ? WHERE id = ?", (int(blocked), card_id))
-            if cur.rowcount == 0:
-                raise NotFound(f"no card {card_id}")
+        await self._update_card("set_blocked", "UPDATE cards SET blocked = ? WHERE id = ?",
+                                (int(blocked), card_id), card_id)
 
     async def recharge(self, card_id: int, seconds: int, price_cents: int, now_ms: int) -> Card:
         if seconds <= 0:
             raise InvalidInput("recharge needs a positive number of seconds")
-        async with self._write("recharge") as db:
-            cur = await db.execute("UPDATE cards SET balance_s = balance_s + ? WHERE id = ?",
-                                   (seconds, card_id))
-            if cur.rowcount == 0:
+
+        def body(db: sqlite3.Connection) -> None:
+            if db.execute("UPDATE cards SET balance_s = balance_s + ? WHERE id = ?", (seconds, card_id)).rowcount == 0:
                 raise NotFound(f"no card {card_id}")
-            await db.execute("INSERT INTO ledger (card_id, at_ms, kind, seconds, amount_cents)"
-                             " VALUES (?, ?, 'recharge', ?, ?)", (card_id, now_ms, seconds, price_cents))
+            db.execute("INSERT INTO ledger (card_id, at_ms, kind, seconds, amount_cents)"
+                       " VALUES (?, ?, 'recharge', ?, ?)", (card_id, now_ms, seconds, price_cents))
+
+        await self._transaction("recharge", body)
         return await self.card(card_id)
 
     async def adjust(self, card_id: int, seconds: int, reason: str, now_ms: int) -> Card:
@@ -524,15 +793,18 @@ class SqliteStore:
         Raises:
             NotFound; InsufficientBalance when it would take time that is not free.
         """
-        async with self._write("adjust") as db:
-            cur = await db.execute(
+        def body(db: sqlite3.Connection) -> None:
+            cur = db.execute(
                 "UPDATE cards SET balance_s = balance_s + ? WHERE id = ? AND balance_s - reserved_s + ? >= 0",
                 (seconds, card_id, seconds))
             if cur.rowcount == 0:
-                await self.card(card_id)  # NotFound if there is no such card
+                if db.execute("SELECT 1 FROM cards WHERE id = ?", (card_id,)).fetchone() is None:
+                    raise NotFound(f"no card {card_id}")
                 raise InsufficientBalance(f"card {card_id} has not {-seconds} s free to take")
-            await db.execute("INSERT INTO ledger (card_id, at_ms, kind, seconds, reference)"
-                             " VALUES (?, ?, 'adjustment', ?, ?)", (card_id, now_ms, seconds, reason))
+            db.execute("INSERT INTO ledger (card_id, at_ms, kind, seconds, reference)"
+                       " VALUES (?, ?, 'adjustment', ?, ?)", (card_id, now_ms, seconds, reason))
+
+        await self._transaction("adjust", body)
         return await self.card(card_id)
 
     async def activate(self, card_id: int, now_ms: int) -> None:
@@ -547,8 +819,11 @@ class SqliteStore:
                    max_bound: int) -> None:
         """Bind ``caller`` to the card (moving it from any older card of the project); above
         ``max_bound`` numbers on the card the oldest binding goes. An operator binding
-        counts as activation."""
+        counts as activation. Raises NotFound for an unknown card."""
         def body(db: sqlite3.Connection) -> None:
+            if db.execute("UPDATE cards SET activated_ms = COALESCE(activated_ms, ?) WHERE id = ?",
+                          (now_ms, card_id)).rowcount == 0:
+                raise NotFound(f"no card {card_id}")
             db.execute(
                 "INSERT INTO bindings (project_id, caller, card_id, bound_ms, source) VALUES (?,?,?,?,?)"
                 " ON CONFLICT (project_id, caller) DO UPDATE SET card_id = excluded.card_id,"
@@ -557,17 +832,16 @@ class SqliteStore:
             db.execute(
                 "DELETE FROM bindings WHERE card_id = ? AND caller NOT IN (SELECT caller FROM bindings"
                 " WHERE card_id = ? ORDER BY bound_ms DESC, rowid DESC LIMIT ?)", (card_id, card_id, max_bound))
-            db.execute("UPDATE cards SET activated_ms = ? WHERE id = ? AND activated_ms IS NULL",
-                       (now_ms, card_id))
 
         await self._transaction("bind", body)
 
     async def unbind(self, project_id: int, caller: str) -> None:
-        async with self._write("unbind") as db:
-            cur = await db.execute("DELETE FROM bindings WHERE project_id = ? AND caller = ?",
-                                   (project_id, caller))
-            if cur.rowcount == 0:
+        def body(db: sqlite3.Connection) -> None:
+            if db.execute("DELETE FROM bindings WHERE project_id = ? AND caller = ?",
+                          (project_id, caller)).rowcount == 0:
                 raise NotFound(f"{caller} is not bound in this project")
+
+        await self._transaction("unbind", body)
 
     async def bindings(self, card_id: int) -> list[Binding]:
         rows = await self._read("SELECT caller, card_id, bound_ms, source FROM bindings WHERE card_id = ?"
@@ -576,21 +850,27 @@ class SqliteStore:
 
     # --- reserve and settle -----------------------------------------------
     async def reserve(self, *, card_id: int, uniqueid: str, rule: BillingRule, max_calls: int,
-                      hold_s: int, now_ms: int) -> Grant:
-        """Hold card time for one call, atomically.
+                      hold_s: int, now_ms: int, quota: QuotaPeriod | None = None,
+                      call: HoldCall | None = None) -> Grant:
+        """Hold card time for one call, atomically. ``call`` is kept with the hold for the
+        CDR of a settlement by another engine (``settle_hold``).
 
         The free time (balance minus other calls' holds) is shared among the call
         slots still free, so a second simultaneous call cannot spend the first's.
         ``hold_s`` is how long the hold may live beyond its talk time (ring, prompts).
+        With ``quota`` the grant says how much of the card's monthly quota is left.
 
         Raises:
             NotFound, CardBlocked, CardExpired, CardInUse, InsufficientBalance.
         """
         return await self._transaction("reserve", lambda db: _reserve(
-            db, card_id=card_id, uniqueid=uniqueid, rule=rule, max_calls=max_calls, hold_s=hold_s, now_ms=now_ms))
+            db, card_id=card_id, uniqueid=uniqueid, rule=rule, max_calls=max_calls, hold_s=hold_s, now_ms=now_ms,
+            quota=quota, call=call))
 
     async def reserve_bound(self, *, project_id: int, caller: str, uniqueid: str, rule: BillingRule,
-                            max_calls: int, hold_s: int, now_ms: int) -> BoundReservation | None:
+                            max_calls: int, hold_s: int, now_ms: int,
+                            quota: QuotaPeriod | None = None,
+                            call: HoldCall | None = None) -> BoundReservation | None:
         """The card bound to ``caller`` in the project, and a hold on it, in one transaction
         (one thread hop for a bound caller instead of two). ``None`` when the line is not
         bound; a refusal (``CardUnusable``) is returned, not raised, with the card."""
@@ -603,28 +883,70 @@ class SqliteStore:
             card = _card(row)
             try:
                 grant = _reserve(db, card_id=card.id, uniqueid=uniqueid, rule=rule, max_calls=max_calls,
-                                 hold_s=hold_s, now_ms=now_ms)
+                                 hold_s=hold_s, now_ms=now_ms, quota=quota, call=call)
             except CardUnusable as refusal:
                 return BoundReservation(card=card, grant=None, refusal=refusal)
             return BoundReservation(card=card, grant=grant, refusal=None)
 
         return await self._transaction("reserve", body)
 
-    async def settle(self, grant: Grant, *, debit_s: int, uniqueid: str, now_ms: int) -> int:
+    async def settle(self, grant: Grant, *, debit_s: int, uniqueid: str, now_ms: int,
+                     factor_pm: int = 1000, quota: QuotaPeriod | None = None) -> int:
         """Debit the real cost (capped at the hold) and release the rest. Idempotent:
-        a reservation already settled or released debits nothing. Returns seconds debited."""
-        return await self._transaction(
-            "settle", lambda db: _settle(db, grant, debit_s=debit_s, uniqueid=uniqueid, now_ms=now_ms))
+        a reservation already settled or released debits nothing. Returns seconds debited.
 
-    async def settle_and_record(self, grant: Grant, *, debit_s: int, cdr: Cdr, now_ms: int) -> int:
+        ``debit_s`` is the billing rule's debit (factor 1000); the store applies the zone's
+        ``factor_pm`` and takes what it can from the card's ``quota`` of this month first
+        (``rating.zones.charge``), reading the quota left inside the transaction."""
+        return await self._transaction("settle", lambda db: _settle(
+            db, grant, debit_s=debit_s, uniqueid=uniqueid, now_ms=now_ms, factor_pm=factor_pm, quota=quota)[0])
+
+    async def settle_and_record(self, grant: Grant, *, debit_s: int, cdr: Cdr, now_ms: int,
+                                factor_pm: int = 1000, quota: QuotaPeriod | None = None) -> int:
         """``settle`` and ``write_cdr`` in one transaction (one commit per call instead of
-        two); the CDR gets the seconds really debited. Returns them."""
+        two); the CDR gets the seconds really debited and the quota used. Returns the seconds.
+
+        One CDR per call: when the hold was settled already (by the settle route or a
+        reconciliation, which wrote the call's CDR with it) nothing is written; a hold
+        released as stale has no CDR yet, so this one is written (debiting nothing)."""
         def body(db: sqlite3.Connection) -> int:
-            cdr.debited_s = _settle(db, grant, debit_s=debit_s, uniqueid=cdr.uniqueid, now_ms=now_ms)
+            if _hold_state(db, grant.reservation_id) == "settled":
+                return 0
+            cdr.debited_s, cdr.quota_used_s = _settle(db, grant, debit_s=debit_s, uniqueid=cdr.uniqueid,
+                                                      now_ms=now_ms, factor_pm=factor_pm, quota=quota)
+            cdr.factor_pm = factor_pm
             _insert_cdr(db, cdr)
             return cdr.debited_s
 
         return await self._transaction("settle_and_record", body)
+
+    async def settle_hold(self, hold_id: int, *, uniqueid: str, talk_ms: int, cdr: Cdr, now_ms: int,
+                          limit_s: int | None = None, factor_pm: int = 1000,
+                          quota: QuotaPeriod | None = None) -> HoldSettlement:
+        """Settle a hold by its id, from any engine sharing the database (the settle route,
+        a reconciliation): debit ``talk_ms`` by the rule and talk limit the hold was
+        granted with (and the leg's ``limit_s``, zone ``factor_pm`` and ``quota``, as
+        ``settle``), capped at the seconds held, and write ``cdr`` — completed with the
+        project, card and the call's facts kept with the hold — in one transaction.
+
+        Idempotent: a hold that is not open, unknown, or made for another ``uniqueid``
+        changes nothing (see ``HoldSettlement.state``), so the card is debited once and
+        one CDR is written whoever arrives first."""
+        return await self._transaction("settle", lambda db: _settle_hold(
+            db, hold_id, uniqueid=uniqueid, talk_ms=talk_ms, cdr=cdr, now_ms=now_ms, limit_s=limit_s,
+            factor_pm=factor_pm, quota=quota))
+
+    async def open_holds(self, *, card_id: int | None = None) -> list[OpenHold]:
+        """Holds not settled or released yet (every engine's), oldest first."""
+        sql = ("SELECT r.id, r.uniqueid, r.card_id, c.project_id, p.name, r.seconds, r.max_talk_s, r.created_ms,"
+               " r.expires_ms, r.caller_raw FROM reservations r JOIN cards c ON c.id = r.card_id"
+               " JOIN projects p ON p.id = c.project_id WHERE r.state = 'open'")
+        params: tuple[Any, ...] = ()
+        if card_id is not None:
+            sql += " AND r.card_id = ?"
+            params = (card_id,)
+        rows = await self._read(sql + " ORDER BY r.id", params)
+        return [OpenHold(*tuple(r)) for r in rows]
 
     # --- ledger, CDRs ------------------------------------------------------
     async def ledger(self, card_id: int) -> list[LedgerEntry]:
@@ -637,19 +959,17 @@ class SqliteStore:
 
     async def cdrs(self, *, card_id: int | None = None, limit: int = 1000) -> list[Cdr]:
         where, params = ("WHERE card_id = ?", [card_id]) if card_id is not None else ("", [])
-        rows = await self._read(
-            "SELECT uniqueid, project_id, card_id, caller_raw, caller_e164, dialled, destination, start_ms,"
-            f" answer_ms, end_ms, talk_s, debited_s, outcome, hangup_side FROM cdrs {where}"
-            " ORDER BY id DESC LIMIT ?", (*params, limit))
+        rows = await self._read(f"SELECT {_CDR_COLS} FROM cdrs {where} ORDER BY id DESC LIMIT ?", (*params, limit))
         return [Cdr(*r) for r in rows]
 
     # --- blacklist ---------------------------------------------------------
     async def blacklist_remove(self, *, project_id: int | None, pattern: str, direction: str) -> None:
-        async with self._write("blacklist_remove") as db:
-            cur = await db.execute("DELETE FROM blacklist WHERE IFNULL(project_id, 0) = ? AND pattern = ?"
-                                   " AND direction = ?", (project_id or 0, pattern, direction))
-            if cur.rowcount == 0:
+        def body(db: sqlite3.Connection) -> None:
+            if db.execute("DELETE FROM blacklist WHERE IFNULL(project_id, 0) = ? AND pattern = ? AND direction = ?",
+                          (project_id or 0, pattern, direction)).rowcount == 0:
                 raise NotFound(f"{pattern} is not blocked there")
+
+        await self._transaction("blacklist_remove", body)
 
     # --- PIN brute-force throttle -----------------------------------------
     async def record_pin_failure(self, project_id: int, caller_key: str, now_ms: int) -> None:
@@ -682,33 +1002,81 @@ class SqliteStore:
         unknown = set(changes) - _PROJECT_UPDATABLE
         if unknown:
             raise InvalidInput(f"project settings cannot change: {', '.join(sorted(unknown))}")
-        async with self._write("update_project") as db:
-            if not await (await db.execute("SELECT 1 FROM projects WHERE id = ?", (project_id,))).fetchone():
+
+        def body(db: sqlite3.Connection) -> None:
+            if not db.execute("SELECT 1 FROM projects WHERE id = ?", (project_id,)).fetchone():
                 raise NotFound(f"no project with id {project_id}")
             if changes:
                 assignments = ", ".join(f"{column} = ?" for column in changes)
-                await db.execute(f"UPDATE projects SET {assignments} WHERE id = ?",
-                                 (*changes.values(), project_id))
+                db.execute(f"UPDATE projects SET {assignments} WHERE id = ?", (*changes.values(), project_id))
+            _legacy_to_routes(db, project_id, changes)
             for number in remove_numbers:
-                cur = await db.execute("DELETE FROM access_numbers WHERE number = ? AND project_id = ?",
-                                       (number, project_id))
-                if cur.rowcount == 0:
+                if db.execute("DELETE FROM access_numbers WHERE number = ? AND project_id = ?",
+                              (number, project_id)).rowcount == 0:
                     raise NotFound(f"{number} is not an access number of this project")
             for number in add_numbers:
-                owner = await (await db.execute(
-                    "SELECT p.name FROM access_numbers a JOIN projects p ON p.id = a.project_id"
-                    " WHERE a.number = ?", (number,))).fetchone()
+                owner = db.execute("SELECT p.name FROM access_numbers a JOIN projects p ON p.id = a.project_id"
+                                   " WHERE a.number = ?", (number,)).fetchone()
                 if owner is not None:
                     raise AlreadyExists(f"{number} is already an access number of project {owner[0]}")
-                await db.execute("INSERT INTO access_numbers (number, project_id) VALUES (?, ?)",
-                                 (number, project_id))
-            left = await (await db.execute("SELECT COUNT(*) FROM access_numbers WHERE project_id = ?",
-                                           (project_id,))).fetchone()
+                db.execute("INSERT INTO access_numbers (number, project_id) VALUES (?, ?)", (number, project_id))
+            left = db.execute("SELECT COUNT(*) FROM access_numbers WHERE project_id = ?", (project_id,)).fetchone()
             if not left or left[0] == 0:
                 raise InvalidInput("a project needs at least one access number")
+
+        await self._transaction("update_project", body)
         project = await self.project_by_id(project_id)
         assert project is not None
         return project
+
+    # --- forwarding rules --------------------------------------------------
+    async def _change_routes(self, operation: str, project_id: int,
+                             body: Callable[[sqlite3.Connection], None]) -> Project:
+        def run(db: sqlite3.Connection) -> None:
+            if db.execute("SELECT 1 FROM projects WHERE id = ?", (project_id,)).fetchone() is None:
+                raise NotFound(f"no project with id {project_id}")
+            body(db)
+            _sync_legacy_destinations(db, project_id)
+
+        await self._transaction(operation, run)
+        project = await self.project_by_id(project_id)
+        assert project is not None
+        return project
+
+    async def add_route(self, project_id: int, route: Route, *, position: int | None = None) -> Project:
+        """Insert a rule at ``position`` (1-based; None = last); the rules after it move down."""
+        return await self._change_routes("route_add", project_id,
+                                         lambda db: _insert_route(db, project_id, route, position))
+
+    async def remove_route(self, project_id: int, position: int) -> Project:
+        """Raises NotFound (no such rule), InvalidInput (the last rule cannot go)."""
+        def body(db: sqlite3.Connection) -> None:
+            ids = [r[0] for r in db.execute("SELECT id FROM routes WHERE project_id = ? ORDER BY position",
+                                            (project_id,)).fetchall()]
+            if not 1 <= position <= len(ids):
+                raise NotFound(f"no rule {position} (the project has {len(ids)})")
+            db.execute("DELETE FROM routes WHERE id = ?", (ids[position - 1],))
+            _renumber_routes(db, project_id, ids[:position - 1] + ids[position:])
+
+        return await self._change_routes("route_remove", project_id, body)
+
+    async def move_route(self, project_id: int, position: int, to: int) -> Project:
+        """Move rule ``position`` to ``to``. Raises NotFound."""
+        def body(db: sqlite3.Connection) -> None:
+            ids = [r[0] for r in db.execute("SELECT id FROM routes WHERE project_id = ? ORDER BY position",
+                                            (project_id,)).fetchall()]
+            if not (1 <= position <= len(ids) and 1 <= to <= len(ids)):
+                raise NotFound(f"no rule {position if not 1 <= position <= len(ids) else to}"
+                               f" (the project has {len(ids)})")
+            moved = ids.pop(position - 1)
+            ids.insert(to - 1, moved)
+            _renumber_routes(db, project_id, ids)
+
+        return await self._change_routes("route_move", project_id, body)
+
+    async def quota_used(self, card_id: int, month: str) -> int:
+        rows = await self._read("SELECT used_s FROM card_quota WHERE card_id = ? AND month = ?", (card_id, month))
+        return int(rows[0][0]) if rows else 0
 
     async def access_number_owner(self, number: str) -> str | None:
         """The name of the project whose access number this is, if any."""
@@ -719,23 +1087,23 @@ class SqliteStore:
     # --- operator's CLI: cards --------------------------------------------
     async def set_expiry(self, card_id: int, expires_ms: int | None) -> Card:
         """Set (or, with None, remove) the moment the card expires. Raises NotFound."""
-        async with self._write("set_expiry") as db:
-            cur = await db.execute("UPDATE cards SET expires_ms = ? WHERE id = ?", (expires_ms, card_id))
-            if cur.rowcount == 0:
-                raise NotFound(f"no card {card_id}")
+        await self._update_card("set_expiry", "UPDATE cards SET expires_ms = ? WHERE id = ?", (expires_ms, card_id),
+                                card_id)
         return await self.card(card_id)
 
     # --- operator's CLI: blocked numbers ----------------------------------
     async def add_blocked(self, *, project_id: int | None, pattern: str, direction: str, reason: str,
                           added_by: str, now_ms: int) -> BlockedNumber:
         """Block ``pattern`` (checked by the caller), recording who added it. Raises AlreadyExists."""
+        def body(db: sqlite3.Connection) -> int:
+            cur = db.execute(
+                "INSERT INTO blacklist (project_id, pattern, direction, reason, created_ms, added_by)"
+                " VALUES (?,?,?,?,?,?)", (project_id, pattern, direction, reason, now_ms, added_by))
+            return cur.lastrowid or 0
+
         try:
-            async with self._write("blacklist_add") as db:
-                cur = await db.execute(
-                    "INSERT INTO blacklist (project_id, pattern, direction, reason, created_ms, added_by)"
-                    " VALUES (?,?,?,?,?,?)", (project_id, pattern, direction, reason, now_ms, added_by))
-                entry_id = cur.lastrowid or 0
-        except sqlite3.IntegrityError as exc:
+            entry_id = await self._transaction("blacklist_add", body)
+        except AlreadyExists as exc:
             raise AlreadyExists(f"{pattern} ({direction}) is already blocked there") from exc
         return BlockedNumber(entry_id, project_id, pattern, direction, reason, now_ms, added_by)
 
@@ -763,24 +1131,26 @@ class SqliteStore:
         """Add ``(pattern, direction, reason, added_by)`` entries to one scope (a project, or
         global for None) in one transaction; with ``replace`` the scope's old entries go first.
         Entries already there are kept as they are. Returns (added, already there, removed)."""
-        added = removed = 0
-        async with self._write("blacklist_import") as db:
+        def body(db: sqlite3.Connection) -> tuple[int, int]:
+            added = removed = 0
             if replace:
-                cur = await db.execute("DELETE FROM blacklist WHERE IFNULL(project_id, 0) = ?",
-                                       (project_id or 0,))
-                removed = cur.rowcount
+                removed = db.execute("DELETE FROM blacklist WHERE IFNULL(project_id, 0) = ?",
+                                     (project_id or 0,)).rowcount
             for pattern, direction, reason, added_by in entries:
-                cur = await db.execute(
+                added += db.execute(
                     "INSERT INTO blacklist (project_id, pattern, direction, reason, created_ms, added_by)"
                     " VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING",
-                    (project_id, pattern, direction, reason, now_ms, added_by))
-                added += cur.rowcount
+                    (project_id, pattern, direction, reason, now_ms, added_by)).rowcount
+            return added, removed
+
+        added, removed = await self._transaction("blacklist_import", body)
         return added, len(entries) - added, removed
 
     # --- operator's CLI: CDR queries --------------------------------------
     async def find_cdrs(self, *, since_ms: int | None = None, until_ms: int | None = None,
                         project_id: int | None = None, card_id: int | None = None,
-                        outcomes: Sequence[str] = (), last: int | None = None) -> list[Cdr]:
+                        outcomes: Sequence[str] = (), last: int | None = None, call_types: Sequence[str] = (),
+                        zones: Sequence[str] = ()) -> list[Cdr]:
         """CDRs in start order, filtered; with ``last`` only the latest that many."""
         clauses: list[str] = []
         params: list[Any] = []
@@ -789,9 +1159,10 @@ class SqliteStore:
             if value is not None:
                 clauses.append(clause)
                 params.append(value)
-        if outcomes:
-            clauses.append(f"outcome IN ({', '.join('?' for _ in outcomes)})")
-            params.extend(outcomes)
+        for column, values in (("outcome", outcomes), ("call_type", call_types), ("zone", zones)):
+            if values:
+                clauses.append(f"{column} IN ({', '.join('?' for _ in values)})")
+                params.extend(values)
         where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
         limit = ""
         if last is not None:
@@ -818,15 +1189,15 @@ class SqliteStore:
             raise InvalidInput(f"account settings cannot change: {', '.join(sorted(unknown))}")
         if changes:
             values = [int(v) if isinstance(v, bool) else v for v in changes.values()]
-            async with self._write("account_settings") as db:
-                assignments = ", ".join(f"{column} = ?" for column in changes)
-                await db.execute(f"UPDATE account SET {assignments} WHERE id = 1", values)
+            assignments = ", ".join(f"{column} = ?" for column in changes)
+            await self._transaction("account_settings", lambda db: db.execute(
+                f"UPDATE account SET {assignments} WHERE id = 1", values))
         return await self.account_settings()
 
     async def claim_account_currency(self, currency: str) -> str:
         """Fix the account's currency if it has none yet; returns the account's currency."""
-        async with self._write("account_currency") as db:
-            await db.execute("UPDATE account SET currency = ? WHERE id = 1 AND currency IS NULL", (currency,))
+        await self._transaction("account_currency", lambda db: db.execute(
+            "UPDATE account SET currency = ? WHERE id = 1 AND currency IS NULL", (currency,)))
         return (await self.account_settings()).currency or currency
 
     async def account_owed_cents(self, *, before_ms: int | None = None) -> int:
@@ -864,9 +1235,9 @@ class SqliteStore:
                           now_ms: int) -> None:
         if amount_cents <= 0:
             raise InvalidInput("a payment must be a positive amount")
-        async with self._write("add_payment") as db:
-            await db.execute("INSERT INTO payments (at_ms, amount_cents, currency, reference, entered_by)"
-                             " VALUES (?,?,?,?,?)", (now_ms, amount_cents, currency, reference, entered_by))
+        await self._transaction("add_payment", lambda db: db.execute(
+            "INSERT INTO payments (at_ms, amount_cents, currency, reference, entered_by) VALUES (?,?,?,?,?)",
+            (now_ms, amount_cents, currency, reference, entered_by)))
 
     async def project_currencies(self) -> dict[str, list[str]]:
         """Currency -> the names of the projects priced in it."""
@@ -876,7 +1247,7 @@ class SqliteStore:
         return out
 
 
-if TYPE_CHECKING:  # mypy proves SqliteStore keeps the call path's contract
-    from .base import CallStore
+if TYPE_CHECKING:  # mypy proves SqliteStore keeps both contracts
+    from .base import OperatorStore
 
-    _keeps_contract: CallStore = SqliteStore(":memory:")
+    _keeps_contract: OperatorStore = SqliteStore(":memory:")

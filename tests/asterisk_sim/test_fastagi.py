@@ -266,6 +266,12 @@ TIMED_VARIANTS = [
 NOT_REPLAYED = {
     "c4_hangup_while_idle_agiexitonhangup": "no TCP session reached the recording server",
     "d1_connection_refused": "no TCP session (connection refused); see test_connection_refused",
+    # Not yet: the fake learns the dialplan's continuation after AGI() and hangup handlers next.
+    "e1_engine_dies_mid_dial": "not yet: second FastAGI session after AGI() (issue 8, settle helper)",
+    "e2_engine_dies_then_caller_hangs_up": "not yet: hangup handler session (issue 8, settle helper)",
+    "e3_hangup_handler_after_normal_end": "not yet: hangup handler session (issue 8, settle helper)",
+    "e4_ami_hangup_of_ivr_channel": "FastAGI and AMI together: replayed in test_ami.py",
+    "e5_ami_hangup_of_callee": "FastAGI and AMI together: replayed in test_ami.py",
 }
 
 
@@ -950,14 +956,16 @@ def test_parser_rejects_unknown_lines() -> None:
 
 
 def test_fake_uses_the_standard_library_only() -> None:
-    tree = ast.parse(Path(fake_asterisk.__file__).read_text())
-    modules = {
-        (node.module or "").split(".")[0]
-        if isinstance(node, ast.ImportFrom)
-        else alias.name.split(".")[0]
-        for node in ast.walk(tree)
-        if isinstance(node, (ast.Import, ast.ImportFrom))
-        for alias in node.names
-    }
-    modules.discard("__future__")
-    assert modules <= set(sys.stdlib_module_names), modules - set(sys.stdlib_module_names)
+    for source in Path(fake_asterisk.__file__).parent.glob("*.py"):
+        tree = ast.parse(source.read_text())
+        modules = {
+            (node.module or "").split(".")[0]
+            if isinstance(node, ast.ImportFrom)
+            else alias.name.split(".")[0]
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Import, ast.ImportFrom))
+            and not (isinstance(node, ast.ImportFrom) and node.level > 0)  # its own modules
+            for alias in node.names
+        }
+        modules.discard("__future__")
+        assert modules <= set(sys.stdlib_module_names), (source.name, modules - set(sys.stdlib_module_names))

@@ -129,7 +129,7 @@ def test_limits_and_suspended_calls(cli: Cli, project: dict[str, Any]) -> None:
 
 
 def test_one_currency_per_account(cli: Cli) -> None:
-    assert cli.fails("account", "pay", "10").startswith("StoreUnavailable: database")  # no database yet
+    assert cli.fails("account", "pay", "10").startswith("InvalidDatabase: there is no database at")  # no database yet
     cli("project", "create", "ch", "--number", "0441234567", "--region", "CH", "--service", "PJSIP/1@x",
         "--currency", "CHF")
     assert cli.fails("project", "create", "de", "--number", "030123456", "--service", "PJSIP/1@x",

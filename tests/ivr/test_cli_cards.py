@@ -192,8 +192,12 @@ def test_block_asks_and_hangup_needs_ami(cli: Cli, project: dict[str, Any]) -> N
     card = buy(cli)
     assert cli.fails("card", "block", card["card"]).endswith("nothing changed (no answer; add --yes to confirm"
                                                              " without asking)")
-    result = cli("card", "block", card["card"], "--hangup", input="y\n")
-    assert "not available yet: needs AMI" in result.stderr
+    # Without AMI settings --hangup is refused in one line and nothing changes.
+    assert cli.fails("card", "block", card["card"], "--hangup", "--yes") == (
+        "AmiNotConfigured: --hangup needs AMI: set ami_host and ami_secret (IVR_AMI_HOST, IVR_AMI_SECRET or the"
+        " TOML file), as for ivr serve; nothing changed")
+    assert cli.json("card", "show", card["card"])["status"] == "new"
+    cli("card", "block", card["card"], input="y\n")
     assert cli.json("card", "show", card["card"])["status"] == "blocked"
     assert cli.json("card", "unblock", card["card"]) == {"card": card["card"], "blocked": False, "in_calls": 0}
     assert cli.json("card", "show", card["card"])["status"] == "new"

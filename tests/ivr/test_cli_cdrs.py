@@ -21,7 +21,11 @@ from .test_cli_helpers import Cli, query
 pytest_plugins = ["tests.ivr.test_cli_helpers"]  # the cli and project fixtures
 
 CDR_KEYS = {"uniqueid", "project", "card", "caller", "caller_e164", "dialled", "destination", "start", "answer",
-            "end", "talk_s", "debited_s", "outcome", "hangup_side"}
+            "end", "talk_s", "debited_s", "outcome", "hangup_side", "call_type", "route", "leg", "zone",
+            "number_type", "factor_pm", "quota_used_s"}
+# How each call was routed (issue 11): call type, zone
+ROUTED = {"c1": ("service", "internal"), "c2": ("forwarded", "eu"), "c3": ("service", "internal"),
+          "c4": ("fallback", "internal"), "c5": ("refused", "")}
 ROW_KEYS = {"calls", "answered", "talk_s", "debited_s", "revenue_cents"}
 A, B = "+41791234567", "+41797654321"
 
@@ -64,7 +68,8 @@ def calls(cli: Cli, project: dict[str, Any], zurich: None) -> None:
                     caller_e164=caller if caller.startswith("+") else None, dialled="+41441234567",
                     destination="PJSIP/100@office" if talk else None, start_ms=begin,
                     answer_ms=begin + 5000 if talk else None, end_ms=begin + 5000 + talk * 1000, talk_s=talk,
-                    debited_s=debited, outcome=outcome, hangup_side="caller"))
+                    debited_s=debited, outcome=outcome, hangup_side="caller", call_type=ROUTED[uid][0],
+                    zone=ROUTED[uid][1], factor_pm=1300 if ROUTED[uid][1] == "eu" else 1000))
     cli.run(write())
 
 
@@ -92,6 +97,10 @@ def test_list_json_shape_and_order(cli: Cli, calls: None) -> None:
     (["--outcome", "answered", "--outcome", "pin_failed"], ["c1", "c2", "c4", "c5"]),
     (["--card", "2"], ["c3", "c4"]),
     (["--project", "test1", "--card", "1", "--from", "2026-11-01"], ["c2"]),
+    (["--type", "service"], ["c1", "c3"]),
+    (["--type", "fallback", "--type", "forwarded"], ["c2", "c4"]),
+    (["--zone", "eu"], ["c2"]),
+    (["--zone", "internal", "--outcome", "answered"], ["c1", "c4"]),
 ])
 def test_list_filters(cli: Cli, calls: None, args: list[str], expected: list[str]) -> None:
     assert uids(cli.json("cdr", "list", *args)) == expected
@@ -129,6 +138,26 @@ def test_report_by_number_card_outcome(cli: Cli, calls: None) -> None:
     assert {r["key"]: r["calls"] for r in by_outcome["rows"]} == {"ANSWERED": 3, "BUSY": 1, "PIN_FAILED": 1}
     assert cli.json("cdr", "report", "--by", "access")["rows"][0]["key"] == "+41441234567"
     assert set(by_number["rows"][0]) == ROW_KEYS | {"key"}
+
+
+def test_report_by_type_and_zone(cli: Cli, calls: None, tmp_path: Path) -> None:
+    by_type = cli.json("cdr", "report", "--by", "type")
+    assert {r["key"]: r["calls"] for r in by_type["rows"]} == {"service": 2, "forwarded": 1, "fallback": 1,
+                                                              "refused": 1}
+    by_zone = cli.json("cdr", "report", "--by", "zone", "--type", "service", "--type", "forwarded")
+    assert {r["key"]: r["calls"] for r in by_zone["rows"]} == {"internal": 2, "eu": 1}
+    lines = cli("cdr", "report", "--by", "zone").stdout.splitlines()
+    assert lines[0].split()[0] == "ZONE"
+    cli("cdr", "report", "--by", "type", "--csv", str(tmp_path / "t.csv"), "--chart", str(tmp_path / "t.png"))
+    assert (tmp_path / "t.csv").read_text().splitlines()[0].startswith("type,calls,")
+    assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    listed = list(csv.DictReader(io.StringIO(cli("cdr", "list", "--csv", "-").stdout)))
+    assert [(r["call_type"], r["zone"], r["factor_pm"]) for r in listed][:2] == [
+        ("service", "internal", "1000"), ("forwarded", "eu", "1300")]
+    assert cli.fails("cdr", "list", "--type", "sometimes", code=2).startswith(
+        "BadParameter: Invalid value for '--type'")
+    table_head = cli("cdr", "list").stdout.splitlines()[0].split()
+    assert table_head[6:8] == ["TYPE", "ZONE"]
 
 
 def test_report_csv_and_chart(cli: Cli, calls: None, tmp_path: Path) -> None:

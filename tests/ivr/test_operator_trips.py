@@ -81,14 +81,14 @@ def test_serve_on_a_busy_port_names_it_and_exits(tmp_path: Path, busy_port: int)
 def test_empty_database_setting_is_refused(tmp_path: Path) -> None:
     result = ivr("project", "create", "p", "--number", "+41441234567", "--region", "CH",
                  "--service", "PJSIP/100", cwd=tmp_path, env={"IVR_DATABASE": ""})
-    one_line(result, 2, "SettingsError: setting 'database' is empty")
+    one_line(result, 2, "SettingsError: setting 'database': the database setting is empty")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_read_commands_on_a_missing_database_create_nothing(tmp_path: Path) -> None:
     missing = tmp_path / "no" / "such" / "x.sqlite3"
     for command in (["card", "list"], ["account", "show"], ["cdr", "list"]):
-        one_line(ivr("--database", str(missing), *command), 1, "StoreUnavailable: database")
+        one_line(ivr("--database", str(missing), *command), 1, "InvalidDatabase: there is no database at")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -30,8 +30,14 @@ async def test_first_call_pin_bind_announce_dial_debit_cdr(h: Harness) -> None:
 
     assert [words(c)[:2] for c in rec.commands] == [
         ["ANSWER"], ["SET", "VARIABLE"], ["GET", "DATA"], ["EXEC", "Playback"], ["SET", "VARIABLE"],
-        ["EXEC", "Dial"], ["GET", "FULL"], ["HANGUP"]]
+        ["SET", "VARIABLE"], ["EXEC", "Dial"], ["GET", "FULL"], ["SET", "VARIABLE"], ["HANGUP"]]
     assert words(rec.commands[1]) == ["SET", "VARIABLE", "CHANNEL(language)", "de"]
+    # the hold on the channel during the Dial (any engine can settle it), cleared once settled
+    hold = await h.store._read("SELECT id FROM reservations")
+    assert words(rec.commands[4]) == ["SET", "VARIABLE", "IVR_HOLD", (
+        f"r{hold[0][0]} limit=600 factor=1000 rule=1 leg=1 zone=internal kind=dial_string type=service"
+        " Local/100@prepaid-service/n")]
+    assert words(rec.commands[8]) == ["SET", "VARIABLE", "IVR_HOLD", ""]
     assert words(rec.commands[2]) == ["GET", "DATA", sound(Prompt.ENTER_PIN), "7000", "8"]
     played = words(rec.commands[3])[2].split("&")
     assert played == [sound(Prompt.PIN_ACCEPTED), *remaining_time(600, "de")]
@@ -196,7 +202,7 @@ async def test_blocked_card(h: Harness) -> None:
 
 async def test_expired_card(h: Harness) -> None:
     card, pin = await h.card()
-    await h.store._conn.execute("UPDATE cards SET expires_ms = 1 WHERE id = ?", (card.id,))
+    await h.store.set_expiry(card.id, 1)  # long past
     rec = await h.call(digits=[pin + "#"])
     assert sound(Prompt.CARD_EXPIRED) in rec.prompts_played
     assert (await h.cdrs())[-1].outcome == "CARD_EXPIRED"

@@ -114,10 +114,15 @@ async def test_hangup_line_during_dial_is_not_taken_for_the_dial_reply(h: Harnes
     writer.write(b"200 result=-1\nHANGUP\n")
     line = await reader.readline()
     assert line.startswith(b'GET FULL VARIABLE')
-    writer.write(b"200 result=1 (ANSWER,12502,1795438350.500,1795438347.000000,16)\n")
-    # 12.502 s since the IVR answer, of which 3.5 s before the callee answered: 9.002 s talk
-    rest = await read_until_closed(reader)
+    # No end stamp (an older dialplan): 12.502 s since the IVR answer, of which 3.5 s
+    # before the callee answered: 9.002 s talk
+    writer.write(b"200 result=1 (ANSWER,12502,1795438350.500,,1795438347.000000,16,r1 Local/100@x/n)\n")
+    rest = b""
+    while line := await reader.readline():  # settled: IVR_HOLD cleared (works on a dead channel, e1-e3)
+        rest += line
+        writer.write(b"200 result=1\n")
     writer.close()
+    assert rest == b'SET VARIABLE "IVR_HOLD" ""\n'
     assert b"HANGUP" not in rest  # the channel is already dead: no hangup command needed
     cdr = await wait_for_cdr(h, "u.c3")
     assert (cdr.outcome, cdr.talk_s, cdr.debited_s, cdr.hangup_side) == (  # type: ignore[attr-defined]

@@ -81,10 +81,11 @@ def test_money() -> None:
     assert price_cents(61, 60) == 61
 
 
-def test_the_sqlite_store_keeps_the_call_store_contract() -> None:
-    from rating.store.base import CallStore
+def test_the_sqlite_store_keeps_both_store_contracts() -> None:
+    from rating.store.base import CallStore, OperatorStore
     from rating.store.sqlite import SqliteStore
 
     store: CallStore = SqliteStore(":memory:")  # signatures: mypy (end of sqlite.py); names: here
-    missing = [name for name in dir(CallStore) if not name.startswith("_") and not hasattr(store, name)]
+    missing = [name for name in dir(OperatorStore) if not name.startswith("_") and not hasattr(store, name)]
     assert missing == []
+    assert set(dir(CallStore)) <= set(dir(OperatorStore))

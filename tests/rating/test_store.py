@@ -1,0 +1,296 @@
+"""One store test suite, run against every backend (the ``store`` fixture is
+parametrised: SQLite always, PostgreSQL where a server can be started — see
+``tests/postgres.py``)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rating.billing import BillingRule
+from rating.errors import (
+    AlreadyExists,
+    CardBlocked,
+    CardExpired,
+    CardInUse,
+    InsufficientBalance,
+    InvalidDatabase,
+    NotFound,
+)
+from rating.holds import RESERVATION_GRACE_MS
+from rating.models import Card, Cdr, Project
+from rating.store import open_store, parse_database
+from rating.store.base import OperatorStore
+from tests.postgres import store_backends
+
+NOW = 1_800_000_000_000
+RULE = BillingRule()
+_names = itertools.count()
+
+
+@pytest.fixture(params=store_backends())
+async def store(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[OperatorStore]:
+    database = request.param(tmp_path)
+    s = open_store(database)
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+async def new_project(store: OperatorStore, **options: Any) -> Project:
+    n = next(_names)
+    args: dict[str, Any] = dict(name=f"p{n}", numbers=[f"+4144{n:07d}"], service="Local/100@svc/n",
+                                fallback=None, ring_timeout_s=30, language="de", region="CH",
+                                price_per_minute_cents=50, currency="CHF", rule=RULE, warning_s=60,
+                                pin_length=8, max_bound_numbers=3, max_simultaneous_calls=1,
+                                card_validity_days=None, now_ms=NOW)
+    args.update(options)
+    return await store.create_project(**args)
+
+
+async def new_card(store: OperatorStore, project: Project, seconds: int = 600) -> Card:
+    return await store.create_card(project_id=project.id, note="t", pin_hash=f"h{next(_names)}", seconds=seconds,
+                                   price_cents=500, now_ms=NOW, expires_ms=None)
+
+
+def cdr(uniqueid: str, card: Card, debited_s: int = 0) -> Cdr:
+    return Cdr(uniqueid=uniqueid, project_id=card.project_id, card_id=card.id, caller_raw="0791234567",
+               caller_e164="+41791234567", dialled="+41441234567", destination=None, start_ms=NOW,
+               answer_ms=None, end_ms=NOW + 1000, talk_s=0, debited_s=debited_s, outcome="ANSWERED",
+               hangup_side="caller")
+
+
+# --- the database setting ---------------------------------------------------
+@pytest.mark.parametrize(("value", "kind", "target"), [
+    ("ivr.sqlite3", "sqlite", "ivr.sqlite3"),
+    ("/var/lib/ivr/ivr.sqlite3", "sqlite", "/var/lib/ivr/ivr.sqlite3"),
+    ("./data/x.db", "sqlite", "./data/x.db"),
+    (":memory:", "sqlite", ":memory:"),
+    ("sqlite:data/x.db", "sqlite", "data/x.db"),
+    ("sqlite:///var/x.db", "sqlite", "/var/x.db"),
+    ("postgresql://ivr@127.0.0.1:5432/ivr", "postgresql", "postgresql://ivr@127.0.0.1:5432/ivr"),
+    ("postgres://ivr:pw@a:5432,b:5432/ivr?target_session_attrs=read-write", "postgresql",
+     "postgres://ivr:pw@a:5432,b:5432/ivr?target_session_attrs=read-write"),
+])
+def test_the_database_setting_picks_the_backend(value: str, kind: str, target: str) -> None:
+    db = parse_database(value)
+    assert (db.kind, db.target) == (kind, target)
+
+
+@pytest.mark.parametrize("value", ["", "  ", "postgresql:", "postgresql:ivr", "mysql://x/y", "http://h/x",
+                                   "sqlite://host/x.db", "sqlite:", "sqlite:///"])
+def test_a_value_that_is_neither_a_file_nor_a_known_url_is_refused(value: str) -> None:
+    with pytest.raises(InvalidDatabase):
+        parse_database(value)
+
+
+def test_a_password_is_not_shown() -> None:
+    assert parse_database("postgresql://ivr:secret@h/db").shown() == "postgresql://ivr:***@h/db"
+
+
+def test_a_read_command_does_not_create_a_missing_file(tmp_path: Any) -> None:
+    with pytest.raises(InvalidDatabase, match="no database"):
+        open_store(str(tmp_path / "missing.sqlite3"), must_exist=True)
+    assert not (tmp_path / "missing.sqlite3").exists()
+
+
+# --- the contract -------------------------------------------------------------
+async def test_reserve_and_settle(store: OperatorStore) -> None:
+    p = await new_project(store)
+    card = await new_card(store, p, 600)
+    grant = await store.reserve(card_id=card.id, uniqueid="u1", rule=RULE, max_calls=1, hold_s=60, now_ms=NOW)
+    assert (grant.reserved_s, grant.max_talk_s, grant.available_before_s) == (600, 600, 600)
+    held = await store.card(card.id)
+    assert (held.reserved_s, held.active_calls) == (600, 1)
+    with pytest.raises(CardInUse):
+        await store.reserve(card_id=card.id, uniqueid="u2", rule=RULE, max_calls=1, hold_s=60, now_ms=NOW)
+    assert await store.settle(grant, debit_s=90, uniqueid="u1", now_ms=NOW + 1) == 90
+    assert await store.settle(grant, debit_s=90, uniqueid="u1", now_ms=NOW + 2) == 0  # idempotent
+    after = await store.card(card.id)
+    assert (after.balance_s, after.reserved_s, after.active_calls) == (510, 0, 0)
+    assert [(e.kind, e.seconds, e.reference) for e in await store.ledger(card.id)] == [
+        ("purchase", 600, ""), ("debit", -90, "u1")]
+
+
+async def test_a_settlement_never_debits_more_than_the_hold(store: OperatorStore) -> None:
+    card = await new_card(store, await new_project(store), 100)
+    grant = await store.reserve(card_id=card.id, uniqueid="u", rule=RULE, max_calls=1, hold_s=60, now_ms=NOW)
+    c = cdr("u", card)
+    assert await store.settle_and_record(grant, debit_s=10_000, cdr=c, now_ms=NOW) == 100
+    assert (await store.card(card.id)).balance_s == 0
+    [row] = await store.cdrs(card_id=card.id)
+    assert row.debited_s == 100
+    with pytest.raises(InsufficientBalance):
+        await store.reserve(card_id=card.id, uniqueid="v", rule=RULE, max_calls=1, hold_s=60, now_ms=NOW)
+
+
+async def test_simultaneous_calls_share_the_free_time(store: OperatorStore) -> None:
+    card = await new_card(store, await new_project(store), 600)
+    a = await store.reserve(card_id=card.id, uniqueid="a", rule=RULE, max_calls=2, hold_s=60, now_ms=NOW)
+    b = await store.reserve(card_id=card.id, uniqueid="b", rule=RULE, max_calls=2, hold_s=60, now_ms=NOW)
+    assert (a.reserved_s, b.reserved_s) == (300, 300)
+
+
+async def test_a_stale_hold_is_released_by_the_next_reservation(store: OperatorStore) -> None:
+    card = await new_card(store, await new_project(store), 600)
+    await store.reserve(card_id=card.id, uniqueid="crashed", rule=RULE, max_calls=1, hold_s=60, now_ms=NOW)
+    later = NOW + (600 + 60) * 1000 + RESERVATION_GRACE_MS + 1
+    grant = await store.reserve(card_id=card.id, uniqueid="next", rule=RULE, max_calls=1, hold_s=60, now_ms=later)
+    assert grant.reserved_s == 600
+    assert (await store.card(card.id)).active_calls == 1
+
+
+async def test_refusals(store: OperatorStore) -> None:
+    p = await new_project(store)
+    with pytest.raises(NotFound):
+        await store.reserve(card_id=999_999, uniqueid="x", rule=RULE, max_calls=1, hold_s=60, now_ms=NOW)
+    card = await new_card(store, p)
+    await store.set_blocked(card.id, True)
+    with pytest.raises(CardBlocked):
+        await store.reserve(card_id=card.id, uniqueid="x", rule=RULE, max_calls=1, hold_s=60, now_ms=NOW)
+    await store.set_blocked(card.id, False)
+    await store.set_expiry(card.id, NOW - 1)
+    with pytest.raises(CardExpired):
+        await store.reserve(card_id=card.id, uniqueid="x", rule=RULE, max_calls=1, hold_s=60, now_ms=NOW)
+
+
+async def test_bind_an_unknown_card_is_not_found(store: OperatorStore) -> None:
+    p = await new_project(store)
+    with pytest.raises(NotFound):
+        await store.bind(project_id=p.id, caller="+41791234567", card_id=999_999, now_ms=NOW, source="ivr",
+                         max_bound=3)
+
+
+async def test_binding_keeps_the_newest_numbers_and_reserve_bound_uses_it(store: OperatorStore) -> None:
+    p = await new_project(store)
+    card = await new_card(store, p)
+    for i in range(4):
+        await store.bind(project_id=p.id, caller=f"+4179000000{i}", card_id=card.id, now_ms=NOW + i, source="ivr",
+                         max_bound=3)
+    assert [b.caller for b in await store.bindings(card.id)] == ["+41790000001", "+41790000002", "+41790000003"]
+    assert (await store.card(card.id)).activated_ms == NOW
+    assert await store.reserve_bound(project_id=p.id, caller="+41790000000", uniqueid="u", rule=RULE, max_calls=1,
+                                     hold_s=60, now_ms=NOW) is None
+    found = await store.reserve_bound(project_id=p.id, caller="+41790000003", uniqueid="u", rule=RULE,
+                                      max_calls=1, hold_s=60, now_ms=NOW)
+    assert found is not None and found.grant is not None and found.card.id == card.id
+    again = await store.reserve_bound(project_id=p.id, caller="+41790000003", uniqueid="v", rule=RULE,
+                                      max_calls=1, hold_s=60, now_ms=NOW)
+    assert again is not None and again.grant is None and isinstance(again.refusal, CardInUse)
+
+
+async def test_names_and_numbers_are_unique(store: OperatorStore) -> None:
+    p = await new_project(store)
+    with pytest.raises(AlreadyExists):
+        await new_project(store, name=p.name)
+    with pytest.raises(AlreadyExists):
+        await new_project(store, numbers=list(p.numbers))
+    card = await new_card(store, p)
+    with pytest.raises(AlreadyExists):
+        await store.create_card(project_id=p.id, note="", pin_hash="dup", seconds=60, price_cents=0, now_ms=NOW,
+                                expires_ms=None)
+        await store.create_card(project_id=p.id, note="", pin_hash="dup", seconds=60, price_cents=0, now_ms=NOW,
+                                expires_ms=None)
+    assert (await store.card(card.id)).balance_s == 600
+
+
+async def test_routing_sees_configuration_changes(store: OperatorStore) -> None:
+    p = await new_project(store)
+    routing = await store.routing()
+    assert routing.by_number[p.numbers[0]].id == p.id
+    await store.add_blocked(project_id=p.id, pattern="+4190.", direction="outbound", reason="", added_by="t",
+                            now_ms=NOW)
+    assert [b.pattern for b in (await store.routing()).blocks(p.id, "outbound")] == ["+4190."]
+    await store.update_project(p.id, changes={}, add_numbers=["+41449999999"])
+    assert (await store.routing()).by_number["+41449999999"].id == p.id
+
+
+async def test_pin_failures_and_account(store: OperatorStore) -> None:
+    p = await new_project(store)
+    await store.record_pin_failure(p.id, "+41791234567", NOW)
+    await store.record_pin_failure(p.id, "anonymous", NOW)
+    assert await store.pin_failures_since(p.id, "+41791234567", NOW - 1) == (1, 2)
+    assert (await store.account_settings()).lock_limit_cents > 0
+    owed = await store.account_owed_cents()
+    await new_card(store, p)
+    assert await store.account_owed_cents() == owed + 500
+
+
+# --- interleavings --------------------------------------------------------------
+OPS = st.lists(st.tuples(st.sampled_from(["reserve", "settle", "bind"]), st.integers(0, 2), st.integers(0, 900)),
+               min_size=1, max_size=25)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=OPS, balances=st.lists(st.integers(1, 700), min_size=3, max_size=3), max_calls=st.integers(1, 3))
+async def test_interleaved_reserve_settle_bind_never_overdraw(store: OperatorStore, ops: list[tuple[str, int, int]],
+                                                             balances: list[int], max_calls: int) -> None:
+    """Any interleaving of holds, settlements and bindings, run concurrently: every card's
+    balance is its purchase minus its ledger's debits, never below zero; what is still
+    held is exactly the open grants; settling everything leaves nothing held."""
+    p = await new_project(store, max_simultaneous_calls=max_calls)
+    cards = [await new_card(store, p, b) for b in balances]
+    grants: list[Any] = []
+    uid = itertools.count()
+
+    async def step(op: str, i: int, n: int) -> None:
+        card = cards[i]
+        if op == "reserve":
+            try:
+                grants.append(await store.reserve(card_id=card.id, uniqueid=f"u{next(uid)}", rule=RULE,
+                                                  max_calls=max_calls, hold_s=60, now_ms=NOW))
+            except (CardInUse, InsufficientBalance):
+                pass
+        elif op == "settle" and grants:
+            grant = grants[n % len(grants)]
+            await store.settle(grant, debit_s=n, uniqueid="s", now_ms=NOW)
+        elif op == "bind":
+            await store.bind(project_id=p.id, caller=f"+417900{n:05d}", card_id=card.id, now_ms=NOW, source="ivr",
+                             max_bound=2)
+
+    await asyncio.gather(*(step(*o) for o in ops))
+    for card, balance in zip(cards, balances, strict=True):
+        now = await store.card(card.id)
+        debits = sum(e.seconds for e in await store.ledger(card.id) if e.kind == "debit")
+        assert now.balance_s == balance + debits >= 0
+        assert len(await store.bindings(card.id)) <= 2
+    for grant in grants:
+        await store.settle(grant, debit_s=grant.reserved_s, uniqueid="end", now_ms=NOW)
+    for card in cards:
+        now = await store.card(card.id)
+        assert (now.reserved_s, now.active_calls) == (0, 0)
+
+
+# --- schema versions ----------------------------------------------------------------
+async def test_an_older_or_newer_schema_is_refused_until_migrated(tmp_path: Any) -> None:
+    import sqlite3
+
+    from rating.errors import SchemaMismatch
+    from rating.store._schema import MIGRATIONS
+
+    path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(path)
+    for statement in MIGRATIONS[0].split(";"):
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version=1")
+    conn.commit()
+    conn.close()
+    with pytest.raises(SchemaMismatch, match="ivr db migrate"):
+        await open_store(str(path)).open()
+    migrating = open_store(str(path), schema="migrate")
+    await migrating.open()
+    assert (migrating.schema_found, await migrating.schema_version()) == (1, len(MIGRATIONS))
+    await migrating.close()
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version={len(MIGRATIONS) + 1}")
+    conn.close()
+    with pytest.raises(SchemaMismatch, match="newer"):
+        await open_store(str(path), schema="migrate").open()
