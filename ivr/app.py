@@ -406,11 +406,20 @@ class Engine:
             card_id=call.card.id if call.card else None, caller_raw=call.env.get("callerid"),
             caller_e164=call.caller.e164 if call.caller else None, dialled=call.dialled,
             destination=call.destination, start_ms=call.start_ms, answer_ms=call.answer_ms,
-            end_ms=self.clock.now_ms(), talk_s=call.talk_s, debited_s=call.debited_s,
+            end_ms=self._end_ms(call), talk_s=call.talk_s, debited_s=call.debited_s,
             outcome=(call.outcome or Outcome.ABANDONED).value, hangup_side=call.hangup_side.value,
             call_type=call.type_of_call(), route_position=call.leg.route.position if call.leg else None,
             leg=call.leg.number if call.leg else None, zone=call.leg.zone.value if call.leg else "",
             number_type=call.leg.kind.value if call.leg else "", factor_pm=call.charge_terms()[0])
+
+    def _end_ms(self, call: Call) -> int:
+        """Now, but never before the callee's answer plus the talk billed: the answer time
+        comes from Asterisk's clock (IVR_ANSWERED), which may run ahead of ours (a
+        simulated call's virtual time), and a CDR must not end before its talk did."""
+        now = self.clock.now_ms()
+        if call.answer_ms is not None:
+            return max(now, call.answer_ms + call.talk_s * 1000)
+        return now
 
     async def _end_channel(self, call: Call, fault: bool) -> None:
         """A fault leaves the channel to the dialplan (IVR_RESULT=error: play 'service

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 import sys
+import time
+from decimal import Decimal
 from typing import Any
 
 import click
@@ -100,6 +102,23 @@ def main_entry() -> None:  # pragma: no cover - console script alias
     main()
 
 
+def _fresh_uniqueid() -> str:
+    """``epoch.sequence`` as Asterisk writes it; the sequence from the clock's microseconds,
+    so two simulated calls never share a uniqueid (CDRs, the ledger and --json key on it)."""
+    now_us = time.time_ns() // 1000
+    return f"{now_us // 1_000_000}.{now_us % 1_000_000}"
+
+
+def _dialogue(transcript: list[str]) -> list[str]:
+    """The transcript without the ``agi_*`` block Asterisk sends first (``--verbose`` shows it)."""
+    return [line for line in transcript
+            if not (line.startswith(">> +0ms agi_") or line == ">> +0ms ")]
+
+
+def _seconds(ms: Any) -> str:
+    return "-" if ms is None else f"{int(ms) // 1000} s" if int(ms) % 1000 == 0 else f"{int(ms) / 1000:.1f} s"
+
+
 class _Seconds(click.ParamType):  # type: ignore[type-arg]  # generic in newer click stubs only
     """A finite, non-negative number of seconds, at most a day (nan, inf and -5 are usage errors)."""
 
@@ -131,11 +150,12 @@ _SECONDS = _Seconds()
 @click.option("--port", type=click.IntRange(1, 65535), default=None,
               help="Engine's FastAGI port (default: the serve settings, 4573).")
 @click.option("--realtime", is_flag=True, help="Wait as long as a real call would.")
+@click.option("--verbose", "-v", is_flag=True, help="Show the raw AGI protocol, the agi_* block included.")
 @json_option
 @click.pass_context
 def call_command(ctx: click.Context, caller: str, dialled: str, digits: tuple[str, ...], answer_after: float,
                  talk: float, busy: bool, no_answer: bool, hangup_after: float | None, host: str | None,
-                 port: int | None, realtime: bool, as_json: bool) -> None:
+                 port: int | None, realtime: bool, verbose: bool, as_json: bool) -> None:
     """Play one simulated call against a running engine, through the fake Asterisk."""
     from asterisk_sim import CallScript, DialScript, place_call
 
@@ -150,7 +170,11 @@ def call_command(ctx: click.Context, caller: str, dialled: str, digits: tuple[st
                         dials=[DialScript(outcome=outcome, ring_ms=int(answer_after * 1000),
                                           talk_ms=int(talk * 1000))] * 2,
                         hangup_at_ms=int(hangup_after * 1000) if hangup_after is not None else None,
-                        time_scale=1.0 if realtime else 0.0)
+                        time_scale=1.0 if realtime else 0.0,
+                        # Each simulated call is a new channel: its own uniqueid (Asterisk's
+                        # "epoch.sequence"), and the fake's clock starts at the engine's now,
+                        # so IVR_ANSWERED and the CDR's times agree with the engine's.
+                        uniqueid=_fresh_uniqueid(), start_epoch=Decimal(SystemClock().now_ms()) / 1000)
 
     async def go() -> dict[str, Any]:
         try:
@@ -175,10 +199,11 @@ def call_command(ctx: click.Context, caller: str, dialled: str, digits: tuple[st
         }
 
     data = run(go())
-    lines = [*data["transcript"], "",
+    dialogue = data["transcript"] if verbose else _dialogue(data["transcript"])
+    lines = [*dialogue, "",
              f"prompts:   {', '.join(data['prompts_played']) or '-'}",
-             f"digits:    {', '.join(data['digits_sent']) or '-'}",
-             *[f"dial:      {d.get('dial_string')} -> {d.get('status')} (talk {d.get('talk_ms')} ms)"
+             f"digits:    {', '.join(d or '(timeout: nothing typed)' for d in data['digits_sent']) or '-'}",
+             *[f"dial:      {d.get('dial_string')} -> {d.get('status')} (talk {_seconds(d.get('talk_ms'))})"
                for d in data["dials"]],
              f"outcome:   {data['outcome']}", f"debited:   {data['debited_s']} s",
              f"remaining: {hms(data['remaining_s']) if data['remaining_s'] is not None else '-'}"]
