@@ -39,24 +39,28 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN groupadd --system --gid 10001 ivr \
     && useradd --system --uid 10001 --gid ivr --home-dir /data \
        --no-create-home --shell /usr/sbin/nologin ivr \
-    && mkdir -p /data \
-    && chown ivr:ivr /data
+    && mkdir -p /data /secrets \
+    && chown ivr:ivr /data /secrets \
+    && chmod 700 /secrets
 
 # Installed from the wheels only: the image gets exactly what was built above.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-index --find-links=/wheels ivr-prepaid
 
 # Settings of `ivr serve` (each one is also an option of the command).
-# Listen on every interface of the container; Docker's network (and the
-# absence of a published port) decides who can reach it.
+# Listen on every interface of the container, but serve only the peers in
+# IVR_ALLOWED_PEERS (FastAGI has no authentication): loopback unless the
+# deployment names its Asterisk's network (docker-compose.yml does). The
+# PIN-hashing secret lives in its own volume, apart from the database.
 ENV IVR_HOST=0.0.0.0 \
+    IVR_ALLOWED_PEERS=127.0.0.0/8,::1 \
     IVR_PORT=4573 \
     IVR_METRICS_HOST=0.0.0.0 \
     IVR_METRICS_PORT=9102 \
     IVR_DATABASE=/data/ivr.sqlite3 \
-    IVR_SECRET_FILE=/data/ivr.sqlite3.secret
+    IVR_SECRET_FILE=/secrets/ivr.secret
 
-VOLUME ["/data"]
+VOLUME ["/data", "/secrets"]
 WORKDIR /data
 USER ivr
 

@@ -41,6 +41,10 @@ MAX_LINE = 8191
 # line would be run as several commands (asterisk_sim records it). Refuse it.
 MAX_COMMAND = 2047
 _MAX_ENV_LINES = 256
+# The header block: Asterisk's values are short (caller ID, channel, request URL), so a
+# value or a block far beyond them is a hostile peer, refused before it is stored.
+MAX_ENV_VALUE = 1024
+MAX_ENV_BYTES = 32768
 
 
 class State(enum.Enum):
@@ -144,6 +148,7 @@ class AgiConnection:
         self._buffer = bytearray()
         self._eof = False
         self._env: dict[str, str] = {}
+        self._env_bytes = 0
         self._usage: list[str] = []
         self.hung_up = False  # set once Asterisk has said HANGUP; it stays said.
 
@@ -189,6 +194,10 @@ class AgiConnection:
 
     def _take_line(self) -> bytes | None:
         end = self._buffer.find(b"\n")
+        if self.state is State.READING_ENV:
+            self._env_bytes += (end + 1) if end >= 0 else 0
+            if self._env_bytes > MAX_ENV_BYTES or (end < 0 and len(self._buffer) > MAX_ENV_BYTES):
+                raise RemoteProtocolError("AGI environment too large", bytes(self._buffer[:80]))
         if end < 0:
             if len(self._buffer) > MAX_LINE:
                 raise RemoteProtocolError("line too long", bytes(self._buffer[:80]))
@@ -240,6 +249,8 @@ class AgiConnection:
         key, sep, value = line.partition(b":")
         if not sep or not _ENV_KEY_RE.match(key) or len(self._env) >= _MAX_ENV_LINES:
             raise RemoteProtocolError("not an agi_* environment line", line)
+        if len(value) > MAX_ENV_VALUE + 1:
+            raise RemoteProtocolError(f"AGI environment value over {MAX_ENV_VALUE} bytes", line[:80])
         # "agi_accountcode: " keeps its trailing space on the wire; the value is empty.
         text = value.decode("utf-8", "replace")
         self._env[key[4:].decode("ascii")] = text.removeprefix(" ")

@@ -48,13 +48,15 @@ class DialReply:
 
 
 async def dial(channel: AgiChannel, destination: str, *, timeout_s: int, limit_ms: int, read: str,
-               on_answer: str | None = None, warning_ms: int = 0, warning_sound: str | None = None) -> DialReply:
+               on_answer: str | None = None, warning_ms: int = 0, warning_sound: str | None = None,
+               dial_timeout_s: float | None = None) -> DialReply:
     """Run ``Dial(destination,timeout_s,g[U(on_answer)]L(limit_ms[:warning_ms]))`` and
     read the expression ``read`` (``GET FULL VARIABLE``) once it returned.
 
     Raises:
         LocalProtocolError: a destination or subroutine that is unsafe to send.
-        ChannelHungUp / ConnectionLost / … from the channel.
+        ChannelHungUp / ConnectionLost / … from the channel; CommandTimeout when Dial has
+        not returned within ``dial_timeout_s`` (a peer that never answers it).
     """
     try:
         check_dial_string(destination)
@@ -73,7 +75,9 @@ async def dial(channel: AgiChannel, destination: str, *, timeout_s: int, limit_m
         options += f"L({limit_ms}:{warning_ms})"
     else:
         options += f"L({limit_ms})"
-    # No timeout: L() bounds the call; app_dial returns when it ends (b4f: after the warning).
-    reply = await channel.command("EXEC", ["Dial", f"{destination},{timeout_s},{options}"], timeout_s=None)
+    # L() bounds the call and app_dial returns when it ends (b4f: after the warning); the
+    # caller's ``dial_timeout_s`` (ring + limit + a margin) only catches a peer that never does.
+    reply = await channel.command("EXEC", ["Dial", f"{destination},{timeout_s},{options}"],
+                                  timeout_s=dial_timeout_s)
     values = await channel.get_full_variable(read)
     return DialReply(caller_hung_up=reply.result_int == -1, values=values)

@@ -8,8 +8,9 @@ then cancel the rest — their ``finally`` blocks still run (uvicorn/server.py).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Protocol
 
 from ._channel import AgiChannel, CommandObserver
@@ -18,6 +19,8 @@ from ._errors import AgiError, CommandTimeout, ConnectionLost, RemoteProtocolErr
 __all__ = ["AgiServer", "Handler", "ServerHooks"]
 
 Handler = Callable[[AgiChannel], Awaitable[None]]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+LOOPBACK: tuple[Network, ...] = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 _log = logging.getLogger("agi.server")
 
 
@@ -28,6 +31,8 @@ class ServerHooks(Protocol):
     def connection_closed(self) -> None: ...
     def protocol_error(self, side: str, error: Exception) -> None: ...
     def unknown_script(self, script: str) -> None: ...
+    def peer_refused(self, peer: str) -> None: ...
+    def connection_refused(self, active: int) -> None: ...
 
 
 class _NoHooks:
@@ -43,6 +48,26 @@ class _NoHooks:
     def unknown_script(self, script: str) -> None:
         _log.warning("unknown agi script %r", script)
 
+    def peer_refused(self, peer: str) -> None:
+        _log.warning("agi peer %s is not allowed", peer)
+
+    def connection_refused(self, active: int) -> None:
+        _log.warning("agi connection refused: %d open", active)
+
+
+def peer_allowed(peer: object, allowed: Sequence[Network]) -> bool:
+    """Whether ``peername`` (``(host, port, …)``) is in one of the networks; an IPv4 peer
+    on an IPv6 socket (``::ffff:10.0.0.1``) counts as its IPv4 address."""
+    if not isinstance(peer, tuple) or not peer:
+        return False
+    try:
+        address = ipaddress.ip_address(str(peer[0]).split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in allowed)
+
 
 class AgiServer:
     def __init__(
@@ -54,6 +79,8 @@ class AgiServer:
         hooks: ServerHooks | None = None,
         observer: CommandObserver | None = None,
         env_timeout_s: float = 10.0,
+        allowed_peers: Sequence[Network] = LOOPBACK,
+        max_connections: int = 2000,
     ) -> None:
         self._routes = dict(routes)
         self.host = host
@@ -61,6 +88,8 @@ class AgiServer:
         self._hooks: ServerHooks = hooks or _NoHooks()
         self._observer = observer
         self._env_timeout_s = env_timeout_s
+        self._allowed = tuple(allowed_peers)
+        self._max_connections = max_connections
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._accepting = False
@@ -80,6 +109,17 @@ class AgiServer:
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if not self._accepting:
             writer.close()
+            return
+        # Before a byte of the header block is read: only our Asterisk may talk (FastAGI
+        # has no authentication), and never more than max_connections at once.
+        peer = writer.get_extra_info("peername")
+        if not peer_allowed(peer, self._allowed):
+            self._hooks.peer_refused(str(peer[0]) if isinstance(peer, tuple) and peer else repr(peer))
+            writer.transport.abort()
+            return
+        if len(self._tasks) >= self._max_connections:
+            self._hooks.connection_refused(len(self._tasks))
+            writer.transport.abort()
             return
         task = asyncio.current_task()
         assert task is not None

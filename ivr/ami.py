@@ -34,9 +34,6 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
-from panoramisk import Manager
-from panoramisk.ami_protocol import AMIProtocol
-from panoramisk.message import Message
 
 __all__ = ["AmiClient", "AmiError", "AmiLoginRefused", "AmiUnavailable", "Channel"]
 
@@ -61,63 +58,80 @@ class AmiLoginRefused(AmiError):
     """Asterisk refused the login: wrong ami_user or ami_secret."""
 
 
-class _Protocol(AMIProtocol):  # type: ignore[misc]  # panoramisk is untyped
-    """``AMIProtocol`` with an incremental UTF-8 decoder (pitfall 6) and every message
-    handled apart, so that one bad message cannot end the connection (pitfall 1)."""
+def _panoramisk() -> tuple[Any, Any]:
+    """panoramisk's Manager and protocol with our fixes, imported on first use (not by
+    every ``ivr`` command: only those that talk to Asterisk)."""
+    global _CLASSES
+    if _CLASSES is None:
+        _CLASSES = _define()
+    return _CLASSES
 
-    def connection_made(self, transport: Any) -> None:
-        super().connection_made(transport)
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
-    def data_received(self, data: bytes) -> None:
-        text = self._decoder.decode(data)
-        if getattr(self, "version", None) is None and text.startswith("Asterisk Call Manager/"):
-            self.version = text.partition("\r\n")[0].partition("/")[2].strip()
-        if self.queue:
-            text = self.queue.popleft() + text
-        parts = text.split("\r\n\r\n")
-        self.queue.append(parts.pop(-1))
-        for part in parts:
-            message = Message.from_line(part.strip())
-            if message is None:
-                continue
+_CLASSES: tuple[Any, Any] | None = None
+
+
+def _define() -> tuple[Any, Any]:
+    from panoramisk import Manager
+    from panoramisk.ami_protocol import AMIProtocol
+    from panoramisk.message import Message
+
+    class _Protocol(AMIProtocol):  # type: ignore[misc]  # panoramisk is untyped
+        """``AMIProtocol`` with an incremental UTF-8 decoder (pitfall 6) and every message
+        handled apart, so that one bad message cannot end the connection (pitfall 1)."""
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+        def data_received(self, data: bytes) -> None:
+            text = self._decoder.decode(data)
+            if getattr(self, "version", None) is None and text.startswith("Asterisk Call Manager/"):
+                self.version = text.partition("\r\n")[0].partition("/")[2].strip()
+            if self.queue:
+                text = self.queue.popleft() + text
+            parts = text.split("\r\n\r\n")
+            self.queue.append(parts.pop(-1))
+            for part in parts:
+                message = Message.from_line(part.strip())
+                if message is None:
+                    continue
+                try:
+                    self.handle_message(message)
+                except Exception:
+                    log.exception("ami_message_failed")
+
+    class _Manager(Manager):  # type: ignore[misc]  # panoramisk is untyped
+        """panoramisk's Manager: the login answer checked (pitfall 4), no connect after close (5)."""
+
+        def __init__(self, client: AmiClient, **config: Any) -> None:
+            super().__init__(**config)
+            self._client = client
+            self._closing = False
+
+        def connect(self, run_forever: bool = False, on_startup: Any = None, on_shutdown: Any = None) -> Any:
+            if self._closing:
+                return None
+            task = super().connect()
+            task.add_done_callback(_retrieve)
+            return task
+
+        def login(self, future: asyncio.Future[Any]) -> bool:
+            if future.cancelled():
+                return False
             try:
-                self.handle_message(message)
+                ok = bool(super().login(future))
             except Exception:
-                log.exception("ami_message_failed")
+                log.exception("ami_login_failed")
+                return False
+            if not ok:
+                self._client._login_refused(future.result())
+            return ok
 
+    def _retrieve(task: asyncio.Future[Any]) -> None:
+        if not task.cancelled():
+            task.exception()  # panoramisk's connection_made reports it; never "never retrieved"
 
-class _Manager(Manager):  # type: ignore[misc]  # panoramisk is untyped
-    """panoramisk's Manager: the login answer checked (pitfall 4), no connect after close (5)."""
-
-    def __init__(self, client: AmiClient, **config: Any) -> None:
-        super().__init__(**config)
-        self._client = client
-        self._closing = False
-
-    def connect(self, run_forever: bool = False, on_startup: Any = None, on_shutdown: Any = None) -> Any:
-        if self._closing:
-            return None
-        task = super().connect()
-        task.add_done_callback(_retrieve)
-        return task
-
-    def login(self, future: asyncio.Future[Any]) -> bool:
-        if future.cancelled():
-            return False
-        try:
-            ok = bool(super().login(future))
-        except Exception:
-            log.exception("ami_login_failed")
-            return False
-        if not ok:
-            self._client._login_refused(future.result())
-        return ok
-
-
-def _retrieve(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled():
-        task.exception()  # panoramisk's connection_made reports it; never "never retrieved"
+    return _Manager, _Protocol
 
 
 class AmiClient:
@@ -139,7 +153,7 @@ class AmiClient:
         self.reconnect_s = reconnect_s
         self._on_event = on_event
         self._on_login_hook = on_login
-        self._manager: _Manager | None = None
+        self._manager: Any = None
         self._ready = asyncio.Event()
         self._refused: str | None = None
         self._watchdog: asyncio.Task[None] | None = None
@@ -162,10 +176,11 @@ class AmiClient:
         quiet = logging.getLogger("ivr.ami.panoramisk")
         quiet.setLevel(logging.CRITICAL)  # it logs every failed reconnect; we log state changes
         quiet.propagate = False
-        self._manager = _Manager(
+        manager_class, protocol_class = _panoramisk()
+        self._manager = manager_class(
             self, loop=asyncio.get_running_loop(), host=self.host, port=self.port, username=self.user,
             secret=self._secret, events="call", reconnect_timeout=self.reconnect_s, ping_delay=10**6,
-            ping_interval=10**6, protocol_factory=_Protocol, forgetable_actions=_OUR_ACTIONS, log=quiet,
+            ping_interval=10**6, protocol_factory=protocol_class, forgetable_actions=_OUR_ACTIONS, log=quiet,
             on_login=self._logged_in, on_disconnect=self._disconnected)
         self._manager.register_event("FullyBooted", self._event)
         self._manager.register_event("Hangup", self._event)
@@ -227,7 +242,7 @@ class AmiClient:
                       hint="check ami_user and ami_secret against manager.conf")
         self._refused = message or "refused"
 
-    def _event(self, manager: Any, event: Message) -> None:
+    def _event(self, manager: Any, event: Any) -> None:
         """Every event handler runs here, wrapped (pitfall 1)."""
         try:
             name = event.get("Event", "")

@@ -37,6 +37,7 @@ from agi import (
 )
 from rating.billing import talk_seconds_from_ms
 from rating.models import Cdr, HoldSettlement
+from rating.numbers import stored_caller_id
 from rating.pins import load_or_create_secret
 from rating.store import open_store
 from rating.store.base import OperatorStore
@@ -50,7 +51,7 @@ from .metrics import Metrics
 from .operations import account_state
 from .outcome import HangupSide, Outcome
 from .reconcile import Reconciler
-from .settings import Settings, SettingsError
+from .settings import Settings, SettingsError, peer_networks
 
 log = structlog.get_logger("ivr.engine")
 
@@ -60,8 +61,9 @@ VERSION = "0.1.0"
 
 
 class _Hooks:
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, max_connections: int = 0) -> None:
         self.metrics = metrics
+        self.max_connections = max_connections
 
     def connection_opened(self) -> None:
         self.metrics.connections.inc()
@@ -76,6 +78,14 @@ class _Hooks:
 
     def unknown_script(self, script: str) -> None:
         log.warning("unknown_agi_script", script=script)
+
+    def peer_refused(self, peer: str) -> None:
+        self.metrics.peers_refused.inc()
+        log.warning("agi_peer_refused", peer=peer, hint="add it to allowed_peers if it is your Asterisk")
+
+    def connection_refused(self, active: int) -> None:
+        self.metrics.connections_refused.inc()
+        log.warning("agi_connection_refused", active=active, max_connections=self.max_connections)
 
 
 @dataclass
@@ -106,17 +116,25 @@ class Engine:
         await store.open()
         try:
             secret = load_or_create_secret(settings.secret_path)
+        except ValueError as exc:  # SecretUnsafe, too short: the engine does not start
+            await store.close()
+            raise SettingsError(f"setting 'secret_file': {exc}") from None
         except BaseException:
             await store.close()  # its thread would keep the process alive
             raise
+        if settings.secret_beside_database:
+            log.warning("secret_beside_database", secret_file=str(settings.secret_path),
+                        hint="move it apart from the database (secret_file) so one backup does not hold both")
         return cls(settings=settings, store=store, clock=clock or SystemClock(), metrics=metrics, secret=secret)
 
     async def start(self) -> AgiServer:
         routes = {name: self._route(name, flow) for name, flow in FLOWS.items()}
         routes[SETTLE_SCRIPT] = self.handle_settle
         self.server = AgiServer(routes, host=self.settings.host, port=self.settings.port,
-                                hooks=_Hooks(self.metrics), observer=self.metrics.observe_command,
-                                env_timeout_s=self.settings.env_timeout_s)
+                                hooks=_Hooks(self.metrics, self.settings.max_connections),
+                                observer=self.metrics.observe_command, env_timeout_s=self.settings.env_timeout_s,
+                                allowed_peers=peer_networks(self.settings.allowed_peers),
+                                max_connections=self.settings.max_connections)
         await self.server.start()
         log.info("engine_listening", host=self.settings.host, port=self.server.port)
         await self.refresh_account()
@@ -299,7 +317,8 @@ class Engine:
                                                flow=SETTLE_SCRIPT, mode=mode)
         try:
             facts = parse_facts(await channel.get_full_variable(SETTLE_FACTS))
-            result = await self.settle_facts(facts, uniqueid=env.get("uniqueid"), caller_raw=env.get("callerid"),
+            result = await self.settle_facts(facts, uniqueid=env.get("uniqueid"),
+                                             caller_raw=stored_caller_id(env.get("callerid")),
                                              dialled=args[1] if len(args) > 1 and args[1] else env.get("extension"),
                                              settled_by=mode or SETTLE_SCRIPT)
             if result is not None or facts.hold_id is None:
@@ -375,7 +394,7 @@ class Engine:
         structlog.contextvars.clear_contextvars()
 
     async def _settle_and_record(self, call: Call) -> None:
-        if call.grant is None or call.project is None or call.grant_settled:
+        if call.grant is None or call.project is None or call.grant_settled or call.dial_lost:
             await self.store.write_cdr(self._cdr(call))
             return
         debit = call.project.rule.debit(call.talk_s)
@@ -386,7 +405,7 @@ class Engine:
         self._settled(call)
 
     async def _settle(self, call: Call) -> None:
-        if call.grant is None or call.project is None or call.grant_settled:
+        if call.grant is None or call.project is None or call.grant_settled or call.dial_lost:
             return
         debit = call.project.rule.debit(call.talk_s)
         factor_pm, quota = call.charge_terms()
@@ -403,7 +422,7 @@ class Engine:
     def _cdr(self, call: Call) -> Cdr:
         return Cdr(
             uniqueid=call.uniqueid, project_id=call.project.id if call.project else None,
-            card_id=call.card.id if call.card else None, caller_raw=call.env.get("callerid"),
+            card_id=call.card.id if call.card else None, caller_raw=call.caller_raw,
             caller_e164=call.caller.e164 if call.caller else None, dialled=call.dialled,
             destination=call.destination, start_ms=call.start_ms, answer_ms=call.answer_ms,
             end_ms=self._end_ms(call), talk_s=call.talk_s, debited_s=call.debited_s,

@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 from agi import AgiChannel, Environment
 from prompts import Prompt, custom_sound, sound
 from rating.models import Card, Grant, Project, Routing
-from rating.numbers import CallerNumber
+from rating.numbers import CallerNumber, stored_caller_id
 from rating.routes import NumberKind, Route
 from rating.store.base import CallStore
 from rating.zones import FACTOR_UNIT, QuotaPeriod, Zone
@@ -74,6 +74,7 @@ class Call:
     hangup_side: HangupSide = HangupSide.UNKNOWN
     answered: bool = False
     dial_started: float | None = None   # clock.monotonic() while a Dial runs
+    dial_lost: bool = False             # Dial timed out: the hold is not settled by this call
     hold_mark: str | None = None        # IVR_HOLD as set on the channel (None: never set)
     suspended: bool = False             # the operator's account is locked with calls suspended
     leg: Leg | None = None              # the leg that answered, or the last one tried
@@ -99,6 +100,11 @@ class Call:
     @property
     def uniqueid(self) -> str:
         return self.env.get("uniqueid")
+
+    @property
+    def caller_raw(self) -> str:
+        """The caller ID as delivered, length-capped for storage (it is the caller's text)."""
+        return stored_caller_id(self.env.get("callerid"))
 
     @property
     def dialled(self) -> str:

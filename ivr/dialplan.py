@@ -236,7 +236,8 @@ class ServiceDial:
 
 
 async def dial_service(channel: AgiChannel, mark: HoldMark, *, timeout_s: int, warning_ms: int = 0,
-                       warning_sound: str | None = None, hold_set: str | None = None) -> ServiceDial:
+                       warning_sound: str | None = None, hold_set: str | None = None,
+                       dial_timeout_s: float | None = None) -> ServiceDial:
     """Mark the channel with the hold and the leg's terms (unless ``hold_set`` already is
     that value), Dial ``mark.destination`` for at most ``mark.limit_s`` with both stamps,
     read the facts a settlement needs.
@@ -256,6 +257,6 @@ async def dial_service(channel: AgiChannel, mark: HoldMark, *, timeout_s: int, w
     # split off the end.
     reply = await dial(channel, mark.destination, timeout_s=timeout_s, limit_ms=mark.limit_s * 1000,
                        read=SETTLE_FACTS + ",${" + CUT_VAR + "}", on_answer=f"{STAMP_CONTEXT}^{own}",
-                       warning_ms=warning_ms, warning_sound=warning_sound)
+                       warning_ms=warning_ms, warning_sound=warning_sound, dial_timeout_s=dial_timeout_s)
     values, _, cut = reply.values.rpartition(",")
     return ServiceDial(facts=parse_facts(values), caller_hung_up=reply.caller_hung_up, cut=cut.strip())

@@ -21,7 +21,15 @@ class Metrics:
                                        registry=r)
         self.calls = Counter("ivr_calls_total", "Calls finished", ["flow", "outcome"], registry=r)
         self.debited_seconds = Counter("ivr_debited_seconds_total", "Card seconds debited", registry=r)
-        self.pin_failures = Counter("ivr_pin_failures_total", "Wrong or missing PIN entries", registry=r)
+        self.pin_failures = Counter("ivr_pin_failures_total", "Wrong PINs entered (empty entries are none)",
+                                    registry=r)
+        self.pin_throttled = Counter("ivr_pin_throttled_total", "Calls refused PIN entry by the throttle",
+                                     ["reason"], registry=r)  # line | project | busy
+        self.peers_refused = Counter("ivr_agi_peers_refused_total",
+                                     "FastAGI connections closed at once: peer not in allowed_peers", registry=r)
+        self.connections_refused = Counter("ivr_agi_connections_refused_total",
+                                           "FastAGI connections closed at once: max_connections reached",
+                                           registry=r)
         self.store_duration = Histogram("ivr_store_operation_duration_seconds", "Store write transactions",
                                         ["operation"], buckets=_LATENCY_BUCKETS, registry=r)
         self.call_faults = Counter("ivr_call_faults_total", "Calls ended by an engine fault", registry=r)

@@ -7,6 +7,7 @@ maps its options onto ``Config``). A bad value raises ``SettingsError`` naming t
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -17,7 +18,7 @@ from typing import Any
 from rating.errors import InvalidDatabase
 from rating.store import parse_database
 
-__all__ = ["LOG_LEVELS", "Settings", "SettingsError", "load_settings"]
+__all__ = ["LOG_LEVELS", "Settings", "SettingsError", "load_settings", "peer_networks"]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -31,17 +32,28 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 4573
     database: str = "ivr.sqlite3"
-    secret_file: str = ""              # default: <database>.secret next to the database
+    secret_file: str = ""              # default: $XDG_STATE_HOME/ivr/secret (~/.local/state/ivr/secret),
+                                       # apart from the database; an old <database>.secret is still used
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9102           # 0 = no metrics endpoint
     sounds_dir: str = ""               # default: the packaged prompts/sounds
     grace_s: float = 30.0              # shutdown: how long live calls may go on
     pin_tries: int = 3
     pin_timeout_ms: int = 7000
-    pin_throttle_failures: int = 10    # wrong PINs per caller (or all anonymous callers) …
+    pin_throttle_failures: int = 10    # wrong PINs per line (withheld numbers have no line cap) …
     pin_throttle_window_s: int = 3600  # … within this window, then PIN entry is refused
-    pin_throttle_project_failures: int = 300  # … and for everyone once a project sees this many:
-                                              # caller IDs can be spoofed, the PIN space cannot grow
+    pin_throttle_project_failures: int = 1000  # … and for everyone once a project sees this many:
+                                               # caller IDs can be spoofed, the PIN space cannot grow.
+                                               # 1000/h: a lock-out takes >= 334 calls an hour, and
+                                               # 12-digit PINs with 10,000 cards hold 11 years
+    pin_entry_max_calls: int = 30      # callers at a PIN prompt at once, per project
+    pin_delay_ms: int = 1000           # after a wrong PIN; doubles with the line's recent wrong PINs …
+    pin_delay_max_ms: int = 16000      # … up to this
+    allowed_peers: str = "127.0.0.0/8,::1"  # FastAGI peers (addresses or networks, comma-separated)
+    max_connections: int = 2000        # FastAGI connections at once; more are closed at once
+    talk_clock_cap: int = 1            # 1: talk never exceeds the engine's own clock around the Dial;
+                                       # 0 only for simulations that compress time (asterisk_sim, bench)
+    dial_margin_s: int = 60            # EXEC Dial gets ring timeout + talk limit + this, then the call is lost
     env_timeout_s: float = 10.0
     account_check_s: float = 30.0      # how often the engine rereads the operator's account state
     config_refresh_s: float = 1.0      # projects and blocked numbers changed by the CLI apply within this
@@ -66,7 +78,15 @@ class Settings:
         if db.path is None:
             raise SettingsError("setting 'secret_file' is needed with a PostgreSQL database: every engine"
                                 " and the CLI must hash PINs with the same secret")
-        return Path(db.target + ".secret")
+        legacy = Path(db.target + ".secret")
+        if legacy.exists():  # installs from before issue 9 keep their secret (with a warning)
+            return legacy
+        return state_dir() / "secret"
+
+    @property
+    def secret_beside_database(self) -> bool:
+        """The secret is the old ``<database>.secret``: one backup of the directory holds both."""
+        return not self.secret_file and self.secret_path.name.endswith(".secret")
 
     @property
     def ami_configured(self) -> bool:
@@ -79,6 +99,24 @@ class Settings:
         if data["ami_secret"]:
             data["ami_secret"] = "********"
         return data
+
+
+def state_dir() -> Path:
+    """Where the engine keeps its own state apart from the database: ``$XDG_STATE_HOME/ivr``."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "ivr"
+
+
+def peer_networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """``"127.0.0.0/8, 172.28.0.0/16, ::1"`` as networks (a bare address is a /32 or /128).
+    Raises ValueError for anything else or an empty list."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts:
+        raise ValueError("no address or network given (the engine would accept nobody)")
+    try:
+        return tuple(ipaddress.ip_network(p, strict=False) for p in parts)
+    except ValueError as exc:
+        raise ValueError(f"{exc}") from None
 
 
 def _coerce(name: str, kind: Any, value: Any) -> Any:
@@ -140,6 +178,19 @@ def _validate(s: Settings) -> None:
         raise SettingsError("setting 'grace_s' must be >= 0")
     if not 0 < s.pin_throttle_window_s <= 7 * 86400:
         raise SettingsError("setting 'pin_throttle_window_s' must be between 1 s and 7 days")
+    if s.pin_throttle_failures < 1 or s.pin_throttle_project_failures < 1 or s.pin_entry_max_calls < 1:
+        raise SettingsError("settings 'pin_throttle_failures', 'pin_throttle_project_failures' and"
+                            " 'pin_entry_max_calls' must be >= 1")
+    if not 0 <= s.pin_delay_ms <= s.pin_delay_max_ms <= 120_000:
+        raise SettingsError("settings 'pin_delay_ms' <= 'pin_delay_max_ms' must be between 0 and 120000")
+    if s.max_connections < 1:
+        raise SettingsError("setting 'max_connections' must be >= 1")
+    if s.dial_margin_s < 1:
+        raise SettingsError("setting 'dial_margin_s' must be >= 1")
+    try:
+        peer_networks(s.allowed_peers)
+    except ValueError as exc:
+        raise SettingsError(f"setting 'allowed_peers': {exc}") from None
     if s.pin_tries < 1:
         raise SettingsError("setting 'pin_tries' must be >= 1")
     if not 0 < s.ami_port < 65536:

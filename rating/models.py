@@ -45,6 +45,7 @@ class Project:
     trunk: str = ""
     policy: DestinationPolicy = field(default_factory=DestinationPolicy)
     tariff: ZoneTariff = field(default_factory=ZoneTariff)
+    evict_oldest_binding: bool = False  # a PIN binding above the limit drops the oldest line
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,45 @@ class Binding:
     card_id: int
     bound_ms: int
     source: str   # "ivr" | "operator"
+
+
+@dataclass(frozen=True)
+class BindingEvent:
+    """One line of a card's binding history: who bound or unbound which line, when, how."""
+
+    card_id: int
+    caller: str
+    action: str   # bind | unbind | refused (a PIN binding above the card's limit)
+    source: str   # ivr (by PIN) | operator | evicted (dropped for a newer line) | moved (to another card)
+    actor: str    # the operator's name, or the uniqueid of the call
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class BindResult:
+    bound: bool                 # False: the card has its limit of lines; nothing changed
+    evicted: tuple[str, ...]    # lines dropped to make room (only when the project chose eviction)
+
+
+@dataclass(frozen=True)
+class PinAttempt:
+    """The throttle's answer before a PIN prompt: an attempt recorded (``attempt_id``) or
+    why not (``refused``: ``line``, ``project`` or ``busy``); the counts it decided on."""
+
+    attempt_id: int | None
+    refused: str | None
+    by_caller: int
+    in_project: int
+    entering: int
+
+
+@dataclass(frozen=True)
+class PinFailureSummary:
+    project_id: int
+    caller_key: str
+    failures: int
+    first_ms: int
+    last_ms: int
 
 
 @dataclass(frozen=True)

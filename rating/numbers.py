@@ -50,23 +50,43 @@ def _digits_only(text: str) -> bool:
     return bool(body) and body.isascii() and body.isdigit()
 
 
-@lru_cache(maxsize=65536)  # every distinct caller of a busy day; phonenumbers is the cost here
+# E.164 has at most 15 digits; with a 00 or + prefix and a little slack nothing longer is
+# a phone number. Longer strings (caller-chosen) are junk and never reach the cache.
+MAX_NUMBER_LEN = 20
+# A caller ID as delivered is kept (CDRs, holds) up to this many characters: Asterisk's own
+# caller numbers are shorter (AST_MAX_EXTENSION 80); more is caller-chosen filler.
+MAX_CALLER_ID = 80
+
+
+def stored_caller_id(raw: str) -> str:
+    """The delivered caller ID as it may be stored: at most ``MAX_CALLER_ID`` characters."""
+    return raw[:MAX_CALLER_ID]
+
+
 def parse_caller(raw: str, region: str) -> CallerNumber:
     """Normalise what the network delivered; withheld and junk give ``e164=None``."""
     text = raw.strip()
-    if text.lower() in _WITHHELD or not _digits_only(text):
+    if len(text) > MAX_NUMBER_LEN or text.lower() in _WITHHELD or not _digits_only(text):
         return CallerNumber(raw=raw, e164=None, national=None)
+    e164, national = _parse_digits(text, region)
+    return CallerNumber(raw=raw, e164=e164, national=national)
+
+
+# Bounded: only digit strings of at most MAX_NUMBER_LEN characters are keys (issue 9: the
+# cache held 65,536 attacker-chosen strings); phonenumbers is the cost this saves.
+@lru_cache(maxsize=16384)
+def _parse_digits(text: str, region: str) -> tuple[str | None, str | None]:
     candidate = "+" + text[2:] if text.startswith("00") else text
     try:
         parsed = phonenumbers.parse(candidate, region)
     except phonenumbers.NumberParseException:
-        return CallerNumber(raw=raw, e164=None, national=None)
+        return None, None
     if not phonenumbers.is_possible_number(parsed):
         # Short or odd numbers (test lines, NANP-like test ranges) still deserve a stable key.
-        return CallerNumber(raw=raw, e164=candidate, national=None)
+        return candidate, None
     e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
     national = re.sub(r"\D", "", phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.NATIONAL))
-    return CallerNumber(raw=raw, e164=e164, national=national)
+    return e164, national
 
 
 def normalise_number(text: str, region: str) -> str:

@@ -13,7 +13,7 @@ import os
 import secrets
 from pathlib import Path
 
-__all__ = ["generate_pin", "is_pin_shaped", "load_or_create_secret", "pin_hash"]
+__all__ = ["SecretUnsafe", "generate_pin", "is_pin_shaped", "load_or_create_secret", "pin_hash"]
 
 
 def generate_pin(length: int = 8) -> str:
@@ -30,16 +30,30 @@ def is_pin_shaped(text: str, length: int) -> bool:
     return len(text) == length and text.isascii() and text.isdigit()
 
 
+class SecretUnsafe(ValueError):
+    """The secret file can be read by others (group or world): refuse it, as ssh does."""
+
+
 def load_or_create_secret(path: Path) -> bytes:
-    """The server secret: read it, or create 32 random bytes (mode 0600) on first use."""
+    """The server secret: read it, or create 32 random bytes (mode 0600, in a 0700
+    directory) on first use.
+
+    Raises:
+        SecretUnsafe: the file is group- or world-readable (or writable).
+        ValueError: the file is too short.
+    """
     try:
+        mode = path.stat().st_mode
+        if mode & 0o077:
+            raise SecretUnsafe(f"secret file {path} is accessible by others (mode {mode & 0o777:o});"
+                               f" run: chmod 600 {path}")
         data = path.read_bytes().strip()
         if len(data) >= 32:
             return data
         raise ValueError(f"secret file {path} is too short (need at least 32 bytes)")
     except FileNotFoundError:
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     data = secrets.token_hex(32).encode()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:

@@ -248,15 +248,21 @@ def test_engine_database_lives_in_a_named_volume(
     db = docker_env["IVR_DATABASE"]
     secret = docker_env["IVR_SECRET_FILE"]
     data_dir = next(d for d in volume_dirs if db.startswith(d.rstrip("/") + "/"))
-    assert secret.startswith(data_dir.rstrip("/") + "/"), (
-        "the secret must persist with the database"
-    )
+    # The secret persists too, but apart from the database: one backup must not hold both.
+    secret_dir = next(d for d in volume_dirs if secret.startswith(d.rstrip("/") + "/"))
+    assert secret_dir != data_dir, "the secret must not live in the database's volume"
     targets = {
         str(v).split(":")[1]
         for v in services[ENGINE_SERVICE].get("volumes", [])
         if isinstance(v, str)
     }
     assert data_dir in targets, f"mount a named volume at {data_dir}"
+    assert secret_dir in targets, f"mount a named volume at {secret_dir}"
+
+
+def compose_networks_default_ipam(services: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    compose = _load_yaml(REPO / "docker-compose.yml")
+    return list(((compose.get("networks") or {}).get("default") or {}).get("ipam", {}).get("config", []))
 
 
 def test_engine_environment_agrees_with_the_dockerfile(
@@ -267,6 +273,16 @@ def test_engine_environment_agrees_with_the_dockerfile(
         env = dict(item.split("=", 1) for item in env)
     merged = {**docker_env, **{k: str(v) for k, v in env.items()}}
     assert merged["IVR_HOST"] == "0.0.0.0"
+    # Listening everywhere is paired with allowed_peers: loopback in the image, the compose
+    # network's subnet here, and nothing wider.
+    import ipaddress
+
+    assert docker_env["IVR_ALLOWED_PEERS"] == "127.0.0.0/8,::1"
+    subnets = {ipaddress.ip_network(c["subnet"])
+               for c in compose_networks_default_ipam(services)}
+    allowed = {ipaddress.ip_network(p.strip()) for p in merged["IVR_ALLOWED_PEERS"].split(",")}
+    assert allowed - subnets <= {ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1")}, allowed
+    assert subnets and subnets <= allowed
     assert merged["IVR_METRICS_HOST"] == "0.0.0.0"
     for key, default in ENGINE_DEFAULT_PORTS.items():
         assert int(merged[key]) == default, key
@@ -366,6 +382,14 @@ def test_prometheus_scrapes_the_engine_metrics_port(
     mounts = {dst: src for svc, src, dst, _ in _bind_mounts(services) if svc == "prometheus"}
     assert mounts.get("/etc/prometheus/prometheus.yml") == "./deploy/prometheus.yml"
     config = _load_yaml(REPO / "deploy" / "prometheus.yml")
+    # The alert rules (PIN guessing, unlisted peers) are mounted where rule_files says.
+    assert mounts.get("/etc/prometheus/alerts.yml") == "./deploy/prometheus-alerts.yml"
+    assert config.get("rule_files") == ["/etc/prometheus/alerts.yml"]
+    rules = _load_yaml(REPO / "deploy" / "prometheus-alerts.yml")
+    exprs = " ".join(r["expr"] for g in rules["groups"] for r in g["rules"])
+    for metric in ("ivr_pin_failures_total", "ivr_pin_throttled_total", "ivr_agi_peers_refused_total"):
+        assert metric in exprs, metric
+        assert metric in (REPO / "ivr" / "metrics.py").read_text(), metric
     wanted = f"{ENGINE_SERVICE}:{engine_ports['IVR_METRICS_PORT']}"
     jobs = [
         job

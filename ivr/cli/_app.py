@@ -26,6 +26,7 @@ from rating.store import open_store
 from rating.store.base import OperatorStore
 
 from .. import operations as ops
+from .._safe import printable
 from ..ami import AmiError
 from ..settings import Settings, SettingsError, load_settings
 
@@ -52,7 +53,7 @@ def _quiet_broken_pipe() -> NoReturn:
 
 
 def _fail(exc: BaseException) -> NoReturn:
-    click.echo(f"{type(exc).__name__}: {exc}", err=True)
+    click.echo(printable(f"{type(exc).__name__}: {exc}"), err=True)
     sys.exit(1)
 
 
@@ -181,12 +182,12 @@ def emit(as_json: bool, data: Any, lines: Sequence[str]) -> None:
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
     else:
         for line in lines:
-            click.echo(line)
+            click.echo(printable(line))  # caller IDs, notes, reasons: never terminal controls
 
 
 def note(text: str) -> None:
     """A remark for the operator on stderr (never part of the data)."""
-    click.echo(text, err=True)
+    click.echo(printable(text), err=True)
 
 
 def check_new_path(path: str, yes: bool) -> Path:
@@ -203,6 +204,8 @@ def open_new_file(path: str, yes: bool, *, private: bool = False) -> IO[str]:
     """Open ``path`` for writing (see ``check_new_path``); ``private``: mode 0600, for PINs."""
     target = check_new_path(path, yes)
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
+    if private:  # an existing file keeps its mode through O_TRUNC: PINs are never readable by others
+        os.fchmod(fd, 0o600)
     return os.fdopen(fd, "w", encoding="utf-8", newline="")
 
 

@@ -13,6 +13,8 @@ import phonenumbers
 from rating.billing import format_money, parse_money
 from rating.errors import InvalidInput
 
+from .._safe import csv_row, printable
+
 
 def iso(ms: int | None) -> str | None:
     """``2026-11-23T14:28:21Z`` (JSON)."""
@@ -33,6 +35,14 @@ def hms(seconds: int) -> str:
     sign = "-" if seconds < 0 else ""
     seconds = abs(seconds)
     return f"{sign}{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def long_duration(seconds: int) -> str:
+    """``11.4 years``, ``3.2 days``, ``10 hours``, ``5 min``: the order of magnitude people need."""
+    for unit, size in (("years", 365 * 86_400), ("days", 86_400), ("hours", 3600)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{max(seconds // 60, 1)} min"
 
 
 def money(cents: int, currency: str | None) -> str:
@@ -68,7 +78,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]], *, right: Co
     (totals) goes under a rule."""
     if not rows:
         return [empty]
-    cells = [["-" if v is None else str(v) for v in row] for row in [*rows, *([footer] if footer else [])]]
+    cells = [["-" if v is None else printable(str(v)) for v in row] for row in [*rows, *([footer] if footer else [])]]
     widths = [max(len(headers[i]), *(len(r[i]) for r in cells)) for i in range(len(headers))]
 
     def line(values: Sequence[str]) -> str:
@@ -85,5 +95,5 @@ def csv_text(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(headers)
-    writer.writerows(["" if v is None else v for v in row] for row in rows)
+    writer.writerows(csv_row(row) for row in rows)
     return out.getvalue()

@@ -10,15 +10,16 @@ from typing import IO, Any
 import click
 
 from rating.errors import NotFound, RatingError
-from rating.models import Binding, Card, CardStatus, Cdr, LedgerEntry, Project
+from rating.models import Binding, BindingEvent, Card, CardStatus, Cdr, LedgerEntry, Project
 from rating.pins import load_or_create_secret
 from rating.store.base import OperatorStore
 
 from .. import operations as ops
+from .._safe import csv_row
 from ..clock import SystemClock
 from ..settings import Settings
-from ._app import confirm, emit, json_option, main, note, open_new_file, with_store, yes_option
-from ._format import hms, iso, local, money, national_display, table
+from ._app import confirm, emit, json_option, main, note, open_new_file, os_user, with_store, yes_option
+from ._format import hms, iso, local, long_duration, money, national_display, table
 from .cdrs import cdr_dict
 
 
@@ -117,6 +118,11 @@ async def card_create(store: OperatorStore, settings: Settings, *, project_name:
     if count is not None and csv_path is None and not as_json:
         raise click.UsageError("--count writes the PINs to a file: add --csv FILE (or --json)")
     await ops.ensure_purchases_allowed(store, p)
+    fig = await ops.guessing_figure(store, p, settings, now_ms=_now(), more_cards=q.count)
+    if fig.too_short:
+        click.echo(f"warning: with {fig.active_cards} active cards, {p.pin_length}-digit PINs fall to guessing in about"
+             f" {long_duration(fig.expected_s or 0)} at the throttle's cap; a project with"
+             f" {fig.safe_pin_length or 16}-digit PINs holds a year (see ivr project show {p.name})", err=True)
     secret = load_or_create_secret(settings.secret_path)
     out = open_new_file(csv_path, yes, private=True) if csv_path else None
     try:
@@ -134,7 +140,7 @@ async def _buy_one(store: OperatorStore, secret: bytes, p: Project, minutes: int
     new = await ops.create_card(store, secret, project=p, minutes=minutes, note=note_text, now_ms=_now())
     if out is not None:
         writer = csv.writer(out)
-        writer.writerows([CSV_COLUMNS, _csv_row(new, p, minutes)])
+        writer.writerows([CSV_COLUMNS, csv_row(_csv_row(new, p, minutes))])
     c = new.card
     emit(as_json, _new_card_dict(new, p, minutes),
          [f"card {c.id} bought for project {p.name}",
@@ -158,7 +164,7 @@ async def _buy_batch(store: OperatorStore, secret: bytes, p: Project, q: ops.Quo
                                            count=q.count, now_ms=_now()):
                 bought.append(new)
                 if writer is not None and out is not None:
-                    writer.writerow(_csv_row(new, p, q.minutes))
+                    writer.writerow(csv_row(_csv_row(new, p, q.minutes)))
                     out.flush()  # a PIN is never only in memory
                 bar.update(1)
     except RatingError as exc:
@@ -214,7 +220,22 @@ async def card_show(store: OperatorStore, settings: Settings, *, card_id: str, l
     data["ledger"] = [{"at": iso(e.at_ms), "kind": e.kind, "seconds": e.seconds, "amount_cents": e.amount_cents,
                        "reference": e.reference} for e in ledger]
     data["last_calls"] = [cdr_dict(r, {p.id: p}) for r in calls]
-    emit(as_json, data, _show_lines(c, p, data["status"], await store.bindings(c.id), ledger, calls))
+    history = await store.binding_history(c.id)
+    data["binding_history"] = [{"at": iso(e.at_ms), "number": e.caller, "action": e.action, "by": e.source,
+                                "actor": e.actor} for e in history]
+    emit(as_json, data, _show_lines(c, p, data["status"], await store.bindings(c.id), ledger, calls)
+         + _history_lines(history))
+
+
+_HOW = {"ivr": "by PIN", "operator": "by operator", "evicted": "dropped for a newer line",
+        "moved": "moved to another card"}
+
+
+def _history_lines(history: list[BindingEvent]) -> list[str]:
+    return ["", "binding history:"] + _indent(table(
+        ["AT", "NUMBER", "ACTION", "HOW", "WHO"],
+        [[local(e.at_ms, seconds=True), e.caller, e.action, _HOW.get(e.source, e.source), e.actor]
+         for e in history], empty="none"))
 
 
 def _show_lines(c: Card, p: Project, status: str, bindings: list[Binding], ledger: list[LedgerEntry],
@@ -269,7 +290,7 @@ async def card_bind(store: OperatorStore, settings: Settings, *, card_id: str, n
            if plan.dropped else [])
     if effects:
         confirm(f"Bind {plan.number} to card {c.id}? " + "; ".join(effects) + ".", yes)
-    e164 = await ops.bind(store, card=c, number=number, now_ms=_now())
+    e164 = await ops.bind(store, card=c, number=number, now_ms=_now(), actor=os_user())
     emit(as_json, {"card": str(c.id), "number": e164, "national": ops.national_form(e164, p.region),
                    "by": "operator", "moved_from": str(plan.moved_from) if plan.moved_from else None,
                    "unbound": plan.dropped},
@@ -292,7 +313,7 @@ async def card_unbind(store: OperatorStore, settings: Settings, *, card_id: str,
     if e164 not in [b.caller for b in await store.bindings(c.id)]:
         raise NotFound(f"{e164} is not bound to card {c.id}")
     confirm(f"Unbind {e164} from {_label(c)}? Its next call asks for a PIN.", yes)
-    await ops.unbind(store, card=c, number=number)
+    await ops.unbind(store, card=c, number=number, actor=os_user(), now_ms=_now())
     emit(as_json, {"card": str(c.id), "number": e164, "unbound": True}, [f"{e164} unbound from card {c.id}"])
 
 

@@ -15,7 +15,7 @@ from .. import operations as ops
 from ..clock import SystemClock
 from ..settings import Settings
 from ._app import emit, json_option, main, with_store
-from ._format import money, national_display, parse_amount, table
+from ._format import long_duration, money, national_display, parse_amount, table
 from .routes import route_dict, route_table, times, zone_table, zones_dict
 
 
@@ -36,6 +36,7 @@ def project_dict(p: Project) -> dict[str, Any]:
         "initial_block_s": p.rule.initial_s, "increment_s": p.rule.increment_s,
         "warning_s": p.warning_s, "pin_length": p.pin_length, "max_bound_numbers": p.max_bound_numbers,
         "max_simultaneous_calls": p.max_simultaneous_calls, "card_validity_days": p.card_validity_days,
+        "when_bindings_full": "evict" if p.evict_oldest_binding else "refuse",
         "timezone": p.timezone, "trunk": p.trunk or None, "allow_countries": list(p.policy.countries),
         "blocked_number_types": [k.value for k in p.policy.blocked_kinds],
         "routes": [route_dict(r, p) for r in p.routes], **{k: v for k, v in zones_dict(p).items() if k != "project"},
@@ -56,6 +57,9 @@ _LABELS: list[tuple[str, str, Callable[[Project], str]]] = [
     ("warning_s", "warning", lambda p: f"{p.warning_s} s before the cut-off" if p.warning_s else "none"),
     ("pin_length", "PIN length", lambda p: f"{p.pin_length} digits"),
     ("max_bound_numbers", "bound numbers", lambda p: f"at most {p.max_bound_numbers} per card"),
+    ("evict_oldest_binding", "when bindings full",
+     lambda p: "a PIN call drops the oldest number" if p.evict_oldest_binding
+     else "a PIN call from another line is not bound"),
     ("max_simultaneous_calls", "simultaneous calls", lambda p: f"at most {p.max_simultaneous_calls} per card"),
     ("card_validity_days", "card validity",
      lambda p: f"{p.card_validity_days} days from purchase" if p.card_validity_days else "unlimited"),
@@ -115,7 +119,8 @@ def setting_options(*, create: bool) -> Callable[[Callable[..., Any]], Callable[
         click.option("--initial-block", type=int, help="Seconds of the first billing block.", **default(1)),
         click.option("--increment", type=int, help="Seconds of every further block.", **default(1)),
         click.option("--warning", type=int, help="Seconds before the cut-off to warn (0: none).", **default(60)),
-        click.option("--pin-length", type=int, help="Digits of a card's PIN.", **default(8)),
+        click.option("--pin-length", type=int, help="Digits of a card's PIN (see 'PIN guessing' in project show).",
+                     **default(12)),
         click.option("--max-bound-numbers", type=int, help="Caller numbers one card may have.", **default(3)),
         click.option("--max-calls", type=int, help="Simultaneous calls per card.", **default(1)),
         click.option("--validity-days", type=int, help="Cards expire this many days after purchase."),
@@ -163,6 +168,9 @@ async def project_create(store: OperatorStore, settings: Settings, *, name: str,
 @setting_options(create=False)
 @click.option("--no-fallback", is_flag=True, help="Remove the fallback.")
 @click.option("--no-validity", is_flag=True, help="New cards never expire.")
+@click.option("--when-bindings-full", type=click.Choice(["refuse", "evict"]),
+              help="A PIN call from a new line when the card has its bound numbers: refuse to bind it"
+                   " (default) or drop the card's oldest number.")
 @click.option("--allow-countries", help="Countries numbers may be dialled in: DE,AT,CH,FR,PL (ISO codes).")
 @click.option("--block-types", help="Number types never dialled: premium_rate,shared_cost,personal,uan,"
                                     "satellite (or none).")
@@ -185,6 +193,8 @@ async def project_update(store: OperatorStore, settings: Settings, *, name: str,
         values["fallback"] = None
     if no_validity:
         values["card_validity_days"] = None
+    if options.get("when_bindings_full") is not None:
+        values["evict_oldest_binding"] = int(options["when_bindings_full"] == "evict")
     if allow_countries is not None:
         values["allow_countries"] = ops.parse_countries(allow_countries)
     if block_types is not None:
@@ -241,7 +251,25 @@ async def project_show(store: OperatorStore, settings: Settings, *, name: str, a
     statuses = [c.status(now).value for c in await store.cards(p.id)]
     by_status = {s.value: statuses.count(s.value) for s in CardStatus}
     summary = ", ".join(f"{n} {s}" for s, n in by_status.items() if n) or "none"
-    emit(as_json, {**project_dict(p), "cards": by_status},
+    fig = await ops.guessing_figure(store, p, settings, now_ms=now)
+    emit(as_json, {**project_dict(p), "cards": by_status, "guessing": guessing_dict(fig)},
          [f"project {p.name}", *[line for line in describe(p) if not line.lstrip().startswith("rules:")],
-          field_line("cards", summary), "", "forwarding rules (tried in this order):", *route_table(p), "",
-          "zone factors:", *zone_table(p)])
+          field_line("cards", summary), field_line("PIN guessing", guessing_text(fig)), "",
+          "forwarding rules (tried in this order):", *route_table(p), "", "zone factors:", *zone_table(p)])
+
+
+def guessing_dict(fig: ops.GuessingFigure) -> dict[str, Any]:
+    return {"expected_s_to_hit": fig.expected_s, "active_cards": fig.active_cards, "pin_length": fig.pin_length,
+            "wrong_pins_per_window": fig.guesses, "window_s": fig.window_s, "too_short": fig.too_short,
+            "safe_pin_length": fig.safe_pin_length}
+
+
+def guessing_text(fig: ops.GuessingFigure) -> str:
+    if fig.expected_s is None:
+        return "nothing to guess (no active card)"
+    text = (f"a hit expected after {long_duration(fig.expected_s)} at the cap of {fig.guesses} wrong PINs"
+            f" per {long_duration(fig.window_s)} ({fig.active_cards} active cards, {fig.pin_length} digits)")
+    if fig.too_short:
+        text += (f"; TOO SHORT: new projects need {fig.safe_pin_length or 16}+ digits for a year"
+                 if fig.safe_pin_length else "; TOO SHORT")
+    return text

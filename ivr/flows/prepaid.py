@@ -19,9 +19,10 @@ Reads like the call; the AGI and SQL live in ``Call``, ``agi`` and ``rating``.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
-from agi import ChannelHungUp
+from agi import ChannelHungUp, CommandTimeout
 from prompts import Prompt, remaining_time
 from rating import errors
 from rating.billing import talk_seconds_from_ms
@@ -249,7 +250,7 @@ def _hold_s(call: Call) -> int:
 
 def _hold_call(call: Call) -> HoldCall:
     """The call's facts kept with its hold: whoever settles it writes the CDR from them."""
-    return HoldCall(caller_raw=call.env.get("callerid"), caller_e164=call.caller.e164 if call.caller else None,
+    return HoldCall(caller_raw=call.caller_raw, caller_e164=call.caller.e164 if call.caller else None,
                     dialled=call.dialled, start_ms=call.start_ms)
 
 
@@ -271,30 +272,71 @@ _STATUS_OUTCOME = {
 }
 
 
+# A PIN attempt still pending after this long belongs to a call that died at its prompt:
+# it keeps counting as a guess but no longer as a caller at the prompt.
+_ENTERING_MS = 120_000
+_THROTTLE_PROMPT = {"line": Prompt.PIN_TOO_MANY, "project": Prompt.PIN_TOO_MANY,
+                    "busy": Prompt.SERVICE_UNAVAILABLE}
+
+
 async def enter_pin(call: Call) -> Card:
+    """Ask for the PIN up to ``pin_tries`` times. Before every prompt the throttle is checked
+    and the attempt recorded in one store transaction, so simultaneous calls never get more
+    guesses than the caps; an empty entry (timeout) is no guess; a wrong PIN is followed by a
+    delay that doubles with the line's recent wrong PINs. Withheld callers share no per-line
+    cap (a few calls would lock them all out): the project's cap bounds them."""
     assert call.project and call.caller
     project, settings = call.project, call.settings
     caller_key = call.caller.e164 or "anonymous"
-    window_start = call.clock.now_ms() - settings.pin_throttle_window_s * 1000
-    by_caller, in_project = await call.store.pin_failures_since(project.id, caller_key, window_start)
-    if by_caller >= settings.pin_throttle_failures or in_project >= settings.pin_throttle_project_failures:
-        # Guessing is capped per line and, against rotating spoofed caller IDs, per project;
-        # bound lines are not affected (they never reach PIN entry).
-        call.log.warning("pin_entry_throttled", by_caller=by_caller, in_project=in_project)
-        await call.finish(Outcome.PIN_FAILED, Prompt.PIN_TOO_MANY)
+    line_cap = None if call.caller.anonymous else settings.pin_throttle_failures
+    window_ms = settings.pin_throttle_window_s * 1000
+    wrong = 0
     for attempt in range(1, settings.pin_tries + 1):
-        digits = await call.ask_digits(Prompt.ENTER_PIN, max_digits=project.pin_length)
+        now = call.clock.now_ms()
+        verdict = await call.store.begin_pin_attempt(
+            project_id=project.id, caller_key=caller_key, now_ms=now, window_ms=window_ms, line_cap=line_cap,
+            project_cap=settings.pin_throttle_project_failures, entering_cap=settings.pin_entry_max_calls,
+            entering_ms=_ENTERING_MS)
+        if verdict.attempt_id is None:
+            assert verdict.refused is not None
+            call.metrics.pin_throttled.labels(verdict.refused).inc()
+            call.log.warning("pin_entry_throttled", reason=verdict.refused, by_caller=verdict.by_caller,
+                             in_project=verdict.in_project, entering=verdict.entering)
+            await call.finish(Outcome.PIN_THROTTLED, _THROTTLE_PROMPT[verdict.refused])
+        attempt_id = verdict.attempt_id
+        try:
+            digits = await call.ask_digits(Prompt.ENTER_PIN, max_digits=project.pin_length)
+        except Exception:
+            # The caller left at the prompt: nothing was evaluated, so it is no guess.
+            await asyncio.shield(call.store.end_pin_attempt(attempt_id, wrong=False, since_ms=0))
+            raise
+        if not digits:
+            await call.store.end_pin_attempt(attempt_id, wrong=False, since_ms=0)
+            call.log.info("pin_empty", attempt=attempt)
+            continue
         card = None
         if is_pin_shaped(digits, project.pin_length):
             card = await call.store.card_by_pin_hash(project.id, pin_hash(call.secret, project.id, digits))
         if card is not None:
+            await call.store.end_pin_attempt(attempt_id, wrong=False, since_ms=0)
             return await accept_card(call, card)
+        wrong += 1
+        recent = await call.store.end_pin_attempt(attempt_id, wrong=True, since_ms=now - window_ms)
         call.metrics.pin_failures.inc()
-        await call.store.record_pin_failure(project.id, caller_key, call.clock.now_ms())
         call.log.info("pin_rejected", attempt=attempt, entered_digits=len(digits))  # never the PIN
         if attempt < settings.pin_tries:
+            # Withheld callers share one count: their delay grows within the call only.
+            await _pin_delay(call, wrong if call.caller.anonymous else recent)
             call.queue(call.sound(Prompt.PIN_WRONG))
     await call.finish(Outcome.PIN_FAILED, Prompt.PIN_TOO_MANY)
+
+
+async def _pin_delay(call: Call, wrong_pins: int) -> None:
+    settings = call.settings
+    delay_ms = min(settings.pin_delay_max_ms, settings.pin_delay_ms * 2 ** min(max(wrong_pins - 1, 0), 20))
+    if delay_ms > 0:
+        call.log.info("pin_delay", delay_ms=delay_ms, wrong_pins=wrong_pins)
+        await asyncio.sleep(delay_ms / 1000)
 
 
 async def accept_card(call: Call, card: Card) -> Card:
@@ -304,12 +346,22 @@ async def accept_card(call: Call, card: Card) -> Card:
     if status in _STATUS_OUTCOME:
         await call.finish(_STATUS_OUTCOME[status], _STATUS_PROMPT[status])
     now = call.clock.now_ms()
-    if call.caller.anonymous:
-        await call.store.activate(card.id, now)  # withheld numbers are never bound
-    else:
-        await call.store.bind(project_id=call.project.id, caller=call.caller.e164 or "", card_id=card.id,
-                              now_ms=now, source="ivr", max_bound=call.project.max_bound_numbers)
-    call.log.info("pin_accepted", card=str(card.id), bound=not call.caller.anonymous)
+    bound = False
+    if not call.caller.anonymous:  # withheld numbers are never bound
+        result = await call.store.bind(
+            project_id=call.project.id, caller=call.caller.e164 or "", card_id=card.id, now_ms=now, source="ivr",
+            max_bound=call.project.max_bound_numbers, evict=call.project.evict_oldest_binding,
+            actor=call.uniqueid)
+        bound = result.bound
+        if result.evicted:
+            call.log.warning("binding_evicted", card=str(card.id), lines=len(result.evicted))
+        if not bound:
+            # The card has its lines: a guessed PIN must not push the owner's out. This
+            # caller may go on calling with the PIN.
+            call.log.warning("binding_refused", card=str(card.id), max_bound=call.project.max_bound_numbers)
+    if not bound:
+        await call.store.activate(card.id, now)
+    call.log.info("pin_accepted", card=str(card.id), bound=bound)
     call.queue(call.sound(Prompt.PIN_ACCEPTED))
     return card
 
@@ -355,11 +407,23 @@ async def connect(call: Call, grant: Grant, first: Leg) -> None:
                         factor_pm=factor_pm, quota=quota, rule=leg.route.position, leg=leg.number,
                         zone=leg.zone.value, kind=leg.kind.value, call_type=leg.call_type)
         already, call.hold_mark = call.hold_mark, mark.format()   # on the channel from here on
-        call.dial_started = call.clock.monotonic()
-        result = await dial_service(call.channel, mark, timeout_s=leg.route.ring_timeout_s or project.ring_timeout_s,
-                                    warning_ms=warning_ms, warning_sound=call.sound(Prompt.ONE_MINUTE_WARNING),
-                                    hold_set=already)
+        call.dial_started = started = call.clock.monotonic()
+        ring_s = leg.route.ring_timeout_s or project.ring_timeout_s
+        try:
+            result = await dial_service(call.channel, mark, timeout_s=ring_s, warning_ms=warning_ms,
+                                        warning_sound=call.sound(Prompt.ONE_MINUTE_WARNING), hold_set=already,
+                                        dial_timeout_s=ring_s + limit_s + call.settings.dial_margin_s)
+        except CommandTimeout:
+            # Dial did not return within ring + limit + margin: the peer lies or hangs. Bill
+            # no guess; the hold stays open for the settle route / reconciliation (or expires).
+            call.dial_lost, call.outcome = True, Outcome.LOST
+            call.log.warning("dial_lost", hold=grant.reservation_id, waited_s=ring_s + limit_s
+                             + call.settings.dial_margin_s)
+            raise
         call.dial_started = None
+        # Asterisk's figures are the peer's word: talk never exceeds what this engine saw pass
+        # around the Dial on its own monotonic clock (a lying ANSWEREDTIME_MS debits nothing more).
+        observed_ms = int((call.clock.monotonic() - started) * 1000) + 1
         talk = result.talk
         if result.status == "ANSWER" and talk.source != "stamps":
             call.log.warning("talk_stamp_missing", source=talk.source,
@@ -368,7 +432,10 @@ async def connect(call: Call, grant: Grant, first: Leg) -> None:
                       zone=leg.zone.value, status=result.status, talk_ms=talk.ms,
                       caller_hung_up=result.caller_hung_up)
         if result.status == "ANSWER":
-            call.talk_s = talk_seconds_from_ms(talk.ms, limit_s)
+            capped_ms = min(talk.ms, observed_ms) if call.settings.talk_clock_cap else talk.ms
+            call.talk_s = talk_seconds_from_ms(capped_ms, limit_s)
+            if capped_ms < talk.ms:
+                call.log.warning("talk_capped_by_engine_clock", reported_ms=talk.ms, observed_ms=observed_ms)
             answered = result.facts.dial.callee_answered
             if answered is not None:
                 call.answer_ms = int(answered * 1000)

@@ -117,6 +117,7 @@ from .routes import (
     set_zones,
     zone_rows,
 )
+from .security import GuessingFigure, clear_pin_failures, guessing_figure, pin_failures
 
 __all__ = [
     "CALL_TYPES",
@@ -142,6 +143,7 @@ __all__ = [
     "CdrFilter",
     "CurrencyMismatch",
     "DIRECTIONS",
+    "GuessingFigure",
     "ImportResult",
     "LANGUAGES",
     "MAX_BATCH",
@@ -175,11 +177,13 @@ __all__ = [
     "check_outcome",
     "check_pattern",
     "check_project_values",
+    "clear_pin_failures",
     "create_card",
     "create_project",
     "day_start_ms",
     "ensure_purchases_allowed",
     "find_cdrs",
+    "guessing_figure",
     "import_blacklist",
     "list_cards",
     "month_of",
@@ -190,6 +194,7 @@ __all__ = [
     "parse_date",
     "pay",
     "period_ms",
+    "pin_failures",
     "plan_bind",
     "project",
     "quote",

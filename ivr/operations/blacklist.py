@@ -12,6 +12,7 @@ from rating.models import BlockedNumber, Project
 from rating.numbers import compile_pattern
 from rating.store.base import OperatorStore
 
+from .._safe import unneutralise
 from ._common import _SEPARATORS, DIRECTIONS
 
 
@@ -117,7 +118,7 @@ def parse_blacklist_csv(text: str, *, source: str, default_by: str) -> list[Bloc
         line = reader.line_num
         if None in raw:
             raise InvalidInput(f"{source} line {line}: more fields than columns")
-        values = {k: (v or "").strip() for k, v in raw.items()}
+        values = {k: unneutralise((v or "").strip()) for k, v in raw.items()}  # our own export's ' prefix
         if not any(values.values()):
             continue
         try:

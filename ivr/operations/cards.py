@@ -195,22 +195,24 @@ async def plan_bind(store: OperatorStore, *, card: Card, number: str) -> BindPla
                     dropped=bound[:excess] if excess > 0 else [])
 
 
-async def bind(store: OperatorStore, *, card: Card, number: str, now_ms: int) -> str:
-    """Bind a caller's number by hand (an operator binding activates the card). Returns it in E.164."""
+async def bind(store: OperatorStore, *, card: Card, number: str, now_ms: int, actor: str = "operator") -> str:
+    """Bind a caller's number by hand (an operator binding activates the card; above the
+    card's limit the oldest number goes, as ``plan_bind`` showed). Returns it in E.164."""
     plan = await plan_bind(store, card=card, number=number)
     proj = await card_project(store, card)
     await store.bind(project_id=proj.id, caller=plan.number, card_id=card.id, now_ms=now_ms,
-                     source="operator", max_bound=proj.max_bound_numbers)
+                     source="operator", max_bound=proj.max_bound_numbers, evict=True, actor=actor)
     return plan.number
 
 
-async def unbind(store: OperatorStore, *, card: Card, number: str) -> str:
+async def unbind(store: OperatorStore, *, card: Card, number: str, actor: str = "operator",
+                 now_ms: int | None = None) -> str:
     """Remove a number from the card; its next call asks for a PIN. Raises InvalidInput, NotFound."""
     proj = await card_project(store, card)
     e164 = normalise(number, proj.region)
     if e164 not in [b.caller for b in await store.bindings(card.id)]:
         raise NotFound(f"{e164} is not bound to card {card.id}")
-    await store.unbind(proj.id, e164)
+    await store.unbind(proj.id, e164, actor=actor, now_ms=now_ms)
     return e164
 
 

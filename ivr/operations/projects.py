@@ -103,7 +103,7 @@ async def create_project(store: OperatorStore, *, name: str, numbers: list[str],
                          fallback: str | None = None, language: str = "de", region: str = "DE",
                          price_per_minute_cents: int = 0, currency: str = "EUR",
                          rule: BillingRule = PER_SECOND, ring_timeout_s: int = 30, warning_s: int = 60,
-                         pin_length: int = 8, max_bound_numbers: int = 3, max_simultaneous_calls: int = 1,
+                         pin_length: int = 12, max_bound_numbers: int = 3, max_simultaneous_calls: int = 1,
                          card_validity_days: int | None = None, now_ms: int) -> Project:
     """Create a project; its currency becomes the account's if the account has none yet.
 

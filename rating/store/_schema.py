@@ -240,4 +240,23 @@ MIGRATIONS: list[str] = [
     ALTER TABLE reservations ADD COLUMN dialled TEXT;
     ALTER TABLE reservations ADD COLUMN call_start_ms INTEGER;
     """,
+    # 6: security (issue 9) — a PIN attempt is recorded before its prompt (pending until
+    # the answer: an empty entry is deleted, a wrong one kept), the project chooses whether a
+    # binding above the card's limit evicts the oldest line, and every bind / unbind is kept.
+    """
+    ALTER TABLE pin_failures ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX pin_failures_pending ON pin_failures(project_id, at_ms) WHERE pending = 1;
+    ALTER TABLE projects ADD COLUMN evict_oldest_binding INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE binding_history (
+        id INTEGER PRIMARY KEY,
+        project_id INTEGER NOT NULL,
+        card_id INTEGER NOT NULL,
+        caller TEXT NOT NULL,
+        action TEXT NOT NULL CHECK (action IN ('bind', 'unbind', 'refused')),
+        source TEXT NOT NULL,
+        actor TEXT NOT NULL DEFAULT '',
+        at_ms INTEGER NOT NULL
+    );
+    CREATE INDEX binding_history_card ON binding_history(card_id, at_ms);
+    """,
 ]

@@ -21,6 +21,8 @@ from ..models import (
     AccountLine,
     AccountSettings,
     Binding,
+    BindingEvent,
+    BindResult,
     BlockedNumber,
     BoundReservation,
     Card,
@@ -30,6 +32,8 @@ from ..models import (
     HoldSettlement,
     LedgerEntry,
     OpenHold,
+    PinAttempt,
+    PinFailureSummary,
     Project,
     Routing,
 )
@@ -53,8 +57,9 @@ class CallStore(Protocol):
 
     async def card_by_pin_hash(self, project_id: int, pin_hash: str) -> Card | None: ...
     async def bind(self, *, project_id: int, caller: str, card_id: int, now_ms: int, source: str,
-                   max_bound: int) -> None:
-        """Raises NotFound for an unknown card."""
+                   max_bound: int, evict: bool = True, actor: str = "") -> BindResult:
+        """Bind (history kept); above ``max_bound`` lines: evict the oldest, or refuse.
+        Raises NotFound for an unknown card."""
     async def activate(self, card_id: int, now_ms: int) -> None: ...
 
     async def reserve(self, *, card_id: int, uniqueid: str, rule: BillingRule, max_calls: int,
@@ -83,8 +88,13 @@ class CallStore(Protocol):
         idempotent — not open, unknown or another call's: nothing changes; otherwise debit
         once and write the call's one CDR (see SqliteStore.settle_hold)."""
 
-    async def record_pin_failure(self, project_id: int, caller_key: str, now_ms: int) -> None: ...
-    async def pin_failures_since(self, project_id: int, caller_key: str, since_ms: int) -> tuple[int, int]: ...
+    async def begin_pin_attempt(self, *, project_id: int, caller_key: str, now_ms: int, window_ms: int,
+                                line_cap: int | None, project_cap: int, entering_cap: int,
+                                entering_ms: int) -> PinAttempt:
+        """Check the throttle and record the attempt atomically (one transaction)."""
+
+    async def end_pin_attempt(self, attempt_id: int, *, wrong: bool, since_ms: int) -> int:
+        """Keep a wrong PIN, drop an empty or right one; the line's wrong PINs since then."""
 
     async def account_settings(self) -> AccountSettings: ...
     async def account_owed_cents(self, *, before_ms: int | None = None) -> int: ...
@@ -123,8 +133,13 @@ class OperatorStore(CallStore, Protocol):
     async def set_expiry(self, card_id: int, expires_ms: int | None) -> Card: ...
     async def recharge(self, card_id: int, seconds: int, price_cents: int, now_ms: int) -> Card: ...
     async def adjust(self, card_id: int, seconds: int, reason: str, now_ms: int) -> Card: ...
-    async def unbind(self, project_id: int, caller: str) -> None: ...
+    async def unbind(self, project_id: int, caller: str, *, actor: str = "", now_ms: int | None = None) -> None: ...
     async def bindings(self, card_id: int) -> list[Binding]: ...
+    async def binding_history(self, card_id: int) -> list[BindingEvent]: ...
+    async def pin_failures(self, *, since_ms: int, project_id: int | None = None,
+                           caller_key: str | None = None) -> list[PinFailureSummary]: ...
+    async def clear_pin_failures(self, *, project_id: int | None = None, caller_key: str | None = None) -> int: ...
+    async def active_card_count(self, project_id: int, now_ms: int) -> int: ...
     async def ledger(self, card_id: int) -> list[LedgerEntry]: ...
 
     async def add_route(self, project_id: int, route: Route, *, position: int | None = None) -> Project: ...

@@ -41,6 +41,7 @@ connection, whose own commits are never a change by another connection.
 from __future__ import annotations
 
 import asyncio
+import os
 import queue
 import sqlite3
 import threading
@@ -65,6 +66,8 @@ from ..models import (
     AccountLine,
     AccountSettings,
     Binding,
+    BindingEvent,
+    BindResult,
     BlockedNumber,
     BoundReservation,
     Card,
@@ -74,6 +77,8 @@ from ..models import (
     HoldSettlement,
     LedgerEntry,
     OpenHold,
+    PinAttempt,
+    PinFailureSummary,
     Project,
     Routing,
 )
@@ -97,7 +102,7 @@ _PROJECT_UPDATABLE = frozenset({
     "service", "fallback", "ring_timeout_s", "language", "region", "price_per_minute_cents", "currency",
     "connect_s", "minimum_s", "initial_s", "increment_s", "warning_s", "pin_length", "max_bound_numbers",
     "max_simultaneous_calls", "card_validity_days", "timezone", "trunk", "allow_countries", "block_types",
-    "zone_factors", "quota_s"})
+    "zone_factors", "quota_s", "evict_oldest_binding"})
 _ACCOUNT_UPDATABLE = frozenset({"currency", "info_limit_cents", "lock_limit_cents", "suspend_calls"})
 _BLOCKED_COLS = "id, project_id, pattern, direction, reason, created_ms, added_by"
 _CDR_COLS = ("uniqueid, project_id, card_id, caller_raw, caller_e164, dialled, destination, start_ms,"
@@ -106,10 +111,11 @@ _CDR_COLS = ("uniqueid, project_id, card_id, caller_raw, caller_e164, dialled, d
 _PROJECT_COLS = ("id, name, service, fallback, ring_timeout_s, language, region, price_per_minute_cents,"
                  " currency, connect_s, minimum_s, initial_s, increment_s, warning_s, pin_length,"
                  " max_bound_numbers, max_simultaneous_calls, card_validity_days, timezone, trunk,"
-                 " allow_countries, block_types, zone_factors, quota_s")
+                 " allow_countries, block_types, zone_factors, quota_s, evict_oldest_binding")
 # Writes that never change projects, numbers or blocks: they leave the routing snapshot valid.
 _ROUTING_NEUTRAL = frozenset({"reserve", "settle", "write_cdr", "settle_and_record", "bind", "activate",
-                              "pin_failure", "create_card", "recharge", "adjust", "set_pin", "set_blocked",
+                              "pin_failure", "pin_attempt", "pin_attempt_end", "pin_failures_clear",
+                              "create_card", "recharge", "adjust", "set_pin", "set_blocked",
                               "set_expiry", "unbind", "add_payment", "account_currency", "account_settings"})
 
 
@@ -214,6 +220,18 @@ def _set_exception(future: asyncio.Future[Any], exc: Exception) -> None:
         future.set_exception(exc)
 
 
+def _private(path: str, *, create: bool) -> None:
+    """Mode 0600 for a database file whatever the umask (cards, bindings and PIN hashes are
+    in it): created so, or tightened if it exists with more."""
+    if create and not os.path.exists(path):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    try:
+        if os.stat(path).st_mode & 0o077:
+            os.chmod(path, 0o600)
+    except FileNotFoundError:
+        pass
+
+
 def _card(row: Sequence[Any]) -> Card:
     return Card(id=row[0], project_id=row[1], note=row[2], blocked=bool(row[3]), balance_s=row[4],
                 reserved_s=row[5], active_calls=row[6], price_cents=row[7], created_ms=row[8],
@@ -288,6 +306,70 @@ def _settle(db: sqlite3.Connection, grant: Grant, *, debit_s: int, uniqueid: str
     return debit_s, quota_used
 
 
+def _history(db: sqlite3.Connection, project_id: int, card_id: int, caller: str, action: str, source: str,
+             actor: str, at_ms: int) -> None:
+    db.execute("INSERT INTO binding_history (project_id, card_id, caller, action, source, actor, at_ms)"
+               " VALUES (?,?,?,?,?,?,?)", (project_id, card_id, caller, action, source, actor, at_ms))
+
+
+def _bind(db: sqlite3.Connection, *, project_id: int, caller: str, card_id: int, now_ms: int, source: str,
+          max_bound: int, evict: bool, actor: str) -> BindResult:
+    """On the worker thread, inside a transaction: see ``SqliteStore.bind``."""
+    if db.execute("SELECT 1 FROM cards WHERE id = ?", (card_id,)).fetchone() is None:
+        raise NotFound(f"no card {card_id}")
+    current = db.execute("SELECT card_id FROM bindings WHERE project_id = ? AND caller = ?",
+                         (project_id, caller)).fetchone()
+    if current is not None and current[0] == card_id:
+        return BindResult(bound=True, evicted=())
+    lines = [r[0] for r in db.execute("SELECT caller FROM bindings WHERE card_id = ?"
+                                      " ORDER BY bound_ms, rowid", (card_id,)).fetchall()]
+    excess = len(lines) + 1 - max_bound
+    if excess > 0 and not evict:
+        _history(db, project_id, card_id, caller, "refused", source, actor, now_ms)
+        return BindResult(bound=False, evicted=())
+    evicted = tuple(lines[:max(excess, 0)])
+    for line in evicted:
+        db.execute("DELETE FROM bindings WHERE project_id = ? AND caller = ?", (project_id, line))
+        _history(db, project_id, card_id, line, "unbind", "evicted", actor, now_ms)
+    if current is not None:
+        _history(db, project_id, current[0], caller, "unbind", "moved", actor, now_ms)
+    db.execute(
+        "INSERT INTO bindings (project_id, caller, card_id, bound_ms, source) VALUES (?,?,?,?,?)"
+        " ON CONFLICT (project_id, caller) DO UPDATE SET card_id = excluded.card_id,"
+        " bound_ms = excluded.bound_ms, source = excluded.source",
+        (project_id, caller, card_id, now_ms, source))
+    _history(db, project_id, card_id, caller, "bind", source, actor, now_ms)
+    db.execute("UPDATE cards SET activated_ms = ? WHERE id = ? AND activated_ms IS NULL", (now_ms, card_id))
+    return BindResult(bound=True, evicted=evicted)
+
+
+def _begin_pin_attempt(db: sqlite3.Connection, *, project_id: int, caller_key: str, now_ms: int, window_ms: int,
+                       line_cap: int | None, project_cap: int, entering_cap: int,
+                       entering_ms: int) -> PinAttempt:
+    """On the worker thread, inside a transaction: see ``SqliteStore.begin_pin_attempt``."""
+    since = now_ms - window_ms
+    by_caller, in_project, entering = db.execute(
+        "SELECT IFNULL(SUM(caller_key = ?), 0), COUNT(*), IFNULL(SUM(pending = 1 AND at_ms >= ?), 0)"
+        " FROM pin_failures WHERE project_id = ? AND at_ms >= ?",
+        (caller_key, now_ms - entering_ms, project_id, since)).fetchone()
+    refused = None
+    if line_cap is not None and by_caller >= line_cap:
+        refused = "line"
+    elif in_project >= project_cap:
+        refused = "project"
+    elif entering >= entering_cap:
+        refused = "busy"
+    attempt_id = None
+    if refused is None:
+        cur = db.execute("INSERT INTO pin_failures (project_id, caller_key, at_ms, pending) VALUES (?,?,?,1)",
+                         (project_id, caller_key, now_ms))
+        attempt_id = cur.lastrowid
+        db.execute("DELETE FROM pin_failures WHERE project_id = ? AND at_ms < ?",
+                   (project_id, now_ms - PIN_FAILURE_RETENTION_MS))
+    return PinAttempt(attempt_id=attempt_id, refused=refused, by_caller=int(by_caller),
+                      in_project=int(in_project), entering=int(entering))
+
+
 def _settle_hold(db: sqlite3.Connection, hold_id: int, *, uniqueid: str, talk_ms: int, cdr: Cdr, now_ms: int,
                  limit_s: int | None, factor_pm: int, quota: QuotaPeriod | None) -> HoldSettlement:
     """Inside a transaction: see ``SqliteStore.settle_hold``."""
@@ -349,7 +431,7 @@ def _project(r: Sequence[Any], numbers: tuple[str, ...], routes: tuple[Route, ..
                    warning_s=r[13], pin_length=r[14], max_bound_numbers=r[15],
                    max_simultaneous_calls=r[16], card_validity_days=r[17], routes=routes,
                    timezone=r[18] or default_timezone(r[6]), trunk=r[19], policy=policy_of(r[20], r[21]),
-                   tariff=tariff_of(r[22], r[23]))
+                   tariff=tariff_of(r[22], r[23]), evict_oldest_binding=bool(r[24]))
 
 
 def _routes_by_project(rows: Sequence[Sequence[Any]]) -> dict[int, tuple[Route, ...]]:
@@ -465,9 +547,13 @@ class SqliteStore:
         def connect() -> int:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                _private(self.path, create=True)
             # Created on the worker thread and only ever used there.
             conn = self._conn = sqlite3.connect(self.path, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
+            if self.path != ":memory:":
+                for suffix in ("-wal", "-shm", "-journal"):  # SQLite gives them the file's mode; make sure
+                    _private(self.path + suffix, create=False)
             conn.execute("PRAGMA busy_timeout=5000")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -816,32 +902,34 @@ class SqliteStore:
 
     # --- bindings ----------------------------------------------------------
     async def bind(self, *, project_id: int, caller: str, card_id: int, now_ms: int, source: str,
-                   max_bound: int) -> None:
-        """Bind ``caller`` to the card (moving it from any older card of the project); above
-        ``max_bound`` numbers on the card the oldest binding goes. An operator binding
-        counts as activation. Raises NotFound for an unknown card."""
-        def body(db: sqlite3.Connection) -> None:
-            if db.execute("UPDATE cards SET activated_ms = COALESCE(activated_ms, ?) WHERE id = ?",
-                          (now_ms, card_id)).rowcount == 0:
-                raise NotFound(f"no card {card_id}")
-            db.execute(
-                "INSERT INTO bindings (project_id, caller, card_id, bound_ms, source) VALUES (?,?,?,?,?)"
-                " ON CONFLICT (project_id, caller) DO UPDATE SET card_id = excluded.card_id,"
-                " bound_ms = excluded.bound_ms, source = excluded.source",
-                (project_id, caller, card_id, now_ms, source))
-            db.execute(
-                "DELETE FROM bindings WHERE card_id = ? AND caller NOT IN (SELECT caller FROM bindings"
-                " WHERE card_id = ? ORDER BY bound_ms DESC, rowid DESC LIMIT ?)", (card_id, card_id, max_bound))
+                   max_bound: int, evict: bool = True, actor: str = "") -> BindResult:
+        """Bind ``caller`` to the card (moving it from any older card of the project), and
+        keep the change in the binding history. A card already at ``max_bound`` lines takes
+        a new one only with ``evict`` (its oldest binding goes); without, nothing changes and
+        the refusal is recorded. An operator binding counts as activation."""
+        def body(db: sqlite3.Connection) -> BindResult:
+            return _bind(db, project_id=project_id, caller=caller, card_id=card_id, now_ms=now_ms, source=source,
+                         max_bound=max_bound, evict=evict, actor=actor)
 
-        await self._transaction("bind", body)
+        return await self._transaction("bind", body)
 
-    async def unbind(self, project_id: int, caller: str) -> None:
+    async def unbind(self, project_id: int, caller: str, *, actor: str = "", now_ms: int | None = None) -> None:
+        at_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+
         def body(db: sqlite3.Connection) -> None:
-            if db.execute("DELETE FROM bindings WHERE project_id = ? AND caller = ?",
-                          (project_id, caller)).rowcount == 0:
+            row = db.execute("SELECT card_id FROM bindings WHERE project_id = ? AND caller = ?",
+                             (project_id, caller)).fetchone()
+            if row is None:
                 raise NotFound(f"{caller} is not bound in this project")
+            db.execute("DELETE FROM bindings WHERE project_id = ? AND caller = ?", (project_id, caller))
+            _history(db, project_id, row[0], caller, "unbind", "operator", actor, at_ms)
 
         await self._transaction("unbind", body)
+
+    async def binding_history(self, card_id: int) -> list[BindingEvent]:
+        rows = await self._read("SELECT card_id, caller, action, source, actor, at_ms FROM binding_history"
+                                " WHERE card_id = ? ORDER BY at_ms, id", (card_id,))
+        return [BindingEvent(*r) for r in rows]
 
     async def bindings(self, card_id: int) -> list[Binding]:
         rows = await self._read("SELECT caller, card_id, bound_ms, source FROM bindings WHERE card_id = ?"
@@ -972,22 +1060,76 @@ class SqliteStore:
         await self._transaction("blacklist_remove", body)
 
     # --- PIN brute-force throttle -----------------------------------------
-    async def record_pin_failure(self, project_id: int, caller_key: str, now_ms: int) -> None:
-        def body(db: sqlite3.Connection) -> None:
-            db.execute("INSERT INTO pin_failures (project_id, caller_key, at_ms) VALUES (?,?,?)",
-                       (project_id, caller_key, now_ms))
-            # Only recent failures count; keep the table small (any window up to a week).
-            db.execute("DELETE FROM pin_failures WHERE project_id = ? AND at_ms < ?",
-                       (project_id, now_ms - PIN_FAILURE_RETENTION_MS))
+    async def begin_pin_attempt(self, *, project_id: int, caller_key: str, now_ms: int, window_ms: int,
+                                line_cap: int | None, project_cap: int, entering_cap: int,
+                                entering_ms: int) -> PinAttempt:
+        """Check the throttle and record the attempt, in one transaction, before a PIN prompt.
 
-        await self._transaction("pin_failure", body)
+        The attempt counts as a wrong PIN from the moment it is recorded (so however many
+        calls prompt at once, no more than the caps are ever evaluated) until
+        ``end_pin_attempt`` says otherwise. Refused (nothing recorded) when the line
+        (``line_cap``; None: no per-line cap, e.g. withheld numbers) or the project has
+        reached its wrong PINs within ``window_ms``, or ``entering_cap`` calls of the
+        project are at a PIN prompt now (pending attempts younger than ``entering_ms``)."""
+        return await self._transaction("pin_attempt", lambda db: _begin_pin_attempt(
+            db, project_id=project_id, caller_key=caller_key, now_ms=now_ms, window_ms=window_ms,
+            line_cap=line_cap, project_cap=project_cap, entering_cap=entering_cap, entering_ms=entering_ms))
 
-    async def pin_failures_since(self, project_id: int, caller_key: str, since_ms: int) -> tuple[int, int]:
-        """Wrong PINs since ``since_ms``: (from this caller, in the whole project)."""
+    async def end_pin_attempt(self, attempt_id: int, *, wrong: bool, since_ms: int) -> int:
+        """The attempt's answer: a wrong PIN stays (no longer pending); an empty entry or the
+        right PIN is deleted. Returns the line's wrong PINs since ``since_ms`` (0 if not wrong)."""
+        def body(db: sqlite3.Connection) -> int:
+            if not wrong:
+                db.execute("DELETE FROM pin_failures WHERE rowid = ?", (attempt_id,))
+                return 0
+            db.execute("UPDATE pin_failures SET pending = 0 WHERE rowid = ?", (attempt_id,))
+            row = db.execute("SELECT COUNT(*) FROM pin_failures f JOIN pin_failures me"
+                             " ON me.project_id = f.project_id AND me.caller_key = f.caller_key"
+                             " WHERE me.rowid = ? AND f.at_ms >= ?", (attempt_id, since_ms)).fetchone()
+            return int(row[0])
+
+        return await self._transaction("pin_attempt_end", body)
+
+    async def pin_failures(self, *, since_ms: int, project_id: int | None = None,
+                           caller_key: str | None = None) -> list[PinFailureSummary]:
+        """Wrong PINs (and attempts under way) since ``since_ms`` per project and line, most first."""
+        clauses: list[str] = ["at_ms >= ?"]
+        params: list[Any] = [since_ms]
+        if project_id is not None:
+            clauses.append("project_id = ?")
+            params.append(project_id)
+        if caller_key is not None:
+            clauses.append("caller_key = ?")
+            params.append(caller_key)
         rows = await self._read(
-            "SELECT IFNULL(SUM(caller_key = ?), 0), COUNT(*) FROM pin_failures WHERE project_id = ? AND at_ms >= ?",
-            (caller_key, project_id, since_ms))
-        return int(rows[0][0]), int(rows[0][1])
+            "SELECT project_id, caller_key, COUNT(*), MIN(at_ms), MAX(at_ms) FROM pin_failures"
+            f" WHERE {' AND '.join(clauses)} GROUP BY project_id, caller_key"
+            " ORDER BY COUNT(*) DESC, project_id, caller_key", params)
+        return [PinFailureSummary(*r) for r in rows]
+
+    async def clear_pin_failures(self, *, project_id: int | None = None, caller_key: str | None = None) -> int:
+        """Forget wrong PINs (of a project, of a line, or all); returns how many went."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        if project_id is not None:
+            clauses.append("project_id = ?")
+            params.append(project_id)
+        if caller_key is not None:
+            clauses.append("caller_key = ?")
+            params.append(caller_key)
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+
+        def body(db: sqlite3.Connection) -> int:
+            return db.execute(f"DELETE FROM pin_failures {where}", params).rowcount
+
+        return await self._transaction("pin_failures_clear", body)
+
+    async def active_card_count(self, project_id: int, now_ms: int) -> int:
+        """Cards whose PIN would get a caller through: not blocked, not expired, time left."""
+        rows = await self._read("SELECT COUNT(*) FROM cards WHERE project_id = ? AND blocked = 0"
+                                " AND balance_s > 0 AND (expires_ms IS NULL OR expires_ms > ?)",
+                                (project_id, now_ms))
+        return int(rows[0][0])
 
     # --- operator's CLI: projects -----------------------------------------
     async def update_project(self, project_id: int, *, changes: Mapping[str, Any],

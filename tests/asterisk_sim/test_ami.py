@@ -27,8 +27,8 @@ from .transcripts import TRANSCRIPT_DIR
 
 pytestmark = pytest.mark.skipif(not TRANSCRIPT_DIR.is_dir(), reason=f"transcripts not found in {TRANSCRIPT_DIR}")
 
-SCALE = 0.25            # real seconds per recorded second
-CUT_TOLERANCE_MS = 120  # recorded ms; the cut's moment follows the real arrival of the action
+SCALE = 1.0             # real seconds per recorded second (real time: the cut is a clock reading)
+CUT_TOLERANCE_MS = 300  # recorded ms; the cut's moment follows the real arrival of the action (loaded machines)
 IO_TIMEOUT = 10.0
 SOUNDS = {"beep": 3404}
 

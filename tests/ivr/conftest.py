@@ -59,10 +59,14 @@ class Harness:
         return (await self.store.card(card.id)).balance_s
 
 
-async def make_harness(tmp_path: Path, *, clock: Any = None, **project_options: Any) -> Harness:
-    # config_refresh_s=0: every call sees configuration changes at once (deterministic tests)
-    settings = Settings(database=str(tmp_path / "ivr.sqlite3"), port=0, metrics_port=0, grace_s=5,
-                        config_refresh_s=0)
+async def make_harness(tmp_path: Path, settings_options: dict[str, Any] | None = None, *, clock: Any = None,
+                       **project_options: Any) -> Harness:
+    # config_refresh_s=0: every call sees configuration changes at once (deterministic tests);
+    # pin_delay_ms=0: no pause after a wrong PIN unless a test is about it
+    options_s: dict[str, Any] = dict(database=str(tmp_path / "ivr.sqlite3"), port=0, metrics_port=0, grace_s=5,
+                                     config_refresh_s=0, pin_delay_ms=0, talk_clock_cap=0)
+    options_s.update(settings_options or {})
+    settings = Settings(**options_s)
     engine = await Engine.create(settings, metrics=Metrics(), clock=clock)
     options: dict[str, Any] = dict(name="test1", numbers=[ACCESS], service="Local/100@prepaid-service/n",
                                    language="de", region="CH", price_per_minute_cents=50, currency="CHF",

@@ -219,8 +219,11 @@ async def test_engine_killed_mid_dial_settled_exactly_from_astdb(tmp_path: Path,
     db, card, call, port = await kill_mid_dial(tmp_path, ami, "1796200000.31", 6000)
     proc, _ = await engine(db, ami, port)          # restarted before the call ends
     record = await asyncio.wait_for(call, WAIT_S)
+    ended = asyncio.get_running_loop().time()
     ami.astdb[(UNSETTLED_FAMILY, record.uniqueid)] = kept_facts(record, START)   # as [ivr-settle] does
     balance, active, cdrs = await until(lambda: settled(db, card), "the settlement from AstDB")
+    print(f"measured: exact from AstDB, card free {asyncio.get_running_loop().time() - ended:.1f} s after the"
+          f" call ended (reconcile_s=1); talk {record.dials[0]['talk_ms']} ms, debited {cdrs[0].debited_s} s")
     [cdr] = cdrs
     assert (cdr.outcome, cdr.talk_s, cdr.debited_s, active) == ("ANSWERED", 6, 6, 0)
     assert balance == 600 - 6
@@ -234,7 +237,10 @@ async def test_engine_killed_mid_dial_without_facts_is_estimated(tmp_path: Path,
     db, card, call, port = await kill_mid_dial(tmp_path, ami, "1796200000.41", 4000)
     proc, _ = await engine(db, ami, port)
     record = await asyncio.wait_for(call, WAIT_S)  # the Dial ended; no settle route, no AstDB facts
+    ended = asyncio.get_running_loop().time()
     balance, active, cdrs = await until(lambda: settled(db, card), "the estimate")
+    print(f"measured: estimated, card free {asyncio.get_running_loop().time() - ended:.1f} s after the call"
+          f" ended (reconcile_s=1, grace 3 s); talk {record.dials[0]['talk_ms']} ms, debited {cdrs[0].debited_s} s")
     [cdr] = cdrs
     assert (cdr.outcome, cdr.hangup_side, active) == ("RECONCILED", "unknown", 0)
     # Never less than the real talk; more by at most the prompts, the ringing and one pass.

@@ -12,6 +12,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from ivr.settings import load_settings
 from rating.pins import pin_hash
 
 from .test_cli_helpers import Cli, query, snapshot
@@ -29,7 +30,7 @@ def buy(cli: Cli, minutes: int = 60, note: str = "Hans Muster") -> dict[str, Any
 
 
 def pin_works(cli: Cli, card_id: str, pin: str) -> bool:
-    secret = Path(str(cli.db) + ".secret").read_bytes().strip()
+    secret = load_settings(overrides={"database": str(cli.db)}).secret_path.read_bytes().strip()
     rows = query(cli.db, "SELECT id FROM cards WHERE project_id = 1 AND pin_hash = ?", pin_hash(secret, 1, pin))
     return rows == [(int(card_id),)]
 
@@ -38,7 +39,7 @@ def test_create_prints_the_pin_once_and_charges_the_account(cli: Cli, project: d
     data = buy(cli)
     assert set(data) == NEW_CARD_KEYS
     assert isinstance(data["card"], str) and isinstance(data["pin"], str)
-    assert re.fullmatch(r"\d{8}", data["pin"])
+    assert re.fullmatch(r"\d{12}", data["pin"])
     assert (data["minutes"], data["seconds"], data["price_cents"], data["currency"]) == (60, 3600, 3000, "CHF")
     assert pin_works(cli, data["card"], data["pin"])
     assert cli.json("account", "show")["owed_cents"] == 3000
@@ -130,8 +131,10 @@ def test_show_has_status_bindings_ledger_and_calls(cli: Cli, project: dict[str, 
     cli("card", "bind", card["card"], "079 123 45 67")
     cli("card", "recharge", card["card"], "--minutes", "10")
     data = cli.json("card", "show", card["card"])
-    assert set(data) == CARD_KEYS | {"ledger", "last_calls"}
+    assert set(data) == CARD_KEYS | {"ledger", "last_calls", "binding_history"}
     assert (data["status"], data["remaining_s"]) == ("active", 4200)
+    assert [(e["number"], e["action"], e["by"]) for e in data["binding_history"]] == [
+        ("+41791234567", "bind", "operator")]
     assert data["activated_at"] is not None
     assert data["bound_numbers"] == [{"number": "+41791234567", "national": "0791234567",
                                       "bound_at": data["bound_numbers"][0]["bound_at"], "by": "operator"}]

@@ -188,7 +188,7 @@ def test_bad_filters_are_one_line(cli: Cli, calls: None) -> None:
         "InvalidInput: the period is empty: --from must be before --to"
     assert cli.fails("cdr", "list", "--card", "99") == "NotFound: no card 99"
     assert cli.fails("cdr", "list", "--number", "07a").startswith("InvalidInput: not a number pattern")
-    assert cli.fails("cdr", "list", "--outcome", "lost", code=2).startswith("BadParameter: ")
+    assert cli.fails("cdr", "list", "--outcome", "vanished", code=2).startswith("BadParameter: ")
     assert cli.fails("cdr", "report", "--by", "week", code=2).startswith("BadParameter: ")
     assert cli.fails("cdr", "list", "--limit", "-1", code=2).startswith("UsageError: --limit")
 

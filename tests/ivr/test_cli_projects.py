@@ -13,6 +13,7 @@ PROJECT_KEYS = {
     "name", "numbers", "service", "fallback", "ring_timeout_s", "language", "region",
     "price_per_minute_cents", "currency", "connect_charge_s", "minimum_s", "initial_block_s", "increment_s",
     "warning_s", "pin_length", "max_bound_numbers", "max_simultaneous_calls", "card_validity_days",
+    "when_bindings_full",
     # routing (issue 11)
     "timezone", "trunk", "allow_countries", "blocked_number_types", "routes", "factors_pm", "quota_s",
 }
@@ -34,7 +35,8 @@ def test_create_normalises_numbers_and_keeps_every_setting(cli: Cli) -> None:
         "service": "PJSIP/100@office", "fallback": "PJSIP/200@office", "ring_timeout_s": 25, "language": "en",
         "region": "CH", "price_per_minute_cents": 120, "currency": "CHF", "connect_charge_s": 5,
         "minimum_s": 30, "initial_block_s": 60, "increment_s": 10, "warning_s": 90, "pin_length": 6,
-        "max_bound_numbers": 2, "max_simultaneous_calls": 2, "card_validity_days": 365}
+        "max_bound_numbers": 2, "max_simultaneous_calls": 2, "card_validity_days": 365,
+        "when_bindings_full": "refuse"}
 
 
 def test_show_prints_both_number_forms_aligned(cli: Cli, project: dict[str, Any]) -> None:
@@ -43,13 +45,13 @@ def test_show_prints_both_number_forms_aligned(cli: Cli, project: dict[str, Any]
     assert "0.50 CHF" in out
     fields = [line for line in out.splitlines()[1:out.splitlines().index("")] if line.startswith("  ")]
     starts = {line.index(line.split(":", 1)[1].strip()) for line in fields}
-    assert len(fields) == 20 and len(starts) == 1  # every value starts in one column
+    assert len(fields) == 22 and len(starts) == 1  # every value starts in one column
 
 
 def test_show_json_counts_cards_by_status(cli: Cli, project: dict[str, Any]) -> None:
     cli("card", "create", "--project", "test1", "--minutes", "5")
     data = cli.json("project", "show", "test1")
-    assert set(data) == PROJECT_KEYS | {"cards"}
+    assert set(data) == PROJECT_KEYS | {"cards", "guessing"}
     assert data["cards"] == {"new": 1, "active": 0, "exhausted": 0, "blocked": 0, "expired": 0}
 
 

@@ -38,7 +38,7 @@ async def test_first_call_pin_bind_announce_dial_debit_cdr(h: Harness) -> None:
         f"r{hold[0][0]} limit=600 factor=1000 rule=1 leg=1 zone=internal kind=dial_string type=service"
         " Local/100@prepaid-service/n")]
     assert words(rec.commands[8]) == ["SET", "VARIABLE", "IVR_HOLD", ""]
-    assert words(rec.commands[2]) == ["GET", "DATA", sound(Prompt.ENTER_PIN), "7000", "8"]
+    assert words(rec.commands[2]) == ["GET", "DATA", sound(Prompt.ENTER_PIN), "7000", "12"]
     played = words(rec.commands[3])[2].split("&")
     assert played == [sound(Prompt.PIN_ACCEPTED), *remaining_time(600, "de")]
     dial = words(dial_commands(rec)[0])[2]
@@ -265,12 +265,30 @@ async def test_exhausted_bound_line_enters_a_new_pin_and_is_rebound(h: Harness) 
     assert await h.balance(new) == 299
 
 
-async def test_binding_limit_drops_the_oldest_number(h: Harness) -> None:
+async def test_binding_limit_refuses_a_new_line_and_keeps_the_owners(h: Harness) -> None:
+    card, pin = await h.card()
+    numbers = ["+41790000001", "+41790000002", "+41790000003", "+41790000004"]
+    for number in numbers:
+        await h.call(caller_id=number, digits=[pin + "#"], dials=[dict(talk_ms=1000)])
+    assert [b.caller for b in await h.store.bindings(card.id)] == numbers[:3]
+    assert (await h.cdrs())[-1].outcome == "ANSWERED"  # the fourth line may still call with the PIN
+    history = await h.store.binding_history(card.id)
+    assert [(e.caller, e.action, e.source) for e in history] == [
+        (n, "bind", "ivr") for n in numbers[:3]] + [(numbers[3], "refused", "ivr")]
+    rec = await h.call(caller_id=numbers[0], dials=[dict(talk_ms=1000)])
+    assert not any(words(c)[:2] == ["GET", "DATA"] for c in rec.commands)
+
+
+async def test_binding_limit_drops_the_oldest_number_when_the_project_chose_eviction(h: Harness) -> None:
+    await h.store.update_project(h.project.id, changes={"evict_oldest_binding": 1})
     card, pin = await h.card()
     numbers = ["+41790000001", "+41790000002", "+41790000003", "+41790000004"]
     for number in numbers:
         await h.call(caller_id=number, digits=[pin + "#"], dials=[dict(talk_ms=1000)])
     assert [b.caller for b in await h.store.bindings(card.id)] == numbers[1:]
+    history = await h.store.binding_history(card.id)
+    assert [(e.caller, e.action, e.source) for e in history][-2:] == [
+        (numbers[0], "unbind", "evicted"), (numbers[3], "bind", "ivr")]
     rec = await h.call(caller_id=numbers[0], digits=[""] * 3)
     assert any(words(c)[:2] == ["GET", "DATA"] for c in rec.commands)
 
@@ -283,10 +301,12 @@ async def test_pin_brute_force_is_throttled(tmp_path) -> None:  # type: ignore[n
         card, pin = await h.card()
         for _ in range(4):
             await h.call(digits=["00000000#"] * 3 if pin != "00000000" else ["11111111#"] * 3)
-        # 12 failures >= 10 in the window: even the right PIN is not asked for any more
+        # 10 failures in the window (the 4th call's second prompt was refused): even the
+        # right PIN is not asked for any more
+        assert [c.outcome for c in await h.cdrs()] == ["PIN_FAILED"] * 3 + ["PIN_THROTTLED"]
         rec = await h.call(digits=[pin + "#"])
         assert not any(words(c)[:2] == ["GET", "DATA"] for c in rec.commands)
-        assert (await h.cdrs())[-1].outcome == "PIN_FAILED"
+        assert (await h.cdrs())[-1].outcome == "PIN_THROTTLED"
         # another line is not affected
         await h.call(caller_id=OTHER, digits=[pin + "#"], dials=[dict(talk_ms=1000)])
         assert (await h.cdrs())[-1].outcome == "ANSWERED"
@@ -369,7 +389,7 @@ async def test_pin_guessing_from_rotating_caller_ids_is_capped_per_project(tmp_p
         await h.call(caller_id="+41790000012", digits=[wrong + "#"] * 3)
         rec = await h.call(caller_id="+41790000013", digits=[pin + "#"])  # a new line: refused too
         assert not any(words(c)[:2] == ["GET", "DATA"] for c in rec.commands)
-        assert (await h.cdrs())[-1].outcome == "PIN_FAILED"
+        assert (await h.cdrs())[-1].outcome == "PIN_THROTTLED"
         await h.store.bind(project_id=h.project.id, caller=CALLER, card_id=card.id,
                            now_ms=SystemClock().now_ms(), source="operator", max_bound=3)
         await h.call(dials=[dict(talk_ms=1000)])  # bound lines go on

@@ -187,6 +187,25 @@ async def test_binding_keeps_the_newest_numbers_and_reserve_bound_uses_it(store:
     assert again is not None and again.grant is None and isinstance(again.refusal, CardInUse)
 
 
+async def test_binding_above_the_limit_is_refused_without_eviction_and_kept_in_history(
+        store: OperatorStore) -> None:
+    p = await new_project(store)
+    card = await new_card(store, p)
+    for i in range(3):
+        result = await store.bind(project_id=p.id, caller=f"+4179000000{i}", card_id=card.id, now_ms=NOW + i,
+                                  source="ivr", max_bound=2, evict=False, actor=f"call{i}")
+        assert result.bound is (i < 2)
+    assert [b.caller for b in await store.bindings(card.id)] == ["+41790000000", "+41790000001"]
+    evicting = await store.bind(project_id=p.id, caller="+41790000009", card_id=card.id, now_ms=NOW + 9,
+                                source="operator", max_bound=2, evict=True, actor="anna")
+    assert evicting.evicted == ("+41790000000",)
+    await store.unbind(p.id, "+41790000001", actor="anna", now_ms=NOW + 10)
+    assert [(e.caller, e.action, e.source, e.actor) for e in await store.binding_history(card.id)] == [
+        ("+41790000000", "bind", "ivr", "call0"), ("+41790000001", "bind", "ivr", "call1"),
+        ("+41790000002", "refused", "ivr", "call2"), ("+41790000000", "unbind", "evicted", "anna"),
+        ("+41790000009", "bind", "operator", "anna"), ("+41790000001", "unbind", "operator", "anna")]
+
+
 async def test_names_and_numbers_are_unique(store: OperatorStore) -> None:
     p = await new_project(store)
     with pytest.raises(AlreadyExists):
@@ -215,13 +234,30 @@ async def test_routing_sees_configuration_changes(store: OperatorStore) -> None:
 
 async def test_pin_failures_and_account(store: OperatorStore) -> None:
     p = await new_project(store)
-    await store.record_pin_failure(p.id, "+41791234567", NOW)
-    await store.record_pin_failure(p.id, "anonymous", NOW)
-    assert await store.pin_failures_since(p.id, "+41791234567", NOW - 1) == (1, 2)
+    caps = dict(window_ms=3_600_000, project_cap=3, entering_cap=2, entering_ms=120_000)
+    line = await store.begin_pin_attempt(project_id=p.id, caller_key="+41791234567", now_ms=NOW, line_cap=2, **caps)
+    anon = await store.begin_pin_attempt(project_id=p.id, caller_key="anonymous", now_ms=NOW, line_cap=None, **caps)
+    assert line.attempt_id is not None and anon.attempt_id is not None
+    busy = await store.begin_pin_attempt(project_id=p.id, caller_key="+41790000000", now_ms=NOW, line_cap=2, **caps)
+    assert (busy.attempt_id, busy.refused, busy.entering) == (None, "busy", 2)
+    assert await store.end_pin_attempt(line.attempt_id, wrong=True, since_ms=NOW - 1) == 1
+    assert await store.end_pin_attempt(anon.attempt_id, wrong=False, since_ms=0) == 0  # an empty entry
+    again = await store.begin_pin_attempt(project_id=p.id, caller_key="+41791234567", now_ms=NOW + 1, line_cap=2,
+                                          **caps)
+    assert (again.by_caller, again.in_project) == (1, 1) and again.attempt_id is not None
+    assert await store.end_pin_attempt(again.attempt_id, wrong=True, since_ms=NOW - 1) == 2
+    refused = await store.begin_pin_attempt(project_id=p.id, caller_key="+41791234567", now_ms=NOW + 2, line_cap=2,
+                                            **caps)
+    assert (refused.attempt_id, refused.refused) == (None, "line")
+    assert [(f.caller_key, f.failures) for f in await store.pin_failures(since_ms=NOW - 1)] == [("+41791234567", 2)]
+    assert await store.active_card_count(p.id, NOW) == 0
+    assert await store.clear_pin_failures(project_id=p.id, caller_key="+41791234567") == 2
+    assert await store.pin_failures(since_ms=0) == []
     assert (await store.account_settings()).lock_limit_cents > 0
     owed = await store.account_owed_cents()
     await new_card(store, p)
     assert await store.account_owed_cents() == owed + 500
+    assert await store.active_card_count(p.id, NOW) == 1
 
 
 # --- interleavings --------------------------------------------------------------
