@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 
 __all__ = ["PER_SECOND", "BillingRule", "parse_money", "price_cents", "talk_seconds_from_ms"]
 
@@ -71,25 +72,28 @@ def price_cents(seconds: int, cents_per_minute: int) -> int:
     return -(-seconds * cents_per_minute // 60)
 
 
-# One syntax an operator cannot misread: ASCII digits (no thousands separators, no
-# exponent, no full-width digits), then at most two decimals after "." or ",". So
-# "1,500" (thousands or 1.5?) and "1e9" are refused instead of recorded as 1.50 and
-# 1,000,000,000.00. Nine digits before the mark: more than any prepaid account moves.
-_AMOUNT = re.compile(r"([0-9]{1,9})(?:[.,]([0-9]{1,2}))?", re.ASCII)
+# One unambiguous syntax: ASCII digits, an optional point and the decimals. No
+# exponent (1e9), no thousands separators (1,500 or 1'500), no other scripts' digits
+# (Decimal() takes a fullwidth ５ as 5): a mistyped payment must be refused, not read.
+_AMOUNT = re.compile(r"([0-9]+)(?:\.([0-9]+))?", re.ASCII)
+MAX_AMOUNT_DIGITS = 9  # 999,999,999.99: far above any card or payment, far below int64 cents
 
 
 def parse_money(text: str) -> int:
-    """``"0.50"`` or ``"0,50"`` -> 50 cents, exactly (integers, never float).
+    """``"0.50"`` -> 50 cents, exactly (Decimal, never float).
 
     Raises:
-        ValueError: not a non-negative amount of at most nine digits and two decimals.
+        ValueError: not a non-negative amount with at most two decimals.
     """
     match = _AMOUNT.fullmatch(text.strip())
     if match is None:
-        raise ValueError(f"not an amount: {text!r} (digits with at most two decimals, e.g. 1500 or 1500.00;"
-                         " no thousands separators)")
-    whole, decimals = match.group(1), match.group(2) or ""
-    return int(whole) * 100 + int(decimals.ljust(2, "0"))
+        raise ValueError(f"not an amount: {text!r} (digits with at most two decimals after a point, e.g. 250.00)")
+    whole, fraction = match.group(1), match.group(2) or ""
+    if len(fraction) > 2:
+        raise ValueError(f"amount has more than two decimals: {text!r}")
+    if len(whole.lstrip("0")) > MAX_AMOUNT_DIGITS:
+        raise ValueError(f"amount too large: {text!r} (at most {MAX_AMOUNT_DIGITS} digits before the point)")
+    return int(Decimal(f"{whole}.{fraction or '0'}") * 100)
 
 
 def format_money(cents: int, currency: str) -> str:

@@ -41,7 +41,9 @@ class Cancelled(CliError):
     """The operator did not confirm: nothing changed."""
 
 
-EXPECTED_ERRORS = (RatingError, CliError, SettingsError, ValueError, OSError, AmiError)
+# OverflowError: a number past what the store holds (int64) that an option let through;
+# every option is range-checked, this is the backstop that keeps it one line.
+EXPECTED_ERRORS = (RatingError, CliError, SettingsError, ValueError, OSError, AmiError, OverflowError)
 
 
 def _quiet_broken_pipe() -> NoReturn:
@@ -67,10 +69,9 @@ class IvrGroup(click.Group):
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except click.exceptions.NoArgsIsHelpError as exc:  # `ivr card` alone: one line, not the help
-            click.echo(f"UsageError: missing command (see '{exc.ctx.command_path if exc.ctx else 'ivr'} --help')",
-                       err=True)
-            sys.exit(2)
+        except click.exceptions.NoArgsIsHelpError as exc:  # `ivr`, `ivr card`: show what there is
+            click.echo(exc.ctx.get_help() if exc.ctx is not None else exc.format_message())
+            sys.exit(exc.exit_code)
         except click.UsageError as exc:
             hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
             click.echo(f"{type(exc).__name__}: {exc.format_message()}{hint}", err=True)
@@ -103,17 +104,22 @@ def run(coro: Awaitable[T]) -> T:
         _quiet_broken_pipe()
     except EXPECTED_ERRORS as exc:
         _fail(exc)
-    except OverflowError:  # an id or amount beyond SQLite's 64-bit integers
-        click.echo("InvalidInput: a number is too large", err=True)
-        sys.exit(1)
 
 
-async def _open(settings: Settings, *, create: bool = False) -> OperatorStore:
-    """Open the operator's database. Only commands that start one (``project create``,
-    ``demo``) create a missing SQLite file; the others say it does not exist and create nothing."""
-    store = open_store(settings.database, must_exist=not create)
+# The commands that may start a database from nothing; every other command refuses a
+# SQLite file that does not exist instead of creating it (and its directory) empty.
+CREATING_COMMANDS = frozenset({("project", "create")})
+
+
+async def _open(settings: Settings, *, must_exist: bool = True) -> OperatorStore:
+    store = open_store(settings.database, must_exist=must_exist)
     await store.open()
     return store
+
+
+def _creates_database(ctx: click.Context) -> bool:
+    parent = ctx.parent.info_name if ctx.parent is not None else None
+    return (parent, ctx.info_name) in CREATING_COMMANDS or ctx.info_name == "demo"  # demo: top level
 
 
 async def warn_about_account(store: OperatorStore) -> None:
@@ -131,21 +137,16 @@ async def warn_about_account(store: OperatorStore) -> None:
                    f" {state.money(state.lock_limit_cents)}; pay with: ivr account pay AMOUNT)", err=True)
 
 
-def with_store(fn: Callable[..., Awaitable[Any]] | None = None, *,
-               create: bool = False) -> Callable[..., Any]:
-    """Run ``fn(store, settings, **kwargs)`` with an open store, then warn about the account.
-    ``@with_store(create=True)``: the command may start a new database file."""
-    if fn is None:
-        return functools.partial(with_store, create=create)
-
+def with_store(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+    """Run ``fn(store, settings, **kwargs)`` with an open store, then warn about the account."""
     @functools.wraps(fn)
     @click.pass_context
     def wrapper(ctx: click.Context, /, **kwargs: Any) -> Any:
         settings = _settings(ctx)
-        assert fn is not None
+        must_exist = not _creates_database(ctx)
 
         async def go() -> Any:
-            store = await _open(settings, create=create)
+            store = await _open(settings, must_exist=must_exist)
             try:
                 result = await fn(store, settings, **kwargs)
                 await warn_about_account(store)

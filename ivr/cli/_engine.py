@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from decimal import Decimal
@@ -11,7 +10,6 @@ from typing import Any
 
 import click
 
-from rating.errors import RatingError
 from rating.pins import load_or_create_secret
 from rating.store.base import OperatorStore
 
@@ -20,21 +18,23 @@ from ..clock import SystemClock
 from ..settings import Settings, SettingsError, load_settings
 from ._app import CliError, _fail, _open, _settings, emit, json_option, main, run, with_store
 from ._format import hms
+from ._types import Seconds
 
 
 # --- serve -----------------------------------------------------------------
 @main.command()
 @click.option("--host", help="Listen address (default 127.0.0.1).")
-@click.option("--port", type=int, help="FastAGI port (default 4573).")
+@click.option("--port", type=click.IntRange(1, 65535), help="FastAGI port (default 4573).")
 @click.option("--metrics-host", help="Prometheus address (default 127.0.0.1).")
-@click.option("--metrics-port", type=int, help="Prometheus port (default 9102, 0 = off).")
-@click.option("--grace", "grace_s", type=float, help="Seconds live calls may go on at shutdown.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), help="Prometheus port (default 9102, 0 = off).")
+@click.option("--grace", "grace_s", type=Seconds(), help="Seconds live calls may go on at shutdown.")
 @click.option("--log-format", type=click.Choice(["auto", "json", "console"]))
 @click.option("--ami-host", help="Asterisk's AMI address (default: none, AMI off).")
-@click.option("--ami-port", type=int, help="AMI port (default 5038).")
+@click.option("--ami-port", type=click.IntRange(1, 65535), help="AMI port (default 5038).")
 @click.option("--ami-user", help="AMI user in manager.conf (default ivr-engine).")
 @click.option("--ami-secret", help="AMI secret (better: IVR_AMI_SECRET or the TOML file).")
-@click.option("--reconcile", "reconcile_s", type=float, help="Seconds between checks of open holds (default 5).")
+@click.option("--reconcile", "reconcile_s", type=Seconds(0.1, 3600),
+              help="Seconds between checks of open holds (default 5).")
 @click.pass_context
 def serve(ctx: click.Context, /, **flags: Any) -> None:
     """Run the FastAGI engine until SIGTERM / SIGINT."""
@@ -56,7 +56,7 @@ def serve(ctx: click.Context, /, **flags: Any) -> None:
     except SettingsError as exc:
         click.echo(f"SettingsError: {exc}", err=True)
         sys.exit(2)
-    except (OSError, RatingError) as exc:
+    except OSError as exc:
         _fail(exc)
 
 
@@ -77,7 +77,7 @@ def config_show(ctx: click.Context, as_json: bool) -> None:
 # --- demo and simulated calls ----------------------------------------------
 @main.command()
 @json_option
-@with_store(create=True)
+@with_store
 async def demo(store: OperatorStore, settings: Settings, *, as_json: bool) -> None:
     """Create a demo project (access number +4930123456) and a 10-minute card, once."""
     p = await store.project_by_name("demo")
@@ -119,36 +119,18 @@ def _seconds(ms: Any) -> str:
     return "-" if ms is None else f"{int(ms) // 1000} s" if int(ms) % 1000 == 0 else f"{int(ms) / 1000:.1f} s"
 
 
-class _Seconds(click.ParamType):  # type: ignore[type-arg]  # generic in newer click stubs only
-    """A finite, non-negative number of seconds, at most a day (nan, inf and -5 are usage errors)."""
-
-    name = "seconds"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
-        try:
-            seconds = float(value)
-        except (TypeError, ValueError):
-            self.fail(f"{value!r} is not a number of seconds", param, ctx)
-        if not math.isfinite(seconds) or not 0 <= seconds <= 86_400:
-            self.fail(f"{value!r} must be between 0 and 86400 seconds", param, ctx)
-        return seconds
-
-
-_SECONDS = _Seconds()
-
-
 @main.command("call")
 @click.option("--from", "caller", required=True, help="Caller ID as the network delivers it (or 'anonymous').")
 @click.option("--to", "dialled", required=True, help="The access number dialled.")
 @click.option("--digits", multiple=True, help="What the caller types at each PIN prompt, e.g. 12345678#.")
-@click.option("--answer-after", type=_SECONDS, default=2.0, show_default=True, help="Seconds the service rings.")
-@click.option("--talk", type=_SECONDS, default=30.0, show_default=True, help="Seconds the service talks.")
+@click.option("--answer-after", type=Seconds(), default=2.0, show_default=True, help="Seconds the service rings.")
+@click.option("--talk", type=Seconds(), default=30.0, show_default=True, help="Seconds the service talks.")
 @click.option("--busy", is_flag=True, help="The service is busy.")
 @click.option("--no-answer", is_flag=True, help="The service does not answer.")
-@click.option("--hangup-after", type=_SECONDS, help="The caller hangs up after this many seconds.")
+@click.option("--hangup-after", type=Seconds(), help="The caller hangs up after this many seconds.")
 @click.option("--host", default=None, help="Engine address (default: the serve settings).")
 @click.option("--port", type=click.IntRange(1, 65535), default=None,
-              help="Engine's FastAGI port (default: the serve settings, 4573).")
+              help="Engine FastAGI port (default: the serve settings).")
 @click.option("--realtime", is_flag=True, help="Wait as long as a real call would.")
 @click.option("--verbose", "-v", is_flag=True, help="Show the raw AGI protocol, the agi_* block included.")
 @json_option

@@ -55,12 +55,13 @@ def amount(cents: int) -> str:
 
 
 def parse_amount(text: str, *, option: str) -> int:
-    """A non-negative amount with at most two decimals (``parse_money``), in cents;
-    ``.`` or ``,`` is the decimal mark (``0,50``). Raises InvalidInput."""
+    """A non-negative amount with at most two decimals, exactly (``parse_money``: Decimal),
+    in cents; a single comma is taken as the decimal mark (``0,50``). Raises InvalidInput."""
+    cleaned = text.replace(",", ".") if text.count(",") == 1 and "." not in text else text
     try:
-        return parse_money(text)
+        return parse_money(cleaned)
     except ValueError as exc:
-        raise InvalidInput(f"{option}: {exc}") from None
+        raise InvalidInput(f"{option}: {str(exc).replace(repr(cleaned), repr(text))}") from None
 
 
 def national_display(e164: str) -> str:

@@ -160,15 +160,20 @@ async def blacklist_import(store: OperatorStore, settings: Settings, *, file: st
 
 
 def _read(path: str) -> str:
-    """The CSV's text. Raises CliError: a missing or unreadable file, or one not in UTF-8
-    (a spreadsheet's Latin-1 export would turn names into mojibake if guessed)."""
+    """The CSV's text. Raises CliError (one line) for a missing or unreadable file, or one
+    that is not UTF-8 (a spreadsheet's Latin-1 export: save it as 'CSV UTF-8')."""
     try:
         with open(path, encoding="utf-8-sig") as f:
             return f.read()
+    except FileNotFoundError:
+        raise CliError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise CliError(f"{path}: is a directory, not a CSV file") from None
+    except PermissionError:
+        raise CliError(f"{path}: not allowed to read it") from None
     except UnicodeDecodeError as exc:
-        raise CliError(f"{path} is not UTF-8 text (byte {exc.start}); save the CSV as UTF-8") from None
-    except OSError as exc:
-        raise CliError(f"cannot read {path}: {exc.strerror or exc}") from None
+        line = exc.object[:exc.start].count(b"\n") + 1
+        raise CliError(f"{path}: not UTF-8 text (line {line}); save it as 'CSV UTF-8' and import again") from None
 
 
 @blacklist.command("export")

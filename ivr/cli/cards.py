@@ -206,7 +206,7 @@ async def card_list(store: OperatorStore, settings: Settings, *, project_name: s
 
 @card.command("show")
 @click.argument("card_id")
-@click.option("--calls", "last_calls", type=click.IntRange(0, 1000), default=10, show_default=True,
+@click.option("--calls", "last_calls", type=click.IntRange(0, 10_000), default=10, show_default=True,
               help="How many last calls.")
 @json_option
 @with_store

@@ -143,7 +143,7 @@ def _price(text: str | None) -> int | None:
                 help="Access number, E.164 (+41441234567) or national (0441234567); repeatable.")
 @setting_options(create=True)
 @json_option
-@with_store(create=True)
+@with_store
 async def project_create(store: OperatorStore, settings: Settings, *, name: str, numbers: tuple[str, ...],
                          service: str, fallback: str | None, language: str, region: str,
                          price_per_minute: str, currency: str, ring_timeout: int, connect_charge: int,

@@ -168,8 +168,7 @@ async def report(store: OperatorStore, cdrs: Sequence[Cdr], *, by: str, tz: tzin
 
 
 # --- calendar: operator dates are local dates -----------------------------------
-FIRST_DAY = date(1970, 1, 2)
-LAST_DAY = date(9998, 12, 31)
+FIRST_DAY, LAST_DAY = date(1970, 1, 2), date(9998, 12, 30)
 
 
 def parse_date(text: str) -> date:
@@ -179,8 +178,7 @@ def parse_date(text: str) -> date:
             day = datetime.strptime(text.strip(), fmt).date()
         except ValueError:
             continue
-        # The day's local start and the next day's must be timestamps on every platform.
-        if not FIRST_DAY <= day <= LAST_DAY:
+        if not FIRST_DAY <= day <= LAST_DAY:  # beyond these, the day's milliseconds leave datetime's range
             raise InvalidInput(f"date {text!r} out of range ({FIRST_DAY} to {LAST_DAY})")
         return day
     raise InvalidInput(f"not a date: {text!r} (YYYY-MM-DD or DD.MM.YYYY)")

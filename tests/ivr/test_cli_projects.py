@@ -68,9 +68,11 @@ def test_list_table_and_json(cli: Cli, project: dict[str, Any]) -> None:
 
 
 def test_list_without_projects_says_how_to_start(cli: Cli) -> None:
-    # No database yet: a read command says so (and creates none), naming how to start one.
-    assert "`ivr project create` starts a new one" in cli.fails("project", "list")
+    assert "ivr project create" in cli.fails("project", "list")  # no database yet: nothing created
     assert not cli.db.exists()
+    cli("db", "migrate")
+    assert "ivr project create" in cli("project", "list").stdout
+    assert cli.json("project", "list") == []
 
 
 def test_update_changes_only_the_given_options(cli: Cli, project: dict[str, Any]) -> None:
