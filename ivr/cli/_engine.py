@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from rating.errors import RatingError
 from rating.pins import load_or_create_secret
 from rating.store.base import OperatorStore
 
@@ -56,7 +57,7 @@ def serve(ctx: click.Context, /, **flags: Any) -> None:
     except SettingsError as exc:
         click.echo(f"SettingsError: {exc}", err=True)
         sys.exit(2)
-    except OSError as exc:
+    except (OSError, RatingError) as exc:  # a busy port (BindError), a corrupt database
         _fail(exc)
 
 

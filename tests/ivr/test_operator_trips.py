@@ -110,44 +110,6 @@ def shop(tmp_path: Path) -> Path:
     return db
 
 
-@pytest.mark.parametrize("amount", ["1,500", "1e9", "５", "1e400", "1.505", "1 500", "-5"])
-def test_ambiguous_amounts_are_refused(shop: Path, amount: str) -> None:
-    one_line(ivr("--database", str(shop), "account", "pay", amount), 1, "InvalidInput: AMOUNT: not an amount")
-
-
-def test_unambiguous_amounts_are_recorded_exactly(shop: Path) -> None:
-    import json
-
-    for amount, cents in (("1500", 150000), ("0,50", 50), ("12.5", 1250)):
-        paid = ivr("--database", str(shop), "account", "pay", amount, "--json")
-        assert paid.returncode == 0, paid.stderr
-        assert json.loads(paid.stdout)["paid_cents"] == cents
-
-
-@pytest.mark.parametrize("args,code,starts", [
-    (["account", "limits", "--lock", "99999999999999999999"], 1, "InvalidInput: --lock"),
-    (["card", "show", "99999999999999999999999"], 1, "InvalidInput:"),
-    (["project", "create", "q", "--number", "+41441234568", "--region", "CH", "--service", "PJSIP/1",
-      "--currency", "CHF", "--ring-timeout", "99999999999999999999"], 1, "InvalidInput: ring timeout"),
-    (["card", "expire", "1", "--on", "9999-12-31", "--yes"], 1, "InvalidInput: date '9999-12-31' out of range"),
-    (["cdr", "list", "--to", "9999-12-31"], 1, "InvalidInput: date"),
-    (["cdr", "list", "--from", "0001-01-01"], 1, "InvalidInput: date"),
-    (["call", "--from", "1", "--to", "2", "--talk", "-5"], 2, "BadParameter: Invalid value for '--talk'"),
-    (["call", "--from", "1", "--to", "2", "--answer-after", "-1"], 2, "BadParameter:"),
-    (["call", "--from", "1", "--to", "2", "--talk", "nan"], 2, "BadParameter:"),
-    (["call", "--from", "1", "--to", "2", "--port", "99999"], 2, "BadParameter: Invalid value for '--port'"),
-    ([], 2, "UsageError: Missing command"),
-    (["card"], 2, "UsageError: missing command (see '"),
-    (["blacklist", "import", "nosuch.csv", "--project", "test1"], 1, "CliError: cannot read nosuch.csv"),
-    (["card", "show", "1", "--calls", "-1"], 2, "BadParameter:"),
-    (["project", "create", "q", "--number", "+41441234568", "--region", "CH", "--service", "PJSIP/1",
-      "--currency", "CHF", "--minimum", "999999999"], 1, "InvalidInput: minimum must be between"),
-    (["project", "update", "test1", "--minimum", "999999999"], 1, "InvalidInput: minimum must be between"),
-])
-def test_bad_input_is_one_line(shop: Path, args: list[str], code: int, starts: str) -> None:
-    one_line(ivr("--database", str(shop), *args, cwd=shop.parent), code, starts)
-
-
 def test_latin1_csv_is_one_line(shop: Path) -> None:
     csv = shop.parent / "latin1.csv"
     csv.write_bytes("pattern,reason\n0791234567,M\u00fcller\n".encode("latin-1"))
