@@ -43,8 +43,9 @@ async def test_cli_commands_while_a_call_is_in_flight(tmp_path: Path) -> None:
     db = tmp_path / "ivr.sqlite3"
     try:
         card, pin = await h.card(minutes=10)
+        # 12 s of real time: five CLI processes start meanwhile, on a loaded 2-core machine too.
         call = asyncio.create_task(h.call(digits=[pin + "#"], dials=[{"ring_ms": 1000, "talk_ms": 24_000}],
-                                          time_scale=0.25))
+                                          time_scale=0.5))
         await in_flight(h, card.id)
 
         # Five operators' commands at once, against the engine's database, mid-call.
