@@ -52,6 +52,7 @@ from .operations import account_state
 from .outcome import HangupSide, Outcome
 from .reconcile import Reconciler
 from .settings import Settings, SettingsError, peer_networks
+from .sounds import CustomSounds
 
 log = structlog.get_logger("ivr.engine")
 
@@ -107,6 +108,7 @@ class Engine:
     ami: AmiClient | None = None
     reconciler: Reconciler | None = None
     _holds_task: asyncio.Task[None] | None = None
+    _sounds: CustomSounds | None = None
 
     @classmethod
     async def create(cls, settings: Settings, *, clock: Clock | None = None,
@@ -244,6 +246,11 @@ class Engine:
             await self.handle_call(channel, name, flow)
         return handler
 
+    def _custom_sounds(self) -> CustomSounds:
+        if self._sounds is None:
+            self._sounds = CustomSounds(max_age_s=self.settings.config_refresh_s, monotonic=self.clock.monotonic)
+        return self._sounds
+
     async def handle_call(self, channel: AgiChannel, flow_name: str, flow: Flow) -> None:
         env = channel.env
         assert env is not None
@@ -251,7 +258,7 @@ class Engine:
                                                flow=flow_name)
         call = Call(channel=channel, env=env, store=self.store, clock=self.clock, settings=self.settings,
                     metrics=self.metrics, secret=self.secret, log=log, flow=flow_name,
-                    start_ms=self.clock.now_ms(), suspended=self.calls_suspended)
+                    start_ms=self.clock.now_ms(), suspended=self.calls_suspended, custom_sounds=self._custom_sounds())
         started = self.clock.monotonic()
         fault = False
         self.live[call.uniqueid] = call

@@ -22,6 +22,7 @@ from .clock import Clock
 from .metrics import Metrics
 from .outcome import HangupSide, Outcome
 from .settings import Settings
+from .sounds import CustomSounds
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class Call:
     quota: QuotaPeriod | None = None    # the card's included quota this month, if the project has one
     call_type: str = ""                 # set by the flow for closed / refused / blocked; else from the leg
     refusals: list[str] = field(default_factory=list)   # why legs were refused (country, blocked, …)
+    custom_sounds: CustomSounds | None = None  # the engine's cache of the projects' own recordings
     _pending: list[str] = field(default_factory=list)
 
     def charge_terms(self) -> tuple[int, QuotaPeriod | None]:
@@ -120,6 +122,8 @@ class Call:
         """The project's own recording of ``prompt``, if the operator imported one."""
         if self.project is None:
             return None
+        if self.custom_sounds is not None:
+            return self.custom_sounds.get(self.project.name, prompt.value, self.language, self.sounds_dir)
         return custom_sound(self.project.name, prompt.value, self.language, Path(self.sounds_dir))
 
     def sound(self, prompt: Prompt) -> str:

@@ -3,6 +3,8 @@ no per-call labels. Built on an injected registry; no module-level singletons.""
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -42,8 +44,19 @@ class Metrics:
         self.ami_up = Gauge("ivr_ami_up", "1 while the AMI connection is logged in", registry=r)
         Info("ivr_build", "Engine build", registry=r).info({"version": version})
 
+        # The labelled children, kept: ``labels()`` takes a lock and builds a key each time,
+        # several times per call (bench/, py-spy); the label values are a short, fixed list.
+        self._commands: dict[str, Any] = {}
+        self._operations: dict[str, Any] = {}
+
     def observe_command(self, command: str, seconds: float, reply: object) -> None:
-        self.command_duration.labels(command).observe(seconds)
+        child = self._commands.get(command)
+        if child is None:
+            child = self._commands[command] = self.command_duration.labels(command)
+        child.observe(seconds)
 
     def observe_store(self, operation: str, seconds: float) -> None:
-        self.store_duration.labels(operation).observe(seconds)
+        child = self._operations.get(operation)
+        if child is None:
+            child = self._operations[operation] = self.store_duration.labels(operation)
+        child.observe(seconds)

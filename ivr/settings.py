@@ -21,6 +21,9 @@ from rating.store import parse_database
 __all__ = ["Settings", "SettingsError", "load_settings", "peer_networks"]
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 class SettingsError(ValueError):
     pass
 
@@ -201,3 +204,5 @@ def _validate(s: Settings) -> None:
         raise SettingsError("setting 'event_loop' must be auto, uvloop or asyncio")
     if s.log_format not in ("auto", "json", "console"):
         raise SettingsError("setting 'log_format' must be auto, json or console")
+    if s.log_level.upper() not in LOG_LEVELS:
+        raise SettingsError(f"setting 'log_level': {s.log_level!r} is not one of {', '.join(LOG_LEVELS)}")

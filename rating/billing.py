@@ -14,8 +14,9 @@ from a card:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from decimal import ROUND_CEILING, Decimal
+from decimal import Decimal
 
 __all__ = ["PER_SECOND", "BillingRule", "parse_money", "price_cents", "talk_seconds_from_ms"]
 
@@ -71,22 +72,28 @@ def price_cents(seconds: int, cents_per_minute: int) -> int:
     return -(-seconds * cents_per_minute // 60)
 
 
+# One unambiguous syntax: ASCII digits, an optional point and the decimals. No
+# exponent (1e9), no thousands separators (1,500 or 1'500), no other scripts' digits
+# (Decimal() takes a fullwidth ５ as 5): a mistyped payment must be refused, not read.
+_AMOUNT = re.compile(r"([0-9]+)(?:\.([0-9]+))?", re.ASCII)
+MAX_AMOUNT_DIGITS = 9  # 999,999,999.99: far above any card or payment, far below int64 cents
+
+
 def parse_money(text: str) -> int:
     """``"0.50"`` -> 50 cents, exactly (Decimal, never float).
 
     Raises:
         ValueError: not a non-negative amount with at most two decimals.
     """
-    try:
-        amount = Decimal(text.strip())
-    except ArithmeticError:
-        raise ValueError(f"not an amount: {text!r}") from None
-    if not amount.is_finite() or amount < 0:
-        raise ValueError(f"amount must be a non-negative number: {text!r}")
-    cents = amount * 100
-    if cents != cents.to_integral_value():
+    match = _AMOUNT.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"not an amount: {text!r} (digits with at most two decimals after a point, e.g. 250.00)")
+    whole, fraction = match.group(1), match.group(2) or ""
+    if len(fraction) > 2:
         raise ValueError(f"amount has more than two decimals: {text!r}")
-    return int(cents.to_integral_value(rounding=ROUND_CEILING))
+    if len(whole.lstrip("0")) > MAX_AMOUNT_DIGITS:
+        raise ValueError(f"amount too large: {text!r} (at most {MAX_AMOUNT_DIGITS} digits before the point)")
+    return int(Decimal(f"{whole}.{fraction or '0'}") * 100)
 
 
 def format_money(cents: int, currency: str) -> str:

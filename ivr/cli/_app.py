@@ -41,7 +41,9 @@ class Cancelled(CliError):
     """The operator did not confirm: nothing changed."""
 
 
-EXPECTED_ERRORS = (RatingError, CliError, SettingsError, ValueError, OSError, AmiError)
+# OverflowError: a number past what the store holds (int64) that an option let through;
+# every option is range-checked, this is the backstop that keeps it one line.
+EXPECTED_ERRORS = (RatingError, CliError, SettingsError, ValueError, OSError, AmiError, OverflowError)
 
 
 def _quiet_broken_pipe() -> NoReturn:
@@ -67,6 +69,9 @@ class IvrGroup(click.Group):
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:  # `ivr`, `ivr card`: show what there is
+            click.echo(exc.ctx.get_help() if exc.ctx is not None else exc.format_message())
+            sys.exit(exc.exit_code)
         except click.UsageError as exc:
             hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
             click.echo(f"{type(exc).__name__}: {exc.format_message()}{hint}", err=True)
@@ -101,10 +106,20 @@ def run(coro: Awaitable[T]) -> T:
         _fail(exc)
 
 
-async def _open(settings: Settings) -> OperatorStore:
-    store = open_store(settings.database)
+# The commands that may start a database from nothing; every other command refuses a
+# SQLite file that does not exist instead of creating it (and its directory) empty.
+CREATING_COMMANDS = frozenset({("project", "create")})
+
+
+async def _open(settings: Settings, *, must_exist: bool = True) -> OperatorStore:
+    store = open_store(settings.database, must_exist=must_exist)
     await store.open()
     return store
+
+
+def _creates_database(ctx: click.Context) -> bool:
+    parent = ctx.parent.info_name if ctx.parent is not None else None
+    return (parent, ctx.info_name) in CREATING_COMMANDS or ctx.info_name == "demo"  # demo: top level
 
 
 async def warn_about_account(store: OperatorStore) -> None:
@@ -128,9 +143,10 @@ def with_store(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
     @click.pass_context
     def wrapper(ctx: click.Context, /, **kwargs: Any) -> Any:
         settings = _settings(ctx)
+        must_exist = not _creates_database(ctx)
 
         async def go() -> Any:
-            store = await _open(settings)
+            store = await _open(settings, must_exist=must_exist)
             try:
                 result = await fn(store, settings, **kwargs)
                 await warn_about_account(store)

@@ -16,21 +16,23 @@ from ..clock import SystemClock
 from ..settings import Settings, SettingsError, load_settings
 from ._app import CliError, _fail, _open, _settings, emit, json_option, main, run, with_store
 from ._format import hms
+from ._types import Seconds
 
 
 # --- serve -----------------------------------------------------------------
 @main.command()
 @click.option("--host", help="Listen address (default 127.0.0.1).")
-@click.option("--port", type=int, help="FastAGI port (default 4573).")
+@click.option("--port", type=click.IntRange(1, 65535), help="FastAGI port (default 4573).")
 @click.option("--metrics-host", help="Prometheus address (default 127.0.0.1).")
-@click.option("--metrics-port", type=int, help="Prometheus port (default 9102, 0 = off).")
-@click.option("--grace", "grace_s", type=float, help="Seconds live calls may go on at shutdown.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), help="Prometheus port (default 9102, 0 = off).")
+@click.option("--grace", "grace_s", type=Seconds(), help="Seconds live calls may go on at shutdown.")
 @click.option("--log-format", type=click.Choice(["auto", "json", "console"]))
 @click.option("--ami-host", help="Asterisk's AMI address (default: none, AMI off).")
-@click.option("--ami-port", type=int, help="AMI port (default 5038).")
+@click.option("--ami-port", type=click.IntRange(1, 65535), help="AMI port (default 5038).")
 @click.option("--ami-user", help="AMI user in manager.conf (default ivr-engine).")
 @click.option("--ami-secret", help="AMI secret (better: IVR_AMI_SECRET or the TOML file).")
-@click.option("--reconcile", "reconcile_s", type=float, help="Seconds between checks of open holds (default 5).")
+@click.option("--reconcile", "reconcile_s", type=Seconds(0.1, 3600),
+              help="Seconds between checks of open holds (default 5).")
 @click.pass_context
 def serve(ctx: click.Context, /, **flags: Any) -> None:
     """Run the FastAGI engine until SIGTERM / SIGINT."""
@@ -102,13 +104,14 @@ def main_entry() -> None:  # pragma: no cover - console script alias
 @click.option("--from", "caller", required=True, help="Caller ID as the network delivers it (or 'anonymous').")
 @click.option("--to", "dialled", required=True, help="The access number dialled.")
 @click.option("--digits", multiple=True, help="What the caller types at each PIN prompt, e.g. 12345678#.")
-@click.option("--answer-after", type=float, default=2.0, show_default=True, help="Seconds the service rings.")
-@click.option("--talk", type=float, default=30.0, show_default=True, help="Seconds the service talks.")
+@click.option("--answer-after", type=Seconds(), default=2.0, show_default=True, help="Seconds the service rings.")
+@click.option("--talk", type=Seconds(), default=30.0, show_default=True, help="Seconds the service talks.")
 @click.option("--busy", is_flag=True, help="The service is busy.")
 @click.option("--no-answer", is_flag=True, help="The service does not answer.")
-@click.option("--hangup-after", type=float, help="The caller hangs up after this many seconds.")
+@click.option("--hangup-after", type=Seconds(), help="The caller hangs up after this many seconds.")
 @click.option("--host", default=None, help="Engine address (default: the serve settings).")
-@click.option("--port", type=int, default=None)
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="Engine FastAGI port (default: the serve settings).")
 @click.option("--realtime", is_flag=True, help="Wait as long as a real call would.")
 @json_option
 @click.pass_context

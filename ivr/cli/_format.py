@@ -61,7 +61,7 @@ def parse_amount(text: str, *, option: str) -> int:
     try:
         return parse_money(cleaned)
     except ValueError as exc:
-        raise InvalidInput(f"{option}: {exc}") from None
+        raise InvalidInput(f"{option}: {str(exc).replace(repr(cleaned), repr(text))}") from None
 
 
 def national_display(e164: str) -> str:

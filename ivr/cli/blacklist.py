@@ -15,6 +15,7 @@ from .. import operations as ops
 from ..clock import SystemClock
 from ..settings import Settings
 from ._app import (
+    CliError,
     confirm,
     emit,
     json_option,
@@ -159,8 +160,20 @@ async def blacklist_import(store: OperatorStore, settings: Settings, *, file: st
 
 
 def _read(path: str) -> str:
-    with open(path, encoding="utf-8-sig") as f:
-        return f.read()
+    """The CSV's text. Raises CliError (one line) for a missing or unreadable file, or one
+    that is not UTF-8 (a spreadsheet's Latin-1 export: save it as 'CSV UTF-8')."""
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise CliError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise CliError(f"{path}: is a directory, not a CSV file") from None
+    except PermissionError:
+        raise CliError(f"{path}: not allowed to read it") from None
+    except UnicodeDecodeError as exc:
+        line = exc.object[:exc.start].count(b"\n") + 1
+        raise CliError(f"{path}: not UTF-8 text (line {line}); save it as 'CSV UTF-8' and import again") from None
 
 
 @blacklist.command("export")

@@ -206,7 +206,8 @@ async def card_list(store: OperatorStore, settings: Settings, *, project_name: s
 
 @card.command("show")
 @click.argument("card_id")
-@click.option("--calls", "last_calls", type=int, default=10, show_default=True, help="How many last calls.")
+@click.option("--calls", "last_calls", type=click.IntRange(0, 10_000), default=10, show_default=True,
+              help="How many last calls.")
 @json_option
 @with_store
 async def card_show(store: OperatorStore, settings: Settings, *, card_id: str, last_calls: int,

@@ -112,6 +112,8 @@ async def card(store: OperatorStore, card_id: str) -> Card:
     text = card_id.strip()
     if not text.isascii() or not text.isdigit():
         raise InvalidInput(f"card id {card_id!r} is not a number")
+    if len(text.lstrip("0")) > 18:  # past int64: no such card (the store would overflow)
+        raise NotFound(f"no card {text}")
     return await store.card(int(text))
 
 

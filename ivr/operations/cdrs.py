@@ -168,13 +168,19 @@ async def report(store: OperatorStore, cdrs: Sequence[Cdr], *, by: str, tz: tzin
 
 
 # --- calendar: operator dates are local dates -----------------------------------
+FIRST_DAY, LAST_DAY = date(1970, 1, 2), date(9998, 12, 30)
+
+
 def parse_date(text: str) -> date:
     """``2026-11-23`` or ``23.11.2026``. Raises InvalidInput."""
     for fmt in ("%Y-%m-%d", "%d.%m.%Y"):
         try:
-            return datetime.strptime(text.strip(), fmt).date()
+            day = datetime.strptime(text.strip(), fmt).date()
         except ValueError:
             continue
+        if not FIRST_DAY <= day <= LAST_DAY:  # beyond these, the day's milliseconds leave datetime's range
+            raise InvalidInput(f"date {text!r} out of range ({FIRST_DAY} to {LAST_DAY})")
+        return day
     raise InvalidInput(f"not a date: {text!r} (YYYY-MM-DD or DD.MM.YYYY)")
 
 

@@ -21,8 +21,16 @@ from ._common import _SEPARATORS, LANGUAGES, CurrencyMismatch
 # --- numbers ----------------------------------------------------------------
 def normalise(text: str, region: str) -> str:
     """An operator-typed number (E.164, 00…, or national with the trunk prefix; spaces,
-    dashes and slashes allowed) in E.164. Raises InvalidInput."""
-    return normalise_number(text.translate(_SEPARATORS), region)
+    dashes and slashes allowed) in E.164. Raises InvalidInput, also for digits no
+    numbering plan has (``12``: phonenumbers' length check for the country)."""
+    e164 = normalise_number(text.translate(_SEPARATORS), region)
+    parsed = phonenumbers.parse(e164, None)  # normalise_number returned E.164: it parses
+    # Short codes aside (never an access number or a caller to bind), no national number has
+    # fewer than 5 digits; phonenumbers' own check knows each country's lengths.
+    if len(str(parsed.national_number)) < 5 or not phonenumbers.is_possible_number(parsed):
+        raise InvalidInput(f"not a phone number: {text!r} (too short or too long for"
+                           f" {phonenumbers.region_code_for_number(parsed) or 'its country'})")
+    return e164
 
 
 def national_form(e164: str, region: str) -> str:
@@ -31,10 +39,16 @@ def national_form(e164: str, region: str) -> str:
 
 
 # --- projects ---------------------------------------------------------------
+# (lowest, highest, label): the highest keeps a typo (an extra digit, 20 digits) from being
+# stored — a 99999999999 s ring timeout overflows the store, a minimum of 999999999 s makes
+# every card answer "no credit".
 _INT_SETTINGS = {
-    "ring_timeout_s": (1, "ring timeout"), "max_bound_numbers": (1, "max bound numbers"),
-    "max_simultaneous_calls": (1, "simultaneous calls"), "warning_s": (0, "warning"),
-    "price_per_minute_cents": (0, "price per minute"), "card_validity_days": (1, "card validity days"),
+    "ring_timeout_s": (1, 600, "ring timeout"), "max_bound_numbers": (1, 100, "max bound numbers"),
+    "max_simultaneous_calls": (1, 100, "simultaneous calls"), "warning_s": (0, 3600, "warning"),
+    "price_per_minute_cents": (0, 99_999_999_999, "price per minute"),
+    "card_validity_days": (1, 36_500, "card validity days"),
+    "connect_s": (0, 3600, "connect charge"), "minimum_s": (0, 3600, "minimum"),
+    "initial_s": (1, 3600, "initial block"), "increment_s": (1, 3600, "increment"),
 }
 
 
@@ -52,9 +66,11 @@ def check_project_values(values: Mapping[str, Any]) -> None:
                 raise InvalidInput(f"{key}: {exc}") from None
     if "pin_length" in values and not 4 <= values["pin_length"] <= 16:
         raise InvalidInput("PIN length must be between 4 and 16")
-    for key, (lowest, label) in _INT_SETTINGS.items():
+    for key, (lowest, highest, label) in _INT_SETTINGS.items():
         if values.get(key) is not None and values[key] < lowest:
             raise InvalidInput(f"{label} must be at least {lowest}, not {values[key]}")
+        if values.get(key) is not None and values[key] > highest:
+            raise InvalidInput(f"{label} must be at most {highest}, not {values[key]}")
     currency = values.get("currency")
     if currency is not None and not (len(currency) == 3 and currency.isascii() and currency.isalpha()):
         raise InvalidInput(f"currency {currency!r}: a three-letter code such as EUR or CHF")
@@ -113,7 +129,8 @@ async def create_project(store: OperatorStore, *, name: str, numbers: list[str],
         "pin_length": pin_length, "ring_timeout_s": ring_timeout_s, "warning_s": warning_s,
         "max_bound_numbers": max_bound_numbers, "currency": currency,
         "max_simultaneous_calls": max_simultaneous_calls, "price_per_minute_cents": price_per_minute_cents,
-        "card_validity_days": card_validity_days})
+        "card_validity_days": card_validity_days, "connect_s": rule.connect_s, "minimum_s": rule.minimum_s,
+        "initial_s": rule.initial_s, "increment_s": rule.increment_s})
     if not numbers:
         raise InvalidInput("a project needs at least one access number (--number)")
     e164 = list(dict.fromkeys(normalise(n, region) for n in numbers))

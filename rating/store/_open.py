@@ -91,7 +91,8 @@ def open_store(value: str | Database, *, observer: StoreObserver | None = None, 
     """
     db = value if isinstance(value, Database) else parse_database(value)
     if must_exist and db.path is not None and not db.path.exists():
-        raise InvalidDatabase(f"there is no database at {db.target} (check the database setting)")
+        raise InvalidDatabase(f"there is no database at {db.target} (check the database setting,"
+                              " or start one with: ivr project create …)")
     if db.kind == "postgresql":
         try:
             from .postgres import PostgresStore  # the driver only when PostgreSQL is used

@@ -31,7 +31,7 @@ def test_quick_benchmark_runs_end_to_end(tmp_path: Path) -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=180, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"results: {output}" in proc.stdout
-    for heading in ("THROUGHPUT AND CPU PER CALL", "RATIOS", "LATENCY", "HOLDING POWER", "LOGGING",
+    for heading in ("THROUGHPUT AND CPU PER CALL", "PACED LOAD", "RATIOS", "LATENCY", "HOLDING POWER", "LOGGING",
                     "STORE THROUGHPUT", "TARGETS"):
         assert heading in proc.stdout
     r = json.loads(output.read_text())
@@ -58,6 +58,13 @@ def test_quick_benchmark_runs_end_to_end(tmp_path: Path) -> None:
         for ref in ("bare", "panoramisk"):
             ratio = r["verdict"]["ratios"][scenario][ref]
             assert set(ratio) == {"cpu_per_call", "throughput"} and ratio["throughput"] > 0
+
+    paced = {(x["server"], x["scenario"]): x for x in r["paced"]}
+    assert set(paced) == {("engine", s) for s in scenarios} | {("bare", "bound")}
+    for row in paced.values():
+        assert row["failed"] == 0 and row["ok"] == row["calls"] > 0 and row["cpu_ms_per_call"] >= 0
+    [repeat] = r["repeat"]
+    assert repeat["runs"] == 1 and repeat["min"] <= repeat["median"] <= repeat["max"]
 
     [hold] = r["hold"]
     assert hold["server"] == "engine" and hold["parked"] == hold["wanted"] == PARKED

@@ -129,6 +129,7 @@ def test_limits_and_suspended_calls(cli: Cli, project: dict[str, Any]) -> None:
 
 
 def test_one_currency_per_account(cli: Cli) -> None:
+    cli("db", "migrate")  # an empty database: read commands refuse one that does not exist
     assert cli.json("account", "show")["currency"] is None
     assert cli.fails("account", "pay", "10") == "InvalidInput: the account has no currency yet: create a project first"
     cli("project", "create", "ch", "--number", "0441234567", "--region", "CH", "--service", "PJSIP/1@x",

@@ -132,7 +132,7 @@ def test_import_checks_every_row_first(cli: Cli, project: dict[str, Any], tmp_pa
     bad.write_text("pattern\n")
     assert cli.fails("blacklist", "import", str(bad), "--global") == f"InvalidInput: {bad}: no entries"
     assert cli.fails("blacklist", "import", str(tmp_path / "missing.csv"), "--global").startswith(
-        "FileNotFoundError: ")
+        "CliError: ")
 
 
 def test_import_reads_excel_csv_with_semicolons_and_bom(cli: Cli, project: dict[str, Any], tmp_path: Path) -> None:

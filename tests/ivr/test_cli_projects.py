@@ -68,6 +68,9 @@ def test_list_table_and_json(cli: Cli, project: dict[str, Any]) -> None:
 
 
 def test_list_without_projects_says_how_to_start(cli: Cli) -> None:
+    assert "ivr project create" in cli.fails("project", "list")  # no database yet: nothing created
+    assert not cli.db.exists()
+    cli("db", "migrate")
     assert "ivr project create" in cli("project", "list").stdout
     assert cli.json("project", "list") == []
 
