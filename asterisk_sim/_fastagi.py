@@ -55,6 +55,18 @@ The fake mirrors ``res_agi.c``'s ``run_agi()`` loop, not an idealised protocol:
   and keeps the caller (``200 result=0`` with ``g``, e5). Outside a Dial the hang-up
   takes effect when the running command ends (not modelled mid-command).
 
+* The dialplan after ``AGI()`` (:class:`Continuation`, transcripts e1-e3): the
+  engine may die during EXEC Dial; the Dial goes on to its natural end (its reply
+  goes to the closed socket). When the session ended without a hang-up
+  (``AGISTATUS=SUCCESS``) the dialplan opens a second FastAGI session on the live
+  channel; then the channel is gone and each pushed hangup handler (the dialplan's,
+  or ``SET VARIABLE CHANNEL(hangup_handler_push)``) opens one on the dead channel
+  (no ``HANGUP`` line; GET/SET VARIABLE work, the rest gets ``511``). Variables,
+  ``SHARED()`` and AstDB carry over; after the bridge ``CDR(answer,u)`` is the new
+  CDR's (e1). Nothing listening: ``AGISTATUS=FAILURE`` and, as asterisk-conf's
+  ``[ivr-settle]`` does, the facts go to AstDB. ``[ivr-stamp]`` also stamps the
+  callee's hang-up (``SHARED(IVR_ENDED)``, ``stamp_end``).
+
 Not modelled: DTMF typed during a prompt (keys are read after it; STREAM
 FILE is never interrupted by a key), ``$[...]`` expressions (left as text),
 dialplan functions other than CALLERID, CDR, SHARED, STRFTIME, CHANNEL and

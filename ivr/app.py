@@ -36,6 +36,7 @@ from agi import (
     ProtocolError,
 )
 from rating.billing import talk_seconds_from_ms
+from rating.errors import StoreUnavailable
 from rating.models import Cdr, HoldSettlement
 from rating.numbers import stored_caller_id
 from rating.pins import load_or_create_secret
@@ -47,6 +48,8 @@ from .call import Call, CallFinished
 from .clock import Clock, SystemClock
 from .dialplan import HOLD_VAR, SETTLE_FACTS, SETTLE_SCRIPT, ChannelFacts, parse_facts
 from .flows.prepaid import prepaid
+from .guard import GuardedStore, Recorder
+from .journal import Journal
 from .metrics import Metrics
 from .operations import account_state
 from .outcome import HangupSide, Outcome
@@ -96,6 +99,8 @@ class Engine:
     clock: Clock
     metrics: Metrics
     secret: bytes
+    guarded: GuardedStore
+    recorder: Recorder
     server: AgiServer | None = None
     calls_suspended: bool = False
     account_level: str = "ok"
@@ -114,7 +119,8 @@ class Engine:
     async def create(cls, settings: Settings, *, clock: Clock | None = None,
                      metrics: Metrics | None = None) -> Engine:
         metrics = metrics or Metrics(version=VERSION)
-        store = open_store(settings.database, observer=metrics.observe_store)
+        clock = clock or SystemClock()
+        store = open_store(settings.database, observer=metrics.observe_store, budget_ms=settings.store_budget_ms)
         await store.open()
         try:
             secret = load_or_create_secret(settings.secret_path)
@@ -124,7 +130,12 @@ class Engine:
         if settings.secret_beside_database:
             log.warning("secret_beside_database", secret_file=str(settings.secret_path),
                         hint="move it apart from the database (secret_file) so one backup does not hold both")
-        return cls(settings=settings, store=store, clock=clock or SystemClock(), metrics=metrics, secret=secret)
+        # Calls reach the store through the guard (fail closed at once while it fails);
+        # what it does not take goes to the journal (ivr.journal) and is replayed later.
+        guarded = GuardedStore(store, metrics=metrics)
+        recorder = Recorder(guarded, Journal(settings.state_path), metrics=metrics, log=log, now_ms=clock.now_ms)
+        return cls(settings=settings, store=store, clock=clock, metrics=metrics, secret=secret, guarded=guarded,
+                   recorder=recorder)
 
     async def start(self) -> AgiServer:
         routes = {name: self._route(name, flow) for name, flow in FLOWS.items()}
@@ -138,6 +149,7 @@ class Engine:
         log.info("engine_listening", host=self.settings.host, port=self.server.port)
         await self.refresh_account()
         self._account_task = asyncio.create_task(self._watch_account())
+        self.recorder.start()
         await self._start_ami()
         return self.server
 
@@ -226,6 +238,7 @@ class Engine:
                 await self._wait_until_all_in_dials(grace)
                 grace = 0
             cancelled = await self.server.drain(grace)
+        await self.recorder.stop()
         if self.ami is not None:
             await self.ami.close()
         await self.store.close()
@@ -256,7 +269,7 @@ class Engine:
         assert env is not None
         structlog.contextvars.bind_contextvars(uniqueid=env.get("uniqueid"), channel=env.get("channel"),
                                                flow=flow_name)
-        call = Call(channel=channel, env=env, store=self.store, clock=self.clock, settings=self.settings,
+        call = Call(channel=channel, env=env, store=self.guarded, clock=self.clock, settings=self.settings,
                     metrics=self.metrics, secret=self.secret, log=log, flow=flow_name,
                     start_ms=self.clock.now_ms(), suspended=self.calls_suspended, custom_sounds=self._custom_sounds())
         started = self.clock.monotonic()
@@ -299,6 +312,10 @@ class Engine:
             log.warning("call_cancelled_at_shutdown", in_dial=call.dial_started is not None)
             await asyncio.shield(self._wrap_up(call, started, fault=False))
             raise
+        except StoreUnavailable as exc:  # fail closed: the dialplan says "service unavailable"
+            fault = True
+            call.outcome = Outcome.ERROR
+            log.warning("store_unavailable", error=str(exc))
         except Exception:
             fault = True
             call.outcome = Outcome.ERROR
@@ -359,7 +376,7 @@ class Engine:
                   hangup_side=(HangupSide.CALLEE if settled_by == "after-agi" else HangupSide.UNKNOWN).value,
                   call_type=mark.call_type, route_position=mark.rule, leg=mark.leg, zone=mark.zone,
                   number_type=mark.kind, factor_pm=mark.factor_pm)
-        result = await self.store.settle_hold(hold_id, uniqueid=uniqueid, talk_ms=talk.ms, cdr=cdr, now_ms=now_ms,
+        result = await self.guarded.settle_hold(hold_id, uniqueid=uniqueid, talk_ms=talk.ms, cdr=cdr, now_ms=now_ms,
                                               limit_s=mark.limit_s, factor_pm=mark.factor_pm, quota=mark.quota)
         if result.state == "settled":
             self.metrics.debited_seconds.inc(result.debited_s)
@@ -374,11 +391,14 @@ class Engine:
         return result
 
     async def _wrap_up(self, call: Call, started: float, *, fault: bool) -> None:
-        """Settle and write the CDR (one transaction), end the call. Never raises: if the
-        joint write fails, settling and the CDR are tried apart, so one failing does not
-        cost the other."""
+        """Settle and write the CDR (one transaction), end the call. Never raises: a store
+        that does not answer within its budget gets them journalled (replayed once it is
+        back); any other failure of the joint write tries settling and the CDR apart, so
+        one failing does not cost the other."""
         try:
             await self._settle_and_record(call)
+        except StoreUnavailable as exc:
+            await self._journal(call, str(exc))
         except Exception:
             log.exception("settle_and_record_failed")
             try:
@@ -399,14 +419,23 @@ class Engine:
 
     async def _settle_and_record(self, call: Call) -> None:
         if call.grant is None or call.project is None or call.grant_settled or call.dial_lost:
-            await self.store.write_cdr(self._cdr(call))
+            await self.guarded.write_cdr(self._cdr(call))
             return
         debit = call.project.rule.debit(call.talk_s)
         factor_pm, quota = call.charge_terms()
-        call.debited_s = await self.store.settle_and_record(call.grant, debit_s=debit, cdr=self._cdr(call),
-                                                            now_ms=self.clock.now_ms(), factor_pm=factor_pm,
-                                                            quota=quota)
+        call.debited_s = await self.guarded.settle_and_record(call.grant, debit_s=debit, cdr=self._cdr(call),
+                                                              now_ms=self.clock.now_ms(), factor_pm=factor_pm,
+                                                              quota=quota)
         self._settled(call)
+
+    async def _journal(self, call: Call, reason: str) -> None:
+        """The settlement (the debit by the project's rule, capped at the hold when replayed)
+        and the CDR, for the journal; the hold stays open until the replay settles it."""
+        grant = None if call.grant_settled or call.project is None or call.dial_lost else call.grant
+        debit = call.project.rule.debit(call.talk_s) if grant is not None and call.project else 0
+        factor_pm, quota = call.charge_terms()
+        await self.recorder.journal_call(grant, debit_s=debit, cdr=self._cdr(call), now_ms=self.clock.now_ms(),
+                                         factor_pm=factor_pm, quota=quota, reason=reason)
 
     async def _settle(self, call: Call) -> None:
         if call.grant is None or call.project is None or call.grant_settled or call.dial_lost:

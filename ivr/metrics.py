@@ -34,6 +34,16 @@ class Metrics:
                                            registry=r)
         self.store_duration = Histogram("ivr_store_operation_duration_seconds", "Store write transactions",
                                         ["operation"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.store_failures = Counter("ivr_store_failures_total", "Store operations that failed (unavailable)",
+                                      ["operation"], registry=r)
+        self.journal_entries = Gauge("ivr_journal_entries", "Calls journalled, not yet in the store", registry=r)
+        self.journal_oldest_age = Gauge("ivr_journal_oldest_age_seconds",
+                                        "Age of the oldest call waiting in the journal (0: none)", registry=r)
+        self.journal_replayed = Counter("ivr_journal_replayed_total", "Journal entries written to the store",
+                                        registry=r)
+        self.journal_write_failures = Counter("ivr_journal_write_failures_total",
+                                              "Calls the journal could not keep either (kept in memory, logged)",
+                                              registry=r)
         self.call_faults = Counter("ivr_call_faults_total", "Calls ended by an engine fault", registry=r)
         self.calls_live = Gauge("ivr_calls_live", "Calls holding card time whose channel Asterisk has up"
                                 " (AMI reconciliation)", registry=r)

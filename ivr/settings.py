@@ -35,6 +35,8 @@ class Settings:
     database: str = "ivr.sqlite3"
     secret_file: str = ""              # default: $XDG_STATE_HOME/ivr/secret (~/.local/state/ivr/secret),
                                        # apart from the database; an old <database>.secret is still used
+    state_dir: str = ""                # the settlement journal; default: <database>.state next to the database
+    store_budget_ms: int = 750         # a call's store write waits at most this for a lock, then fails closed
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9102           # 0 = no metrics endpoint
     sounds_dir: str = ""               # default: the packaged prompts/sounds
@@ -88,6 +90,10 @@ class Settings:
     def secret_beside_database(self) -> bool:
         """The secret is the old ``<database>.secret``: one backup of the directory holds both."""
         return not self.secret_file and self.secret_path.name.endswith(".secret")
+
+    @property
+    def state_path(self) -> Path:
+        return Path(self.state_dir) if self.state_dir else Path(self.database + ".state")
 
     @property
     def ami_configured(self) -> bool:
@@ -173,6 +179,8 @@ def _validate(s: Settings) -> None:
         raise SettingsError(f"setting 'metrics_port': {s.metrics_port} is not a TCP port")
     if not 0 <= s.config_refresh_s <= 60:
         raise SettingsError("setting 'config_refresh_s' must be between 0 and 60 seconds")
+    if not 0 < s.store_budget_ms <= 60_000:
+        raise SettingsError("setting 'store_budget_ms' must be between 1 and 60000 ms")
     if s.grace_s < 0:
         raise SettingsError("setting 'grace_s' must be >= 0")
     if not 0 < s.pin_throttle_window_s <= 7 * 86400:

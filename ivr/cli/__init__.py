@@ -13,6 +13,7 @@ from . import (  # noqa: F401  (they register commands)
     cards,
     cdrs,
     db,
+    journal,
     pins,
     projects,
     prompts,

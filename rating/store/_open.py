@@ -80,9 +80,11 @@ def parse_database(value: str) -> Database:
 
 
 def open_store(value: str | Database, *, observer: StoreObserver | None = None, schema: SchemaMode = "check",
-               must_exist: bool = False) -> OperatorStore:
+               must_exist: bool = False, budget_ms: int = 5000) -> OperatorStore:
     """A store for the ``database`` setting, not yet opened (``await store.open()``).
     ``schema``: what ``open`` does with an older schema (``_schema.check_schema``).
+    ``budget_ms``: how long a write may wait for the database before it fails with
+    StoreUnavailable (the engine's call path: ``store_budget_ms``; the CLI waits 5 s).
     ``must_exist``: a SQLite file that does not exist is refused instead of created
     (commands that only read).
 
@@ -103,4 +105,4 @@ def open_store(value: str | Database, *, observer: StoreObserver | None = None, 
         return PostgresStore(db.target, observer=observer, schema=schema)
     from .sqlite import SqliteStore
 
-    return SqliteStore(db.target, observer=observer, schema=schema)
+    return SqliteStore(db.target, observer=observer, schema=schema, busy_timeout_ms=budget_ms)

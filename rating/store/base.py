@@ -81,6 +81,9 @@ class CallStore(Protocol):
     async def settle_and_record(self, grant: Grant, *, debit_s: int, cdr: Cdr, now_ms: int,
                                 factor_pm: int = 1000, quota: QuotaPeriod | None = None) -> int: ...
     async def write_cdr(self, cdr: Cdr) -> None: ...
+    async def settle_and_record_once(self, grant: Grant | None, *, debit_s: int, cdr: Cdr, now_ms: int,
+                                     factor_pm: int = 1000, quota: QuotaPeriod | None = None) -> int | None:
+        """A journal replay: exactly once however often it runs (None: it was written before)."""
     async def settle_hold(self, hold_id: int, *, uniqueid: str, talk_ms: int, cdr: Cdr, now_ms: int,
                           limit_s: int | None = None, factor_pm: int = 1000,
                           quota: QuotaPeriod | None = None) -> HoldSettlement:

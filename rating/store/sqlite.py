@@ -46,8 +46,8 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
@@ -113,7 +113,8 @@ _PROJECT_COLS = ("id, name, service, fallback, ring_timeout_s, language, region,
                  " max_bound_numbers, max_simultaneous_calls, card_validity_days, timezone, trunk,"
                  " allow_countries, block_types, zone_factors, quota_s, evict_oldest_binding")
 # Writes that never change projects, numbers or blocks: they leave the routing snapshot valid.
-_ROUTING_NEUTRAL = frozenset({"reserve", "settle", "write_cdr", "settle_and_record", "bind", "activate",
+_ROUTING_NEUTRAL = frozenset({"reserve", "settle", "write_cdr", "settle_and_record", "settle_and_record_once",
+                              "bind", "activate",
                               "pin_failure", "pin_attempt", "pin_attempt_end", "pin_failures_clear",
                               "create_card", "recharge", "adjust", "set_pin", "set_blocked",
                               "set_expiry", "unbind", "add_payment", "account_currency", "account_settings"})
@@ -522,8 +523,12 @@ def _open_inline(path: str) -> sqlite3.Connection:
 
 class SqliteStore:
     def __init__(self, path: str | Path, *, observer: StoreObserver | None = None,
-                 schema: SchemaMode = "check") -> None:
+                 schema: SchemaMode = "check", busy_timeout_ms: int = 5000) -> None:
+        """``busy_timeout_ms``: how long a write waits for another process's write lock
+        (SQLite's busy handler) and for this connection's own queue of writes; then it
+        fails with StoreUnavailable. The engine gives calls a short budget, the CLI waits longer."""
         self.path = str(path)
+        self.busy_timeout_ms = busy_timeout_ms
         self._conn: sqlite3.Connection | None = None
         self._worker: _Worker | None = None
         self._lock = asyncio.Lock()
@@ -554,7 +559,7 @@ class SqliteStore:
             if self.path != ":memory:":
                 for suffix in ("-wal", "-shm", "-journal"):  # SQLite gives them the file's mode; make sure
                     _private(self.path + suffix, create=False)
-            conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA synchronous=NORMAL")
             return _run_transaction(conn, "migrate", lambda db: _migrate(db, self._schema))
@@ -625,7 +630,7 @@ class SqliteStore:
         back and propagates. The observer hears of every successful one."""
         started = time.perf_counter()
         self._note_write(operation)
-        async with self._lock:
+        async with self._queued(operation):
             try:
                 inline = self._inline
                 try:
@@ -645,6 +650,21 @@ class SqliteStore:
         if self._observer is not None:
             self._observer(operation, time.perf_counter() - started)
         return result
+
+    @asynccontextmanager
+    async def _queued(self, operation: str) -> AsyncIterator[None]:
+        """The writer lock, waited for at most ``busy_timeout_ms``: calls queued behind a
+        write stuck in SQLite's busy handler fail within their budget instead of each
+        waiting for all the ones before it."""
+        try:
+            async with asyncio.timeout(self.busy_timeout_ms / 1000):
+                await self._lock.acquire()
+        except TimeoutError:
+            raise StoreUnavailable(f"{operation}: the store's writer is busy") from None
+        try:
+            yield
+        finally:
+            self._lock.release()
 
     def _committed_inline(self) -> None:
         """Count inline commits; every ``CHECKPOINT_EVERY`` start a passive checkpoint on
@@ -1007,6 +1027,30 @@ class SqliteStore:
             return cdr.debited_s
 
         return await self._transaction("settle_and_record", body)
+
+    async def settle_and_record_once(self, grant: Grant | None, *, debit_s: int, cdr: Cdr, now_ms: int,
+                                     factor_pm: int = 1000, quota: QuotaPeriod | None = None) -> int | None:
+        """A journalled settlement and CDR, written exactly once however often it is
+        replayed: nothing when this CDR is there already (same uniqueid, start and end)
+        or, for a hold, when the hold was settled (with its CDR) by anyone. Otherwise as
+        ``settle_and_record`` (or ``write_cdr`` without a hold). Returns the seconds
+        debited, or None when nothing was written."""
+        def body(db: sqlite3.Connection) -> int | None:
+            if db.execute("SELECT 1 FROM cdrs WHERE start_ms = ? AND uniqueid = ? AND end_ms = ?",
+                          (cdr.start_ms, cdr.uniqueid, cdr.end_ms)).fetchone():
+                return None
+            if grant is not None:
+                row = db.execute("SELECT state FROM reservations WHERE id = ?",
+                                 (grant.reservation_id,)).fetchone()
+                if row is not None and row[0] == "settled":
+                    return None
+                cdr.debited_s, cdr.quota_used_s = _settle(db, grant, debit_s=debit_s, uniqueid=cdr.uniqueid,
+                                                          now_ms=now_ms, factor_pm=factor_pm, quota=quota)
+                cdr.factor_pm = factor_pm
+            _insert_cdr(db, cdr)
+            return cdr.debited_s
+
+        return await self._transaction("settle_and_record_once", body)
 
     async def settle_hold(self, hold_id: int, *, uniqueid: str, talk_ms: int, cdr: Cdr, now_ms: int,
                           limit_s: int | None = None, factor_pm: int = 1000,

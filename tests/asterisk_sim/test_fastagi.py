@@ -266,10 +266,9 @@ TIMED_VARIANTS = [
 NOT_REPLAYED = {
     "c4_hangup_while_idle_agiexitonhangup": "no TCP session reached the recording server",
     "d1_connection_refused": "no TCP session (connection refused); see test_connection_refused",
-    # Not yet: the fake learns the dialplan's continuation after AGI() and hangup handlers next.
-    "e1_engine_dies_mid_dial": "not yet: second FastAGI session after AGI() (issue 8, settle helper)",
-    "e2_engine_dies_then_caller_hangs_up": "not yet: hangup handler session (issue 8, settle helper)",
-    "e3_hangup_handler_after_normal_end": "not yet: hangup handler session (issue 8, settle helper)",
+    "e1_engine_dies_mid_dial": "two sessions per file: replayed by test_e_series.py",
+    "e2_engine_dies_then_caller_hangs_up": "two sessions per file: replayed by test_e_series.py",
+    "e3_hangup_handler_after_normal_end": "two sessions per file: replayed by test_e_series.py",
     "e4_ami_hangup_of_ivr_channel": "FastAGI and AMI together: replayed in test_ami.py",
     "e5_ami_hangup_of_callee": "FastAGI and AMI together: replayed in test_ami.py",
 }
