@@ -127,6 +127,9 @@ class Engine:
         except ValueError as exc:  # SecretUnsafe, too short: the engine does not start
             await store.close()
             raise SettingsError(f"setting 'secret_file': {exc}") from None
+        except BaseException:
+            await store.close()  # its thread would keep the process alive
+            raise
         if settings.secret_beside_database:
             log.warning("secret_beside_database", secret_file=str(settings.secret_path),
                         hint="move it apart from the database (secret_file) so one backup does not hold both")
@@ -458,11 +461,20 @@ class Engine:
             card_id=call.card.id if call.card else None, caller_raw=call.caller_raw,
             caller_e164=call.caller.e164 if call.caller else None, dialled=call.dialled,
             destination=call.destination, start_ms=call.start_ms, answer_ms=call.answer_ms,
-            end_ms=self.clock.now_ms(), talk_s=call.talk_s, debited_s=call.debited_s,
+            end_ms=self._end_ms(call), talk_s=call.talk_s, debited_s=call.debited_s,
             outcome=(call.outcome or Outcome.ABANDONED).value, hangup_side=call.hangup_side.value,
             call_type=call.type_of_call(), route_position=call.leg.route.position if call.leg else None,
             leg=call.leg.number if call.leg else None, zone=call.leg.zone.value if call.leg else "",
             number_type=call.leg.kind.value if call.leg else "", factor_pm=call.charge_terms()[0])
+
+    def _end_ms(self, call: Call) -> int:
+        """Now, but never before the callee's answer plus the talk billed: the answer time
+        comes from Asterisk's clock (IVR_ANSWERED), which may run ahead of ours (a
+        simulated call's virtual time), and a CDR must not end before its talk did."""
+        now = self.clock.now_ms()
+        if call.answer_ms is not None:
+            return max(now, call.answer_ms + call.talk_s * 1000)
+        return now
 
     async def _end_channel(self, call: Call, fault: bool) -> None:
         """A fault leaves the channel to the dialplan (IVR_RESULT=error: play 'service
@@ -501,17 +513,45 @@ def run_event_loop(main: Coroutine[Any, Any, None], choice: str = "auto") -> Non
     asyncio.run(main)
 
 
+class BindError(OSError):
+    """An address the engine cannot listen on (in use, not local, not permitted)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def _bind_error(what: str, host: str, port: int, exc: OSError) -> BindError:
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    return BindError(f"cannot listen for {what} on {host}:{port}: {reason}")
+
+
 async def serve(settings: Settings) -> None:
-    """Run the engine until SIGTERM/SIGINT; a second SIGINT forces exit."""
+    """Run the engine until SIGTERM/SIGINT; a second SIGINT forces exit.
+
+    Raises BindError when a port cannot be bound, StoreUnavailable when the database
+    cannot be opened; either way nothing is left running (store thread, metrics server)."""
     engine = await Engine.create(settings)
     metrics_server = None
-    if settings.metrics_port:
-        from prometheus_client import start_http_server
+    try:
+        if settings.metrics_port:
+            from prometheus_client import start_http_server
 
-        metrics_server, _ = start_http_server(settings.metrics_port, addr=settings.metrics_host,
-                                              registry=engine.metrics.registry)
-        log.info("metrics_listening", host=settings.metrics_host, port=settings.metrics_port)
-    await engine.start()
+            try:
+                metrics_server, _ = start_http_server(settings.metrics_port, addr=settings.metrics_host,
+                                                      registry=engine.metrics.registry)
+            except OSError as exc:
+                raise _bind_error("metrics", settings.metrics_host, settings.metrics_port, exc) from None
+            log.info("metrics_listening", host=settings.metrics_host, port=settings.metrics_port)
+        try:
+            await engine.start()
+        except OSError as exc:
+            raise _bind_error("FastAGI", settings.host, settings.port, exc) from None
+    except BaseException:
+        await engine.stop(grace_s=0)
+        if metrics_server is not None:
+            metrics_server.shutdown()
+            metrics_server.server_close()
+        raise
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals_seen = 0

@@ -18,7 +18,9 @@ from typing import Any
 from rating.errors import InvalidDatabase
 from rating.store import parse_database
 
-__all__ = ["Settings", "SettingsError", "load_settings", "peer_networks"]
+__all__ = ["LOG_LEVELS", "Settings", "SettingsError", "load_settings", "peer_networks"]
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -173,6 +175,8 @@ def _validate(s: Settings) -> None:
         parse_database(s.database)
     except InvalidDatabase as exc:
         raise SettingsError(f"setting 'database': {exc}") from None
+    if s.log_level.upper() not in LOG_LEVELS:
+        raise SettingsError(f"setting 'log_level': {s.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
     if not 0 < s.port < 65536:
         raise SettingsError(f"setting 'port': {s.port} is not a TCP port")
     if not 0 <= s.metrics_port < 65536:

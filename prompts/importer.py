@@ -93,11 +93,13 @@ def import_recording(
     prompt: str,
     language: str,
     sounds_dir: Path = SOUNDS_DIR,
+    *,
+    replace: bool = True,
 ) -> str:
     """Store ``src`` as the custom recording of ``prompt`` for ``project``.
 
     Returns the sound name, ``"ivr/custom/<project>/<prompt>"``; an earlier
-    recording is replaced. Raises ``PromptImportError`` for an invalid
+    recording is replaced only with ``replace``. Raises ``PromptImportError`` for an invalid
     project name, an unknown prompt or language, an unreadable, undecodable,
     silent or too long file, or a missing ffmpeg (for mp3 and ogg).
     """
@@ -109,6 +111,11 @@ def import_recording(
     if language not in LANGUAGES:
         raise PromptImportError(f"unsupported language {language!r}: one of {', '.join(LANGUAGES)}")
 
+    name = f"{_CUSTOM}/{project}/{stem}"
+    target = Path(sounds_dir) / language / f"{name}.wav"
+    if not replace and target.exists():
+        raise PromptImportError(f"{project} has a recording of {stem} in {language} already;"
+                                " add --yes to replace it")
     src = Path(src)
     try:
         if src.stat().st_size > _MAX_FILE_BYTES:
@@ -133,8 +140,7 @@ def import_recording(
     except _audio.SilentAudio:
         raise PromptImportError(f"{src} is silent") from None
 
-    name = f"{_CUSTOM}/{project}/{stem}"
-    _audio.write_atomically(Path(sounds_dir) / language / f"{name}.wav", wav)
+    _audio.write_atomically(target, wav)
     return name
 
 

@@ -4,10 +4,13 @@
 from __future__ import annotations
 
 import sys
+import time
+from decimal import Decimal
 from typing import Any
 
 import click
 
+from rating.errors import RatingError
 from rating.pins import load_or_create_secret
 from rating.store.base import OperatorStore
 
@@ -54,7 +57,7 @@ def serve(ctx: click.Context, /, **flags: Any) -> None:
     except SettingsError as exc:
         click.echo(f"SettingsError: {exc}", err=True)
         sys.exit(2)
-    except OSError as exc:
+    except (OSError, RatingError) as exc:  # a busy port (BindError), a corrupt database
         _fail(exc)
 
 
@@ -100,6 +103,23 @@ def main_entry() -> None:  # pragma: no cover - console script alias
     main()
 
 
+def _fresh_uniqueid() -> str:
+    """``epoch.sequence`` as Asterisk writes it; the sequence from the clock's microseconds,
+    so two simulated calls never share a uniqueid (CDRs, the ledger and --json key on it)."""
+    now_us = time.time_ns() // 1000
+    return f"{now_us // 1_000_000}.{now_us % 1_000_000}"
+
+
+def _dialogue(transcript: list[str]) -> list[str]:
+    """The transcript without the ``agi_*`` block Asterisk sends first (``--verbose`` shows it)."""
+    return [line for line in transcript
+            if not (line.startswith(">> +0ms agi_") or line == ">> +0ms ")]
+
+
+def _seconds(ms: Any) -> str:
+    return "-" if ms is None else f"{int(ms) // 1000} s" if int(ms) % 1000 == 0 else f"{int(ms) / 1000:.1f} s"
+
+
 @main.command("call")
 @click.option("--from", "caller", required=True, help="Caller ID as the network delivers it (or 'anonymous').")
 @click.option("--to", "dialled", required=True, help="The access number dialled.")
@@ -113,11 +133,12 @@ def main_entry() -> None:  # pragma: no cover - console script alias
 @click.option("--port", type=click.IntRange(1, 65535), default=None,
               help="Engine FastAGI port (default: the serve settings).")
 @click.option("--realtime", is_flag=True, help="Wait as long as a real call would.")
+@click.option("--verbose", "-v", is_flag=True, help="Show the raw AGI protocol, the agi_* block included.")
 @json_option
 @click.pass_context
 def call_command(ctx: click.Context, caller: str, dialled: str, digits: tuple[str, ...], answer_after: float,
                  talk: float, busy: bool, no_answer: bool, hangup_after: float | None, host: str | None,
-                 port: int | None, realtime: bool, as_json: bool) -> None:
+                 port: int | None, realtime: bool, verbose: bool, as_json: bool) -> None:
     """Play one simulated call against a running engine, through the fake Asterisk."""
     from asterisk_sim import CallScript, DialScript, place_call
 
@@ -132,7 +153,11 @@ def call_command(ctx: click.Context, caller: str, dialled: str, digits: tuple[st
                         dials=[DialScript(outcome=outcome, ring_ms=int(answer_after * 1000),
                                           talk_ms=int(talk * 1000))] * 2,
                         hangup_at_ms=int(hangup_after * 1000) if hangup_after is not None else None,
-                        time_scale=1.0 if realtime else 0.0)
+                        time_scale=1.0 if realtime else 0.0,
+                        # Each simulated call is a new channel: its own uniqueid (Asterisk's
+                        # "epoch.sequence"), and the fake's clock starts at the engine's now,
+                        # so IVR_ANSWERED and the CDR's times agree with the engine's.
+                        uniqueid=_fresh_uniqueid(), start_epoch=Decimal(SystemClock().now_ms()) / 1000)
 
     async def go() -> dict[str, Any]:
         try:
@@ -157,10 +182,11 @@ def call_command(ctx: click.Context, caller: str, dialled: str, digits: tuple[st
         }
 
     data = run(go())
-    lines = [*data["transcript"], "",
+    dialogue = data["transcript"] if verbose else _dialogue(data["transcript"])
+    lines = [*dialogue, "",
              f"prompts:   {', '.join(data['prompts_played']) or '-'}",
-             f"digits:    {', '.join(data['digits_sent']) or '-'}",
-             *[f"dial:      {d.get('dial_string')} -> {d.get('status')} (talk {d.get('talk_ms')} ms)"
+             f"digits:    {', '.join(d or '(timeout: nothing typed)' for d in data['digits_sent']) or '-'}",
+             *[f"dial:      {d.get('dial_string')} -> {d.get('status')} (talk {_seconds(d.get('talk_ms'))})"
                for d in data["dials"]],
              f"outcome:   {data['outcome']}", f"debited:   {data['debited_s']} s",
              f"remaining: {hms(data['remaining_s']) if data['remaining_s'] is not None else '-'}"]

@@ -66,7 +66,7 @@ def _line_dict(line: ops.StatementLine, names: dict[int, str]) -> dict[str, Any]
 
 @account.command("statement")
 @click.option("--month", help="Only this month (YYYY-MM), with the balance it opened with.")
-@click.option("--csv", "csv_path", help="Write the statement as CSV to this file ('-': stdout).")
+@click.option("--csv", "csv_path", metavar="FILE", help="Write the statement as CSV to this file ('-': stdout).")
 @yes_option
 @json_option
 @with_store
@@ -105,11 +105,12 @@ def _statement_lines(st: ops.Statement, lines: list[dict[str, Any]], month: str 
     what = {"purchase": "card bought", "recharge": "recharge", "payment": "payment"}
     rows = [[local(x.line.at_ms), what[x.line.kind], d["card"], d["project"],
              hms(x.line.seconds) if x.line.seconds else "", money(x.line.amount_cents, cur),
-             money(x.balance_cents, cur)] for x, d in zip(st.lines, lines, strict=True)]
+             money(x.balance_cents, cur), d["reference"] or ""] for x, d in zip(st.lines, lines, strict=True)]
     head = [f"account statement{' ' + month if month else ''} ({cur or 'no currency yet'})"]
     if month:
         head.append(f"  owed at the start: {money(st.opening_cents, cur)}")
-    body = table(["DATE", "WHAT", "CARD", "PROJECT", "TIME", "AMOUNT", "OWED"], rows, right={2, 4, 5, 6},
+    body = table(["DATE", "WHAT", "CARD", "PROJECT", "TIME", "AMOUNT", "OWED", "REFERENCE"], rows,
+                 right={2, 4, 5, 6},
                  empty="no charges or payments")
     return [*head, *body, f"  owed at the end:   {money(st.closing_cents, cur)}"]
 

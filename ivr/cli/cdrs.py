@@ -97,7 +97,7 @@ CDR_CSV = ["start", "uniqueid", "project", "card", "caller", "caller_e164", "dia
 @cdr.command("list")
 @filter_options
 @click.option("--limit", type=int, default=100, show_default=True, help="The latest this many (0: all).")
-@click.option("--csv", "csv_path", help="Write the CDRs as CSV to this file ('-': stdout).")
+@click.option("--csv", "csv_path", metavar="FILE", help="Write the CDRs as CSV to this file ('-': stdout).")
 @yes_option
 @json_option
 @with_store
@@ -142,7 +142,7 @@ def report_dict(rep: ops.Report) -> dict[str, Any]:
               help="number: the caller; access: the access number dialled; type: the call type;"
                    " zone: the destination zone.")
 @filter_options
-@click.option("--csv", "csv_path", help="Write the report as CSV to this file ('-': stdout).")
+@click.option("--csv", "csv_path", metavar="FILE", help="Write the report as CSV to this file ('-': stdout).")
 @click.option("--chart", "chart_path", help="Draw minutes per group into this PNG file.")
 @yes_option
 @json_option

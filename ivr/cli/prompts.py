@@ -8,8 +8,10 @@ from pathlib import Path
 import click
 
 import prompts as catalogue
+from rating.errors import NotFound
 
-from ._app import CliError, _settings, emit, json_option, main
+from ..settings import Settings
+from ._app import CliError, _open, _settings, emit, json_option, main, run, yes_option
 
 
 def _sounds_dir(ctx: click.Context, given: str | None) -> Path:
@@ -44,6 +46,16 @@ def prompts_build(ctx: click.Context, out_dir: str | None, languages: tuple[str,
          [f"{len(written)} prompt files in {target}"])
 
 
+async def _check_project(settings: Settings, name: str) -> None:
+    """A recording for a project that does not exist would never play. Raises NotFound."""
+    store = await _open(settings)
+    try:
+        if await store.project_by_name(name) is None:
+            raise NotFound(f"no project {name!r}")
+    finally:
+        await store.close()
+
+
 @prompts_group.command("import")
 @click.argument("source", type=click.Path(exists=True, dir_okay=False))
 @click.option("--project", required=True, help="Project whose calls play the recording.")
@@ -51,14 +63,16 @@ def prompts_build(ctx: click.Context, out_dir: str | None, languages: tuple[str,
               help="Which prompt it replaces, e.g. welcome.")
 @click.option("--language", type=click.Choice(list(catalogue.LANGUAGES)), default="de", show_default=True)
 @click.option("--sounds-dir", help="Sounds directory Asterisk plays from (default: the engine's).")
+@yes_option
 @json_option
 @click.pass_context
 def prompts_import(ctx: click.Context, source: str, project: str, prompt_id: str, language: str,
-                   sounds_dir: str | None, as_json: bool) -> None:
+                   sounds_dir: str | None, yes: bool, as_json: bool) -> None:
     """Import an mp3/wav/ogg recording (e.g. the project's spoken greeting)."""
+    run(_check_project(_settings(ctx), project))
     try:
         name = catalogue.import_recording(Path(source), project, prompt_id, language,
-                                          sounds_dir=_sounds_dir(ctx, sounds_dir))
+                                          sounds_dir=_sounds_dir(ctx, sounds_dir), replace=yes)
     except catalogue.PromptError as exc:
         raise CliError(str(exc)) from None
     emit(as_json, {"project": project, "prompt": prompt_id, "language": language, "sound": name},

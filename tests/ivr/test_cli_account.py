@@ -50,7 +50,8 @@ def test_purchases_recharges_and_payments_make_the_statement(cli: Cli, project: 
     assert (data["lines"][3]["reference"], data["lines"][3]["by"]) == ("bank 2026-11", "erika")
     assert (data["opening_cents"], data["closing_cents"]) == (0, 2950)
     lines = cli("account", "statement").stdout.splitlines()
-    assert lines[1].split() == ["DATE", "WHAT", "CARD", "PROJECT", "TIME", "AMOUNT", "OWED"]
+    assert lines[1].split() == ["DATE", "WHAT", "CARD", "PROJECT", "TIME", "AMOUNT", "OWED", "REFERENCE"]
+    assert lines[-2].rstrip().endswith("bank 2026-11")  # the payment, with its reference
     assert lines[-1] == "  owed at the end:   29.50 CHF"
 
 

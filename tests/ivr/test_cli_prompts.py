@@ -32,7 +32,18 @@ def test_list_shows_every_prompt_with_its_text() -> None:
     assert any(r["text"].startswith("Please enter your PIN") for r in rows)
 
 
-def test_import_converts_for_asterisk(tmp_path: Path) -> None:
+@pytest.fixture
+def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A database with project test1: a recording is only for a project that exists."""
+    path = tmp_path / "ivr.sqlite3"
+    monkeypatch.setenv("IVR_DATABASE", str(path))
+    created = run("project", "create", "test1", "--number", "+41441234567", "--region", "CH",
+                  "--service", "PJSIP/100", "--currency", "CHF")
+    assert created.exit_code == 0, created.output
+    return path
+
+
+def test_import_converts_for_asterisk(tmp_path: Path, db: Path) -> None:
     result = run("prompts", "import", str(wav(tmp_path / "Begruessung.wav")), "--project", "test1",
                  "--prompt", "welcome", "--sounds-dir", str(tmp_path / "sounds"), "--json")
     assert result.exit_code == 0, result.output
@@ -45,7 +56,7 @@ def test_import_converts_for_asterisk(tmp_path: Path) -> None:
     (["--project", "../etc", "--prompt", "welcome"], 1),
     (["--project", "test1", "--prompt", "no-such-prompt"], 2),
 ])
-def test_import_refuses_bad_names(tmp_path: Path, args: list[str], exit_code: int) -> None:
+def test_import_refuses_bad_names(tmp_path: Path, db: Path, args: list[str], exit_code: int) -> None:
     result = run("prompts", "import", str(wav(tmp_path / "a.wav")), *args, "--sounds-dir", str(tmp_path / "s"))
     assert result.exit_code == exit_code
     assert len(result.output.strip().splitlines()) == 1
@@ -56,3 +67,23 @@ def test_build_without_espeak_is_one_clear_line(tmp_path: Path) -> None:
     result = run("prompts", "build", "--out", str(tmp_path / "out"), env={"PATH": str(tmp_path)})
     assert result.exit_code == 1
     assert "espeak-ng" in result.output.strip().splitlines()[-1]
+
+
+def test_import_for_a_project_that_does_not_exist_is_refused(tmp_path: Path, db: Path) -> None:
+    result = run("prompts", "import", str(wav(tmp_path / "a.wav")), "--project", "nosuch", "--prompt", "welcome",
+                 "--sounds-dir", str(tmp_path / "s"))
+    assert (result.exit_code, result.output.strip()) == (1, "NotFound: no project 'nosuch'")
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_second_import_needs_yes(tmp_path: Path, db: Path) -> None:
+    args = ["prompts", "import", str(wav(tmp_path / "a.wav")), "--project", "test1", "--prompt", "welcome",
+            "--sounds-dir", str(tmp_path / "s")]
+    assert run(*args).exit_code == 0
+    target = tmp_path / "s/de/ivr/custom/test1/welcome.wav"
+    before = target.read_bytes()
+    again = run(*args)
+    assert again.exit_code == 1
+    assert again.output.strip().endswith("add --yes to replace it")
+    assert run(*args, "--yes").exit_code == 0
+    assert target.read_bytes() == before  # the same recording, written again with --yes
