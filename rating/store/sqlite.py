@@ -85,7 +85,19 @@ from ..models import (
 from ..routes import Route
 from ..settlement import settlement
 from ..zones import QuotaPeriod, charge
-from ._rows import ROUTE_COLS, default_timezone, policy_of, route_of, tariff_of
+from ._rows import (
+    _ACCOUNT_UPDATABLE,
+    _BLOCKED_COLS,
+    _CARD_COLS,
+    _CDR_COLS,
+    _PROJECT_COLS,
+    _PROJECT_UPDATABLE,
+    PIN_FAILURE_RETENTION_MS,
+    ROUTE_COLS,
+    _card,
+    _project,
+    route_of,
+)
 from ._schema import MIGRATIONS, SchemaMode, check_schema
 from .base import FailureObserver, StoreObserver
 
@@ -94,24 +106,6 @@ __all__ = ["SqliteStore", "StoreObserver"]
 T = TypeVar("T")
 
 
-_CARD_COLS = ("id, project_id, note, blocked, balance_s, reserved_s, active_calls, price_cents, "
-              "created_ms, activated_ms, expires_ms")
-PIN_FAILURE_RETENTION_MS = 7 * 86_400_000
-# Project columns ``update_project`` may change (the name and id never change).
-_PROJECT_UPDATABLE = frozenset({
-    "service", "fallback", "ring_timeout_s", "language", "region", "price_per_minute_cents", "currency",
-    "connect_s", "minimum_s", "initial_s", "increment_s", "warning_s", "pin_length", "max_bound_numbers",
-    "max_simultaneous_calls", "card_validity_days", "timezone", "trunk", "allow_countries", "block_types",
-    "zone_factors", "quota_s", "evict_oldest_binding"})
-_ACCOUNT_UPDATABLE = frozenset({"currency", "info_limit_cents", "lock_limit_cents", "suspend_calls"})
-_BLOCKED_COLS = "id, project_id, pattern, direction, reason, created_ms, added_by"
-_CDR_COLS = ("uniqueid, project_id, card_id, caller_raw, caller_e164, dialled, destination, start_ms,"
-             " answer_ms, end_ms, talk_s, debited_s, outcome, hangup_side, call_type, route_position, leg, zone,"
-             " number_type, factor_pm, quota_used_s")
-_PROJECT_COLS = ("id, name, service, fallback, ring_timeout_s, language, region, price_per_minute_cents,"
-                 " currency, connect_s, minimum_s, initial_s, increment_s, warning_s, pin_length,"
-                 " max_bound_numbers, max_simultaneous_calls, card_validity_days, timezone, trunk,"
-                 " allow_countries, block_types, zone_factors, quota_s, evict_oldest_binding")
 # Writes that never change projects, numbers or blocks: they leave the routing snapshot valid.
 _ROUTING_NEUTRAL = frozenset({"reserve", "settle", "write_cdr", "settle_and_record", "settle_and_record_once",
                               "bind", "activate",
@@ -231,12 +225,6 @@ def _private(path: str, *, create: bool) -> None:
             os.chmod(path, 0o600)
     except FileNotFoundError:
         pass
-
-
-def _card(row: Sequence[Any]) -> Card:
-    return Card(id=row[0], project_id=row[1], note=row[2], blocked=bool(row[3]), balance_s=row[4],
-                reserved_s=row[5], active_calls=row[6], price_cents=row[7], created_ms=row[8],
-                activated_ms=row[9], expires_ms=row[10])
 
 
 def _quota_left(db: sqlite3.Connection, card_id: int, quota: QuotaPeriod | None) -> int:
@@ -423,16 +411,6 @@ def _insert_cdr(db: sqlite3.Connection, cdr: Cdr) -> None:
          cdr.destination, cdr.start_ms, cdr.answer_ms, cdr.end_ms, cdr.talk_s, cdr.debited_s,
          cdr.outcome, cdr.hangup_side, cdr.call_type, cdr.route_position, cdr.leg, cdr.zone, cdr.number_type,
          cdr.factor_pm, cdr.quota_used_s))
-
-
-def _project(r: Sequence[Any], numbers: tuple[str, ...], routes: tuple[Route, ...]) -> Project:
-    return Project(id=r[0], name=r[1], numbers=numbers, service=r[2], fallback=r[3], ring_timeout_s=r[4],
-                   language=r[5], region=r[6], price_per_minute_cents=r[7], currency=r[8],
-                   rule=BillingRule(connect_s=r[9], minimum_s=r[10], initial_s=r[11], increment_s=r[12]),
-                   warning_s=r[13], pin_length=r[14], max_bound_numbers=r[15],
-                   max_simultaneous_calls=r[16], card_validity_days=r[17], routes=routes,
-                   timezone=r[18] or default_timezone(r[6]), trunk=r[19], policy=policy_of(r[20], r[21]),
-                   tariff=tariff_of(r[22], r[23]), evict_oldest_binding=bool(r[24]))
 
 
 def _routes_by_project(rows: Sequence[Sequence[Any]]) -> dict[int, tuple[Route, ...]]:
