@@ -7,6 +7,7 @@ maps its options onto ``Config``). A bad value raises ``SettingsError`` naming t
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import ipaddress
 import os
 import tomllib
@@ -95,7 +96,15 @@ class Settings:
 
     @property
     def state_path(self) -> Path:
-        return Path(self.state_dir) if self.state_dir else Path(self.database + ".state")
+        """``state_dir``, else ``<database>.state`` beside a SQLite file; for PostgreSQL (a URL,
+        never a file name) a directory of its own per database under ``$XDG_STATE_HOME/ivr``."""
+        if self.state_dir:
+            return Path(self.state_dir)
+        db = parse_database(self.database)
+        if db.path is not None:
+            return Path(db.target + ".state")
+        digest = hashlib.sha256(db.shown().encode()).hexdigest()[:16]  # no password in the name's source
+        return state_dir() / f"{db.kind}-{digest}"
 
     @property
     def ami_configured(self) -> bool:

@@ -8,7 +8,7 @@ import pytest
 import structlog
 
 from ivr.logs import configure
-from ivr.settings import SettingsError, load_settings
+from ivr.settings import Settings, SettingsError, load_settings
 
 
 def test_layers_defaults_toml_env_flags(tmp_path: Path) -> None:
@@ -60,3 +60,16 @@ def test_stdlib_and_structlog_lines_share_the_json_format(capsys: pytest.Capture
     finally:
         structlog.reset_defaults()
         logging.getLogger().handlers.clear()
+
+
+def test_the_journal_of_a_postgresql_engine_is_never_a_directory_named_after_its_url(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.chdir(tmp_path)
+    url = "postgresql://ivr:secret@127.0.0.1:5432/ivr"
+    path = Settings(database=url).state_path
+    assert path.parent == tmp_path / "state" / "ivr" and path.name.startswith("postgresql-")
+    assert "secret" not in str(path) and "127.0.0.1" not in str(path)
+    assert Settings(database="postgresql://ivr@127.0.0.1:5433/ivr").state_path != path  # one per database
+    assert Settings(database=str(tmp_path / "x.sqlite3")).state_path == tmp_path / "x.sqlite3.state"
+    assert Settings(database=url, state_dir=str(tmp_path / "j")).state_path == tmp_path / "j"
