@@ -58,21 +58,45 @@ def _no_engine_outlives_its_test() -> Iterator[None]:
 
 
 async def start_engine(db: Path, *extra: str, port: int | None = None) -> tuple[asyncio.subprocess.Process, int, int]:
-    port, metrics_port = port or free_port(), free_port()
-    proc = await asyncio.create_subprocess_exec(
-        IVR, "--database", str(db), "serve", "--port", str(port), "--metrics-port", str(metrics_port),
-        "--log-format", "json", *extra, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    _started.append(proc)
-    for _ in range(200):
-        try:
-            _, w = await asyncio.open_connection("127.0.0.1", port)
-            w.close()
-            await w.wait_closed()
-            return proc, port, metrics_port
-        except OSError:
-            await asyncio.sleep(0.05)
-    proc.kill()
-    raise AssertionError("engine did not start")
+    return await launch_engine(["--database", str(db)], list(extra), port=port)
+
+
+async def launch_engine(before: list[str], after: list[str], *, port: int | None = None,
+                        env: dict[str, str] | None = None) -> tuple[asyncio.subprocess.Process, int, int]:
+    """Start `ivr BEFORE serve --port P --metrics-port M AFTER` and wait until it accepts.
+    A free port found by bind-and-close can be taken again before the engine binds it
+    (another test's client, the metrics port drawing the same number): the engine then
+    exits at once with one line naming the address; such a start is retried on fresh
+    ports, never taken for a pass. Any other early exit fails with the engine's stderr."""
+    failures: list[str] = []
+    for _ in range(5):
+        agi_port = port or free_port()
+        metrics_port = free_port()
+        while metrics_port == agi_port:
+            metrics_port = free_port()
+        proc = await asyncio.create_subprocess_exec(
+            IVR, *before, "serve", "--port", str(agi_port), "--metrics-port", str(metrics_port),
+            "--log-format", "json", *after, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env=env)
+        _started.append(proc)
+        for _ in range(400):
+            if proc.returncode is not None:
+                break
+            try:
+                _, w = await asyncio.open_connection("127.0.0.1", agi_port)
+                w.close()
+                await w.wait_closed()
+                return proc, agi_port, metrics_port
+            except OSError:
+                await asyncio.sleep(0.05)
+        if proc.returncode is None:
+            proc.kill()
+        _, stderr = await proc.communicate()
+        failures.append(stderr.decode(errors="replace")[-2000:])
+        if "in use" not in failures[-1]:
+            break
+        await asyncio.sleep(0.2)
+    raise AssertionError("engine did not start:\n" + "\n---\n".join(failures))
 
 
 def log_events(stderr: bytes) -> list[dict[str, object]]:

@@ -17,31 +17,16 @@ from rating.pins import load_or_create_secret
 from rating.store import open_store
 
 from .conftest import ACCESS
-from .test_lifecycle import _started, free_port  # noqa: F401 - _started: the autouse cleanup's list
+from .test_lifecycle import _started, free_port, launch_engine  # noqa: F401 - _started: the autouse cleanup's list
 
 IVR = str(Path(sys.executable).with_name("ivr"))
 CARD_SECONDS = 90
 
 
 async def start_engine(url: str, secret: Path) -> tuple[asyncio.subprocess.Process, int]:
-    port = free_port()
     env = {**os.environ, "IVR_DATABASE": url, "IVR_SECRET_FILE": str(secret)}
-    proc = await asyncio.create_subprocess_exec(
-        IVR, "serve", "--port", str(port), "--metrics-port", "0", "--log-format", "json", "--grace", "5",
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=env)
-    _started.append(proc)
-    for _ in range(400):
-        try:
-            _, w = await asyncio.open_connection("127.0.0.1", port)
-            w.close()
-            await w.wait_closed()
-            return proc, port
-        except OSError:
-            if proc.returncode is not None:
-                err = await proc.stderr.read()  # type: ignore[union-attr]  # stderr is PIPE
-                raise AssertionError(f"engine exited: {err.decode()[-2000:]}") from None
-            await asyncio.sleep(0.05)
-    raise AssertionError("engine did not start")
+    proc, port, _ = await launch_engine([], ["--grace", "5"], env=env)
+    return proc, port
 
 
 async def test_two_engines_racing_on_the_same_cards(postgres_server: Any, tmp_path: Path) -> None:
