@@ -1,4 +1,4 @@
-"""The one place that awaits: an AGI channel over an asyncio stream.
+"""The one place that awaits: an AGI channel over an asyncio transport.
 
 Intent-level methods (``answer()``, ``playback()``, ``get_data()``, ``dial()`` …)
 send one command, wait for its reply with a per-command timeout, and translate
@@ -6,6 +6,14 @@ the outcome: ``511`` and ``result=-1`` on a hung-up channel raise
 ``ChannelHungUp``; ``510``/``520`` raise ``CommandFailed``. A timeout leaves the
 command running inside Asterisk, and any further command would abort it with no
 reply (transcript b5), so after a timeout the channel refuses further commands.
+
+The socket side is an ``asyncio.Protocol`` (:class:`AgiStream`), not a
+StreamReader/StreamWriter pair: the bytes Asterisk sends go to the codec as they
+arrive and wake the one waiting command; a command is written straight to the
+transport (one short line at a time, never more than one pending: nothing for a
+``drain()`` to wait for); a timeout is one timer on the loop that fails the wait.
+Per AGI round trip that is one future instead of a stream read's future, a
+``drain()`` coroutine and an ``asyncio.timeout()`` context (``bench/README.md``).
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from ._codec import AgiConnection, State
 from ._errors import (
@@ -25,9 +34,8 @@ from ._errors import (
 )
 from ._events import ConnectionClosed, Environment, HangupNotice, Reply, _NeedData
 
-__all__ = ["AgiChannel", "CommandObserver", "GetDataResult"]
+__all__ = ["AgiChannel", "AgiStream", "CommandObserver", "GetDataResult"]
 
-_READ_SIZE = 4096
 DEFAULT_TIMEOUT_S = 10.0
 MEDIA_TIMEOUT_S = 300.0  # prompts and digit entry; bounded by the prompts' own length
 
@@ -41,20 +49,108 @@ class GetDataResult:
     timed_out: bool
 
 
+class AgiStream(asyncio.Protocol):
+    """One FastAGI connection's socket: feeds the codec, wakes the waiting reader.
+
+    ``wait()`` returns once more bytes (or the end of the stream) reached the codec;
+    ``expire()`` makes the pending ``wait()`` raise ``TimeoutError``. A unit test can
+    drive it without a socket: ``connection_made`` with any object that has
+    ``write``, ``close``, ``is_closing`` and ``get_extra_info``, then ``data_received``.
+    """
+
+    def __init__(self, on_connect: Callable[[AgiStream], None] | None = None) -> None:
+        self.conn = AgiConnection()
+        self.transport: asyncio.Transport | None = None
+        self.error: Exception | None = None   # why the connection was lost, if not a clean close
+        self.lost = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed: asyncio.Future[None] | None = None
+        self._on_connect = on_connect
+
+    # --- asyncio.Protocol ----------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's TCPTransport is no asyncio.Transport subclass, but has its methods.
+        self.transport = cast(asyncio.Transport, transport)
+        self._closed = asyncio.get_running_loop().create_future()
+        if self._on_connect is not None:
+            self._on_connect(self)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.conn.receive_data(data)
+        except RemoteProtocolError as exc:  # pragma: no cover - bytes after EOF: the loop never does it
+            self.error = exc
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.conn.receive_data(b"")
+        self._wake()
+        return True  # our side stays open until the channel closes it (as StreamReaderProtocol)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if exc is not None:
+            self.error = exc
+        self.conn.receive_data(b"")   # a no-op after an EOF already fed
+        self._wake()
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result(None)
+
+    # --- what the channel uses ---------------------------------------------------
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait(self) -> None:
+        """Until more bytes or the end of the stream reached the codec."""
+        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+
+    def expire(self) -> None:
+        """A timer's callback: the pending ``wait()`` raises ``TimeoutError``."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(TimeoutError())
+
+    def write(self, data: bytes) -> None:
+        """Raises ConnectionLost when the connection is closed or closing."""
+        transport = self.transport
+        if self.lost or transport is None or transport.is_closing():
+            raise ConnectionLost(f"connection lost: {self.error}" if self.error else "connection closed")
+        transport.write(data)
+
+    def peername(self) -> object:
+        return self.transport.get_extra_info("peername") if self.transport is not None else None
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    async def close(self) -> None:
+        """Close our side and wait until the transport is gone."""
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.close()
+        if self._closed is not None:
+            await self._closed
+
+
 class AgiChannel:
     """One call's AGI channel. Not safe for concurrent use: one command at a time."""
 
     def __init__(
         self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        stream: AgiStream,
         *,
         observer: CommandObserver | None = None,
         env_timeout_s: float = 10.0,
     ) -> None:
-        self._reader = reader
-        self._writer = writer
-        self._conn = AgiConnection()
+        self._stream = stream
+        self._conn = stream.conn
         self._observer = observer
         self._env_timeout_s = env_timeout_s
         self._broken = False
@@ -70,22 +166,30 @@ class AgiChannel:
         while True:
             event = self._conn.next_event()
             if isinstance(event, _NeedData):
-                data = await self._reader.read(_READ_SIZE)
-                self._conn.receive_data(data)
+                await self._stream.wait()
                 continue
             if isinstance(event, ConnectionClosed):
-                raise ConnectionLost("Asterisk closed the connection")
+                error = self._stream.error
+                raise ConnectionLost(f"connection lost: {error}" if error else "Asterisk closed the connection")
             return event
+
+    def _timer(self, timeout_s: float | None) -> asyncio.TimerHandle | None:
+        # One timer that fails the pending wait, not asyncio.timeout() (a context object,
+        # a cancellation of the task and its uncancel) or wait_for() (a task per command).
+        if timeout_s is None:
+            return None
+        return asyncio.get_running_loop().call_later(timeout_s, self._stream.expire)
 
     async def read_environment(self) -> Environment:
         """Read the ``agi_*`` block. Raises ConnectionLost, RemoteProtocolError, CommandTimeout."""
+        timer = self._timer(self._env_timeout_s)
         try:
-            # asyncio.timeout(), not wait_for(): wait_for runs the coroutine in a task of
-            # its own, a task per command (3.11); same TimeoutError, less CPU per call.
-            async with asyncio.timeout(self._env_timeout_s):
-                event = await self._next()
+            event = await self._next()
         except TimeoutError:
             raise CommandTimeout("no AGI environment within the timeout") from None
+        finally:
+            if timer is not None:
+                timer.cancel()
         if not isinstance(event, Environment):  # pragma: no cover - codec guarantees it
             raise RemoteProtocolError("expected the AGI environment")
         self.env = event
@@ -113,23 +217,20 @@ class AgiChannel:
         data = self._conn.send(keyword, args)
         started = time.perf_counter()
         reply: Reply | None = None
+        timer = None
         try:
-            self._writer.write(data)
-            await self._writer.drain()
-            if timeout_s is None:
-                reply = await self._await_reply()
-            else:
-                async with asyncio.timeout(timeout_s):
-                    reply = await self._await_reply()
+            self._stream.write(data)
+            timer = self._timer(timeout_s)
+            reply = await self._await_reply()
         except TimeoutError:
             self._broken = True
             raise CommandTimeout(f"{keyword}: no reply within {timeout_s} s") from None
-        except (ConnectionError, RemoteProtocolError, ConnectionLost) as exc:
+        except (RemoteProtocolError, ConnectionLost):
             self._broken = True
-            if isinstance(exc, ConnectionError):
-                raise ConnectionLost(str(exc)) from exc
             raise
         finally:
+            if timer is not None:
+                timer.cancel()
             if self._observer is not None:
                 # EXEC is named with its application (ours, never the caller's: a short,
                 # fixed list), so Dial's minutes do not drown Playback's milliseconds.
@@ -208,12 +309,7 @@ class AgiChannel:
     async def close(self) -> None:
         """Close our side. Asterisk never closes first (c6), so every call must end here."""
         self._broken = True
-        if not self._writer.is_closing():
-            self._writer.close()
-        try:
-            await self._writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass
+        await self._stream.close()
 
     @property
     def state(self) -> State:

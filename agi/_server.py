@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Protocol
 
-from ._channel import AgiChannel, CommandObserver
+from ._channel import AgiChannel, AgiStream, CommandObserver
 from ._errors import AgiError, CommandTimeout, ConnectionLost, RemoteProtocolError
 
 __all__ = ["AgiServer", "Handler", "ServerHooks"]
@@ -100,42 +100,49 @@ class AgiServer:
         return len(self._tasks)
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._on_connect, self.host, self.port,
-                                                  reuse_address=True, backlog=4096)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: AgiStream(self._on_connect), self.host, self.port,
+                                                reuse_address=True, backlog=4096)
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]  # port 0 -> the one the OS chose
         self._accepting = True
 
-    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _on_connect(self, stream: AgiStream) -> None:
         if not self._accepting:
-            writer.close()
+            stream.abort()
             return
         # Before a byte of the header block is read: only our Asterisk may talk (FastAGI
         # has no authentication), and never more than max_connections at once.
-        peer = writer.get_extra_info("peername")
+        peer = stream.peername()
         if not peer_allowed(peer, self._allowed):
             self._hooks.peer_refused(str(peer[0]) if isinstance(peer, tuple) and peer else repr(peer))
-            writer.transport.abort()
+            stream.abort()
             return
         if len(self._tasks) >= self._max_connections:
             self._hooks.connection_refused(len(self._tasks))
-            writer.transport.abort()
+            stream.abort()
             return
-        task = asyncio.current_task()
-        assert task is not None
+        task = asyncio.get_running_loop().create_task(self._run(stream))
         self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        exc = None if task.cancelled() else task.exception()
+        if exc is not None:  # the handlers catch what a call can raise: this is a bug
+            _log.error("agi connection task failed", exc_info=(type(exc), exc, exc.__traceback__))
+
+    async def _run(self, stream: AgiStream) -> None:
         self._hooks.connection_opened()
-        channel = AgiChannel(reader, writer, observer=self._observer,
-                             env_timeout_s=self._env_timeout_s)
+        channel = AgiChannel(stream, observer=self._observer, env_timeout_s=self._env_timeout_s)
         try:
             await self._serve(channel)
         except asyncio.CancelledError:
             if not self._draining:
                 raise
             # Our own shutdown cancelled this call and its finally blocks have run. Ending
-            # quietly keeps asyncio's stream callback from logging the task as failed.
+            # quietly keeps the task from counting as failed.
         finally:
-            self._tasks.discard(task)
             await channel.close()
             self._hooks.connection_closed()
 
