@@ -135,6 +135,8 @@ class AgiServer:
     async def _run(self, stream: AgiStream) -> None:
         self._hooks.connection_opened()
         channel = AgiChannel(stream, observer=self._observer, env_timeout_s=self._env_timeout_s)
+        peer = stream.peername()
+        channel.peer = str(peer[0]) if isinstance(peer, tuple) and peer else ""
         try:
             await self._serve(channel)
         except asyncio.CancelledError:
