@@ -29,6 +29,9 @@ class Environment:
         return tuple(out)
 
 
+_NO_FIELDS: Mapping[str, str] = MappingProxyType({})  # read-only: one shared empty mapping
+
+
 @dataclass(frozen=True)
 class Reply:
     """One answer to one command.
@@ -40,7 +43,7 @@ class Reply:
     code: int
     result: str | None = None
     data: str | None = None
-    fields: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    fields: Mapping[str, str] = field(default_factory=lambda: _NO_FIELDS)
     lines: tuple[str, ...] = ()
 
     @property

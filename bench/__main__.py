@@ -24,7 +24,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from . import _proc, _profile
+from . import _postgres, _proc, _profile
 from ._prepare import Plan, prepare
 from ._report import render
 from ._stats import distribution
@@ -32,7 +32,8 @@ from ._store_bench import store_throughput
 from ._workload import SCENARIOS, Script, capture
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-TARGETS = {"cpu_ms_per_bound_call": 1.0, "throughput_vs_bare": 0.5, "parked_rss_mb": 300.0,
+TARGETS = {"cpu_ms_per_bound_call": 1.0, "cpu_ms_per_bound_call_postgresql": 1.5, "throughput_vs_bare": 0.5,
+           "parked_rss_mb": 300.0,
            "parked_new_call_p99_ms": 20.0}
 PANORAMISK_NOTE = ("panoramisk's FastAGI Application has known bugs: it spins forever when a peer closes"
                    " before the end of its headers, takes an unprompted HANGUP line for the reply to the"
@@ -70,6 +71,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-store", action="store_true", help="skip the store throughput test")
     p.add_argument("--blacklist", type=int, default=100, help="blocked-number entries (default 100)")
     p.add_argument("--drivers", type=int, default=1, help="driver processes (default 1: 2-core machine)")
+    p.add_argument("--postgresql", action="store_true",
+                   help="also run the engine on PostgreSQL ('engine-pg': a throw-away server started as the"
+                        " tests start one, tests/postgres.py): the load matrix, the repeats and the paced load,"
+                        " with the server's own CPU per call beside the engine's")
     p.add_argument("--no-references", action="store_true", help="engine only, no bare/panoramisk runs")
     p.add_argument("--hold-references", action="store_true", help="also park calls on the references")
     p.add_argument("--profile", dest="profile", action="store_true", default=None,
@@ -126,6 +131,13 @@ class Bench:
         self.new_next = 0
         self.engine_calls = 0   # calls placed on an engine process (each must leave a CDR)
         self.notes: list[str] = []
+        self.pg_server: Any = None      # the PostgreSQL server of the engine-pg runs
+        self.pg_plan: Plan | None = None
+
+    def _pg_cpu(self, server: _proc.Server) -> float:
+        if self.pg_server is None or server.name != "engine-pg":
+            return 0.0
+        return _postgres.server_cpu_seconds(self.pg_server)
 
     # --- processes -----------------------------------------------------------
     def start_engine(self, name: str, extra_env: dict[str, str] | None = None) -> _proc.Server:
@@ -205,10 +217,12 @@ class Bench:
     def run_closed(self, server: _proc.Server, scenario: str, level: int, calls: int, *,
                    per_command: bool = False) -> dict[str, Any]:
         threads0 = _proc.thread_cpu_seconds(server.pid)
+        pg0 = self._pg_cpu(server)
         cpu0 = server.cpu()
         results = self.drive(server, {"mode": "closed", "scenario": scenario, "concurrency": level,
                                       "calls": calls, "per_command": per_command})
         cpu = server.cpu() - cpu0
+        pg = self._pg_cpu(server) - pg0
         threads1 = _proc.thread_cpu_seconds(server.pid)
         merged = _merge(results)
         ok = max(1, merged["ok"])
@@ -222,6 +236,8 @@ class Bench:
             "command_rtt": distribution(merged["rtt_us"]), "setup": distribution(merged["setup_us"]),
             "call": distribution(merged["call_us"]),
         }
+        if self.pg_server is not None and server.name == "engine-pg":
+            row["postgres_cpu_ms_per_call"] = round(pg / ok * 1000, 3)
         row["threads_ms_per_call"] = {
             ("event loop" if name.split(" ")[1] == str(server.pid) else f"thread {name}"):
                 round((threads1[name] - threads0.get(name, 0.0)) / ok * 1000, 3)
@@ -260,9 +276,11 @@ class Bench:
         """Calls spread in time as Asterisk sends them: ``--paced-rate`` new calls per
         second for ``--paced-seconds``, each reply as late as Asterisk's (``PACE_S``)."""
         a = self.args
+        pg0 = self._pg_cpu(server)
         results = self.drive(server, {"mode": "paced", "scenario": scenario, "rate": a.paced_rate,
                                       "duration_s": a.paced_seconds, "pace_scale": a.paced_scale,
                                       "timeout_s": 120.0 + 30 * a.paced_scale})
+        pg = self._pg_cpu(server) - pg0
         merged = _merge(results)
         cpu = sum(r["server_cpu_s"] for r in results) / len(results)  # each driver saw the same process
         ok = max(1, merged["ok"])
@@ -272,6 +290,8 @@ class Bench:
                "wall_s": round(merged["wall_s"], 2), "cpu_s": round(cpu, 3),
                "cpu_ms_per_call": round(cpu / ok * 1000, 3), "command_rtt": distribution(merged["rtt_us"]),
                "setup": distribution(merged["setup_us"])}
+        if self.pg_server is not None and server.name == "engine-pg":
+            row["postgres_cpu_ms_per_call"] = round(pg / ok * 1000, 3)
         print(f"  paced {server.name:<10} {scenario:<9} {row['ok']:>5} ok {row['failed']:>3} failed"
               f"  {row['cpu_ms_per_call']:>7} ms CPU/call", file=sys.stderr)
         return row
@@ -430,6 +450,8 @@ class Bench:
             for server in servers:
                 server.stop()
         results["cdr_check"] = self.cdr_check()
+        if a.postgresql:
+            self.postgres_phase(results)
         if not a.no_store:
             print("store throughput", file=sys.stderr)
             results["store"] = asyncio.run(store_throughput(self.workdir / "store.sqlite3", cards=a.store_cards,
@@ -439,6 +461,60 @@ class Bench:
         results["seconds"] = round(time.time() - started, 1)
         results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
         return results
+
+    def postgres_phase(self, results: dict[str, Any]) -> None:
+        """The engine on PostgreSQL: the same database contents, the same dialogues (the
+        SQLite engine's capture: the flow does not depend on the backend, and every
+        driver checks each command), the load matrix, the repeats and the paced load."""
+        a = self.args
+        why = _postgres.available()
+        if why is not None:
+            results["postgresql"] = {"skipped": why}
+            print(f"postgresql: skipped ({why})", file=sys.stderr)
+            return
+        sqlite_plan, sqlite_calls = self.plan, self.engine_calls
+        assert sqlite_plan is not None
+        self.pg_server = _postgres.start()
+        engine: _proc.Server | None = None
+        try:
+            url = self.pg_server.create_database("bench")
+            print("postgresql: preparing the database", file=sys.stderr)
+            self.plan = asyncio.run(prepare(url, bound=len(sqlite_plan.bound_callers),
+                                            pin_cards=len(sqlite_plan.pins), blacklist=a.blacklist,
+                                            secret_path=self.workdir / "pg.secret"))
+            self.engine_calls = 0
+            engine = self.start_engine("engine-pg", {"IVR_SECRET_FILE": self.plan.secret_file,
+                                                     "IVR_STATE_DIR": str(self.workdir / "pg.state")})
+            print("engine-pg: load matrix", file=sys.stderr)
+            load = self.load_matrix(engine)
+            results["load"] += load
+            if "bound" in a.scenarios:
+                first = next((r for r in load if r["scenario"] == "bound" and r["concurrency"] == a.concurrency),
+                             None)
+                results.setdefault("repeat", []).append(self.repeats(engine, first))
+            if not a.no_paced:
+                results.setdefault("paced", []).append(self.paced(engine, a.scenarios[0]))
+            engine.stop()
+            results["postgresql"] = {"server": "tests/postgres.py PostgresServer (fsync=off,"
+                                               " full_page_writes=off, loopback)",
+                                     "cdr_check": asyncio.run(self._pg_cdr_check(url))}
+        finally:
+            if engine is not None:
+                engine.stop()
+            self.pg_server.destroy()
+            self.plan, self.engine_calls = sqlite_plan, sqlite_calls
+
+    async def _pg_cdr_check(self, url: str) -> dict[str, Any]:
+        import asyncpg  # type: ignore[import-untyped]  # noqa: PLC0415 - only with --postgresql
+
+        conn = await asyncpg.connect(url)
+        try:
+            cdrs = await conn.fetchval("SELECT COUNT(*) FROM cdrs")
+            open_holds = await conn.fetchval("SELECT COUNT(*) FROM reservations WHERE state = 'open'")
+        finally:
+            await conn.close()
+        return {"calls_made": self.engine_calls, "cdrs": cdrs, "ok": cdrs == self.engine_calls,
+                "open_reservations": open_holds}
 
     def cdr_check(self) -> dict[str, Any]:
         assert self.plan is not None
@@ -498,6 +574,12 @@ def verdict(results: dict[str, Any], a: argparse.Namespace) -> dict[str, Any]:
         cpu = bound["cpu_ms_per_call"]
         out["cpu_per_bound_call"] = {"value_ms": cpu, "target_ms": TARGETS["cpu_ms_per_bound_call"],
                                      "met": cpu <= TARGETS["cpu_ms_per_bound_call"]}
+    pg = _row(results, "engine-pg", "bound", a.concurrency)
+    if pg:
+        target = TARGETS["cpu_ms_per_bound_call_postgresql"]
+        out["cpu_per_bound_call_postgresql"] = {"value_ms": pg["cpu_ms_per_call"], "target_ms": target,
+                                                "met": pg["cpu_ms_per_call"] <= target,
+                                                "postgres_server_ms": pg.get("postgres_cpu_ms_per_call")}
     ratios: dict[str, Any] = {}
     for scenario in a.scenarios:
         eng = _row(results, "engine", scenario, a.concurrency)

@@ -14,7 +14,7 @@ from typing import Any
 from ivr import operations as ops
 from ivr.clock import SystemClock
 from rating.pins import load_or_create_secret
-from rating.store.sqlite import SqliteStore
+from rating.store import open_store
 
 __all__ = ["ACCESS", "Plan", "bound_caller", "new_caller", "prepare"]
 
@@ -57,16 +57,20 @@ class Plan:
         return asdict(self)
 
 
-async def prepare(database: Path, *, bound: int, pin_cards: int, blacklist: int = 100) -> Plan:
+async def prepare(database: Path | str, *, bound: int, pin_cards: int, blacklist: int = 100,
+                  secret_path: Path | None = None) -> Plan:
     """Create the project, ``bound`` cards each bound to one caller, ``pin_cards`` unbound
     cards (their PINs are kept for the drivers) and ``blacklist`` blocked-number entries
     (half global, half the project's; the blocked callers match the last one, so every
-    call checks them all)."""
+    call checks them all). ``database``: a SQLite file, or a PostgreSQL URL (then give
+    ``secret_path``, the engine's ``secret_file``)."""
     started = time.perf_counter()
-    secret_path = Path(str(database) + ".secret")
+    secret_path = secret_path or Path(str(database) + ".secret")
     secret = load_or_create_secret(secret_path)
     now = SystemClock().now_ms
-    async with SqliteStore(database) as store:
+    store = open_store(str(database))
+    await store.open()
+    try:
         project = await ops.create_project(
             store, name="bench", numbers=[ACCESS], service=SERVICE, language="de", region="CH",
             price_per_minute_cents=0, currency="CHF", warning_s=60, now_ms=now())
@@ -91,6 +95,8 @@ async def prepare(database: Path, *, bound: int, pin_cards: int, blacklist: int 
                                         direction="inbound", reason="bench", now_ms=now())
         await ops.blacklist_add(store, project=project, pattern=BLOCKED_PATTERN, direction="inbound",
                                 reason="premium lines", now_ms=now())
+    finally:
+        await store.close()
     return Plan(database=str(database), secret_file=str(secret_path), access=ACCESS, bound_callers=callers,
                 pins=pins, blocked_callers=[blocked_caller(k) for k in range(max(pin_cards, 50))],
                 blacklist_entries=entries,

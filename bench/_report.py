@@ -42,8 +42,9 @@ def render(r: dict[str, Any]) -> str:
         threads = row.get("threads_ms_per_call", {})
         split = " / ".join(f"{v}" for v in threads.values()) if row["server"] == "engine" else ""
         rows.append([row["server"], row["scenario"], row["ok"], row["failed"], row["calls_per_s"],
-                     row["cpu_ms_per_call"], split, row["driver_cpu_ms_per_call"], row["driver_utilisation"]])
-    lines += _table(["server", "scenario", "calls", "failed", "calls/s", "CPU ms/call",
+                     row["cpu_ms_per_call"], row.get("postgres_cpu_ms_per_call", ""), split,
+                     row["driver_cpu_ms_per_call"], row["driver_utilisation"]])
+    lines += _table(["server", "scenario", "calls", "failed", "calls/s", "CPU ms/call", "PostgreSQL ms/call",
                      "loop / sqlite thread ms", "driver ms/call", "driver util"], rows)
     for rep in r.get("repeat", []):
         if rep["runs"] > 1:
@@ -56,9 +57,10 @@ def render(r: dict[str, Any]) -> str:
                   " ANSWER 0.5 s, Playback 3 s, GET DATA 5 s, Dial 7 s; CPU = the server's user+sys over the"
                   " whole run / calls)")]
         rows = [[x["server"], x["scenario"], x["ok"], x["failed"], x["wall_s"], x["cpu_ms_per_call"],
-                 x["command_rtt"]["p50_ms"], x["command_rtt"]["p99_ms"]] for x in paced]
-        lines += _table(["server", "scenario", "calls", "failed", "wall s", "CPU ms/call", "cmd p50", "cmd p99"],
-                        rows)
+                 x.get("postgres_cpu_ms_per_call", ""), x["command_rtt"]["p50_ms"], x["command_rtt"]["p99_ms"]]
+                for x in paced]
+        lines += _table(["server", "scenario", "calls", "failed", "wall s", "CPU ms/call", "PostgreSQL ms/call",
+                         "cmd p50", "cmd p99"], rows)
     ratios = r.get("verdict", {}).get("ratios", {})
     if ratios:
         lines += ["", "RATIOS (engine / reference; CPU per call: lower is better, throughput: higher is better)"]
@@ -147,6 +149,10 @@ def render(r: dict[str, Any]) -> str:
     if "cpu_per_bound_call" in v:
         c = v["cpu_per_bound_call"]
         rows.append([f"engine CPU <= {c['target_ms']} ms per bound-caller call", f"{c['value_ms']} ms", _met(c["met"])])
+    if "cpu_per_bound_call_postgresql" in v:
+        c = v["cpu_per_bound_call_postgresql"]
+        rows.append([f"engine CPU <= {c['target_ms']} ms per bound-caller call (PostgreSQL)",
+                     f"{c['value_ms']} ms", _met(c["met"])])
     for scenario, t in v.get("throughput_vs_bare", {}).items():
         rows.append([f"throughput >= {t['target']}x bare ({scenario})", f"{t['value']}x", _met(t["met"])])
     if "parked" in v:
@@ -158,6 +164,13 @@ def render(r: dict[str, Any]) -> str:
     c = r.get("cdr_check", {})
     rows.append(["every engine call left a CDR", f"{c.get('cdrs')} CDRs / {c.get('calls_made')} calls",
                  _met(i.get("cdrs_equal_calls"))])
+    pc = r.get("postgresql", {}).get("cdr_check")
+    if pc:
+        rows.append(["every engine-pg call left a CDR, no open holds",
+                     f"{pc['cdrs']} CDRs / {pc['calls_made']} calls, {pc['open_reservations']} open",
+                     _met(pc["ok"] and pc["open_reservations"] == 0)])
+    elif "skipped" in r.get("postgresql", {}):
+        rows.append(["engine on PostgreSQL", f"skipped: {r['postgresql']['skipped']}", "n/a"])
     rows.append(["no failed calls, no open reservations", (f"{i.get('failed_calls')} failed,"
                  f" {i.get('open_reservations')} open"), _met(i.get("failed_calls") == 0
                                                               and i.get("open_reservations") == 0)])
