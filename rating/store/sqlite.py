@@ -32,9 +32,12 @@ no other task runs inside an inline transaction; both connections write only und
 ``_lock``, so they never contend with each other. The inline connection never
 checkpoints the WAL itself (``wal_autocheckpoint=0``: a checkpoint copies pages and
 syncs the file); the worker thread runs a passive one every ``CHECKPOINT_EVERY``
-inline commits instead, under ``_lock`` (racing our own commits it would never copy
-the whole WAL, and SQLite restarts the WAL from its beginning only after a whole
-copy). The routing snapshot's change check (``PRAGMA data_version``) reads the inline
+inline commits instead, in two steps: the bulk of it (copying the pages, syncing)
+while calls go on committing, then once more under ``_lock`` for the few frames
+committed meanwhile (racing our own commits it would never copy the whole WAL, and
+SQLite restarts the WAL from its beginning only after a whole copy). Holding the lock
+for the whole copy made every call's write wait for it: on a machine busy with I/O
+it took longer than ``store_budget_ms`` and calls failed closed (``bench/``). The routing snapshot's change check (``PRAGMA data_version``) reads the inline
 connection, whose own commits are never a change by another connection.
 """
 
@@ -659,10 +662,13 @@ class SqliteStore:
             self._checkpoint = asyncio.get_running_loop().create_task(self._run_checkpoint())
 
     async def _run_checkpoint(self) -> None:
+        def checkpoint() -> list[Any]:
+            return self._db().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
         try:
-            async with self._lock:
-                await self._on_worker(lambda: self._db().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall(),
-                                      "checkpoint")
+            await self._on_worker(checkpoint, "checkpoint")   # calls go on writing meanwhile
+            async with self._lock:                            # what they wrote meanwhile: a few frames
+                await self._on_worker(checkpoint, "checkpoint")
         except RatingError:
             pass  # the store is closing, or busy: the next one will do it
 
