@@ -135,7 +135,8 @@ def test_ogg_round_trip(recording: Path, tmp_path: Path, sounds: Path) -> None:
     _assert_telephony_wav(sounds / "de" / "ivr" / "custom" / "acme" / "welcome.wav", 1.45, 1.65)
 
 
-@pytest.mark.parametrize(("fmt", "head"), [("mp3", b"ID3\x03\x00"), ("ogg", b"OggS\x00\x02")])
+@pytest.mark.parametrize(("fmt", "head"), [("mp3", b"ID3\x03\x00"), ("ogg", b"OggS\x00\x02"),
+                                           ("mp3", b"text named .mp3: only ffmpeg can tell")])
 def test_mp3_and_ogg_without_ffmpeg_say_so(
     fmt: str, head: bytes, tmp_path: Path, sounds: Path, no_ffmpeg: None
 ) -> None:
