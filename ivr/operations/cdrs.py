@@ -115,7 +115,7 @@ class Report:
 def rated_price(cdr: Cdr, projects: Mapping[int, Project]) -> tuple[int | None, str | None]:
     """The price per minute and currency ``cdr`` was rated at: its own. A row that has none
     (written past the store, by hand or an old tool) falls back to its project's price of
-    today, as migration 7 did for the CDRs it found: the best there is."""
+    today, as migration 8 did for the CDRs it found: the best there is."""
     if cdr.price_per_minute_cents is not None:
         return cdr.price_per_minute_cents, cdr.currency
     project_ = projects.get(cdr.project_id) if cdr.project_id is not None else None

@@ -88,7 +88,7 @@ _PROJECT_COLS = ("id, name, service, fallback, ring_timeout_s, language, region,
                  " currency, connect_s, minimum_s, initial_s, increment_s, warning_s, pin_length,"
                  " max_bound_numbers, max_simultaneous_calls, card_validity_days, timezone, trunk,"
                  " allow_countries, block_types, zone_factors, quota_s, evict_oldest_binding")
-# The operator's payments and their corrections (migration 7): a correction is a payments
+# The operator's payments and their corrections (migration 8): a correction is a payments
 # row whose ``corrects`` names the payment; its positive amount is taken back.
 _PAID_SUM = "COALESCE(SUM(CASE WHEN corrects IS NULL THEN amount_cents ELSE -amount_cents END), 0)"
 _PAYMENT_COLS = ("p.id, p.at_ms, p.amount_cents, p.currency, p.reference, p.entered_by, p.corrects,"

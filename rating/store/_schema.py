@@ -259,7 +259,13 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX binding_history_card ON binding_history(card_id, at_ms);
     """,
-    # 7: money (issue 12) — each CDR keeps the price per minute and the currency it was
+    # 7: several Asterisk boxes on one database (issue 10): a hold keeps the address of
+    # the Asterisk its call came from, so an engine's reconciliation judges only the
+    # holds of the Asterisk its AMI watches (NULL: a hold from before, judged as before).
+    """
+    ALTER TABLE reservations ADD COLUMN asterisk TEXT;
+    """,
+    # 8: money (issue 12) — each CDR keeps the price per minute and the currency it was
     # rated at, so a later price change never rewrites past revenue. CDRs from before
     # get their project's price at migration time: the best there is (the price of the
     # day of the call was never kept). A payment can be corrected: a correction is a
