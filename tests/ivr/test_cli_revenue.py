@@ -19,6 +19,9 @@ from .test_cli_helpers import Cli
 
 pytest_plugins = ["tests.ivr.test_cli_helpers"]  # the cli fixture
 
+# The schema just before CDRs kept their price (the migration adding the column).
+BEFORE_PRICES = next(i for i, m in enumerate(MIGRATIONS) if "ALTER TABLE cdrs ADD COLUMN price_per_minute_cents" in m)
+
 
 async def ivr(db: Path, *args: str, json_out: bool = True) -> Any:
     """``python -m ivr.cli --database DB …`` in its own process; its JSON (or text) output."""
@@ -56,10 +59,10 @@ async def test_a_price_change_does_not_reprice_past_calls(h: Harness, tmp_path: 
 
 
 def test_migration_gives_old_cdrs_their_projects_price_of_the_day(cli: Cli) -> None:
-    """A database from before migration 8: its CDRs get their project's price at migration
+    """A database from before the CDRs kept their price: its CDRs get their project's price at migration
     time (the best there is), and keep it through later price changes."""
     conn = sqlite3.connect(cli.db)
-    for migration in MIGRATIONS[:7]:
+    for migration in MIGRATIONS[:BEFORE_PRICES]:
         for statement in migration.split(";"):
             conn.execute(statement)
     conn.execute("INSERT INTO projects (name, service, ring_timeout_s, language, region, price_per_minute_cents,"
@@ -72,7 +75,7 @@ def test_migration_gives_old_cdrs_their_projects_price_of_the_day(cli: Cli) -> N
                  " debited_s, outcome, hangup_side) VALUES ('u1', 1, '+41791234567', '+41441234567', 0, 96000,"
                  " 96, 96, 'ANSWERED', 'caller')")
     conn.execute("INSERT INTO payments (at_ms, amount_cents, currency) VALUES (0, 1000, 'CHF')")
-    conn.execute("PRAGMA user_version=7")
+    conn.execute(f"PRAGMA user_version={BEFORE_PRICES}")
     conn.commit()
     conn.close()
     cli("db", "migrate")
