@@ -37,7 +37,8 @@ while calls go on committing, then once more under ``_lock`` for the few frames
 committed meanwhile (racing our own commits it would never copy the whole WAL, and
 SQLite restarts the WAL from its beginning only after a whole copy). Holding the lock
 for the whole copy made every call's write wait for it: on a machine busy with I/O
-it took longer than ``store_budget_ms`` and calls failed closed (``bench/``). The routing snapshot's change check (``PRAGMA data_version``) reads the inline
+it took longer than ``store_budget_ms`` and calls failed closed (``bench/``). The
+routing snapshot's change check (``PRAGMA data_version``) reads the inline
 connection, whose own commits are never a change by another connection.
 """
 
