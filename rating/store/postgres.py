@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
@@ -70,6 +70,7 @@ from ._rows import (
     _ACCOUNT_UPDATABLE,
     _BLOCKED_COLS,
     _CARD_COLS,
+    _CARD_INSERT_FREE,
     _CDR_COLS,
     _CDR_INSERT,
     _PAID_SUM,
@@ -77,14 +78,19 @@ from ._rows import (
     _PAYMENT_LINES,
     _PROJECT_COLS,
     _PROJECT_UPDATABLE,
+    _PURCHASE_INSERT,
     PIN_FAILURE_RETENTION_MS,
     ROUTE_COLS,
+    HookFailed,
     _card,
     _payment,
     _project,
     cdr_values,
     check_correction,
+    new_card,
+    no_free_pin,
     route_of,
+    run_hook,
 )
 from ._schema import MIGRATIONS, SchemaMode, check_schema
 from .base import FailureObserver, StoreObserver
@@ -550,6 +556,42 @@ class PostgresStore:
         except AlreadyExists as exc:
             raise AlreadyExists("PIN already used in this project") from exc
         return await self.card(card_id)
+
+    async def create_cards(self, *, project_id: int, note: str, count: int, pin_hashes: Iterable[str],
+                           seconds: int, price_cents: int, now_ms: int, expires_ms: int | None,
+                           before_commit: Callable[[Sequence[tuple[Card, str]]], None] | None = None,
+                           ) -> list[tuple[Card, str]]:
+        """See ``OperatorStore.create_cards``: one transaction; a PIN hash another
+        transaction is inserting waits for it (ON CONFLICT), then counts as taken or free."""
+        if seconds <= 0:
+            raise InvalidInput("a card needs a positive number of seconds")
+        hashes = iter(pin_hashes)
+        insert, purchase = _q(_CARD_INSERT_FREE + " RETURNING id"), _q(_PURCHASE_INSERT)
+
+        async def body(db: Conn) -> list[tuple[Card, str]]:
+            made: list[tuple[Card, str]] = []
+            for _ in range(count):
+                for hashed in hashes:
+                    card_id = await db.fetchval(insert, project_id, note, hashed, seconds, price_cents, now_ms,
+                                                expires_ms)
+                    if card_id is not None:
+                        break
+                else:
+                    raise no_free_pin(len(made), count)
+                await db.execute(purchase, card_id, now_ms, seconds, price_cents)
+                made.append((new_card(card_id, project_id=project_id, note=note, seconds=seconds,
+                                      price_cents=price_cents, now_ms=now_ms, expires_ms=expires_ms), hashed))
+            run_hook(before_commit, made)
+            return made
+
+        try:
+            return await self._transaction("create_cards", body)
+        except HookFailed as exc:  # the caller's own error, as it raised it
+            assert exc.__cause__ is not None
+            raise exc.__cause__ from None
+
+    async def card_count(self, project_id: int) -> int:
+        return int(await self._fetchval("SELECT COUNT(*) FROM cards WHERE project_id = ?", project_id))
 
     async def card(self, card_id: int) -> Card:
         rows = await self._fetch(f"SELECT {_CARD_COLS} FROM cards WHERE id = ?", card_id)
