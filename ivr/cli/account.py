@@ -164,7 +164,8 @@ def _statement_lines(st: ops.Statement, lines: list[dict[str, Any]], month: str 
 @account.command("pay", context_settings={"ignore_unknown_options": True})  # "-5": refused as an amount
 @click.argument("amount_text", metavar="AMOUNT")
 @click.option("--reference", default="", help="E.g. the bank transfer's reference.")
-@click.option("--by", "entered_by", default=os_user, show_default="your user name")
+@click.option("--by", "entered_by", metavar="NAME", default=os_user, show_default="your user name",
+              help="Who enters it, for the statement.")
 @json_option
 @with_store
 async def account_pay(store: OperatorStore, settings: Settings, *, amount_text: str, reference: str,

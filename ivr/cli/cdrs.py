@@ -150,7 +150,7 @@ def report_dict(rep: ops.Report) -> dict[str, Any]:
                    " zone: the destination zone.")
 @filter_options
 @click.option("--csv", "csv_path", metavar="FILE", help="Write the report as CSV to this file ('-': stdout).")
-@click.option("--chart", "chart_path", help="Draw minutes per group into this PNG file.")
+@click.option("--chart", "chart_path", metavar="FILE", help="Draw minutes per group into this PNG file.")
 @yes_option
 @json_option
 @with_store
