@@ -542,3 +542,15 @@ def test_pin_sequence_gives_every_pin_once_in_a_random_order() -> None:
     assert pins != sorted(pins) and list(pin_sequence(4)) != pins
     long = pin_sequence(16)
     assert all(len(next(long)) == 16 for _ in range(1000))      # lazy: never the 10^16 list
+
+
+async def test_two_batches_at_once_never_share_a_pin(store: OperatorStore) -> None:
+    """Both offered the same PINs in the same order (PostgreSQL: two transactions at once,
+    the second waits on the first's rows, then finds them taken): disjoint, both whole."""
+    p = await new_project(store)
+    offered = [f"x{i}" for i in range(10)]
+    first, second = await asyncio.gather(*(
+        store.create_cards(project_id=p.id, note=str(n), count=5, pin_hashes=iter(offered), seconds=60,
+                           price_cents=50, now_ms=NOW, expires_ms=None) for n in range(2)))
+    assert sorted(h for _, h in first + second) == sorted(offered)
+    assert await store.card_count(p.id) == 10
