@@ -68,9 +68,11 @@ def quote(project: Project, minutes: int, count: int = 1) -> Quote:
 
 async def check_batch(store: OperatorStore, project: Project, *, minutes: int, count: int) -> Quote:
     """Everything a purchase of ``count`` cards needs, checked before anything is bought:
-    the account is not locked, a batch (``count`` > 1, or ``--count``) would not owe more
-    than the lock limit after it, and the project's PINs have room for every card. Returns
-    the batch's quote. Raises InvalidInput, CurrencyMismatch, AccountLocked."""
+    the account is not locked, a batch (``count`` > 1) would not owe more than the lock
+    limit after it (one card keeps the lock limit's rule: refused once locked), and the
+    project's PINs have room for every card. Checked outside the purchase's transaction:
+    two operators buying at once can pass the lock limit by one batch. Returns the
+    batch's quote. Raises InvalidInput, CurrencyMismatch, AccountLocked."""
     q = quote(project, minutes, count)
     state = await ensure_purchases_allowed(store, project)
     after = state.owed_cents + q.total_cents
