@@ -202,6 +202,8 @@ def normalise_block(text: str, region: str | None, *, whole_country: bool = Fals
         InvalidInput.
     """
     compile_pattern(text)
+    if region is not None and region not in phonenumbers.SUPPORTED_REGIONS:
+        raise InvalidInput(f"region {region!r}: an ISO country code such as CH, DE or AT")
     international = _international(text)
     if international is None:
         if region is None:

@@ -79,6 +79,11 @@ def test_patterns_blocking_whole_countries_need_asking(cli: Cli, project: dict[s
     assert cli.fails("blacklist", "add", pattern, "--project", "test1").startswith(message)
 
 
+def test_a_region_that_is_none_is_refused(cli: Cli, project: dict[str, Any]) -> None:
+    assert cli.fails("blacklist", "add", "+41791112244", "--project", "test1", "--region", "XY") == \
+        "InvalidInput: region 'XY': an ISO country code such as CH, DE or AT"
+
+
 def test_whole_countries_when_asked_explicitly(cli: Cli, project: dict[str, Any]) -> None:
     assert cli.json("blacklist", "add", "0.", "--project", "test1", "--whole-country")["pattern"] == "+41."
     assert cli.json("blacklist", "add", "+4.", "--project", "test1", "--whole-country",
