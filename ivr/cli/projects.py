@@ -111,7 +111,8 @@ def setting_options(*, create: bool) -> Callable[[Callable[..., Any]], Callable[
         click.option("--service", required=create, help="Asterisk dial string of the service, e.g. PJSIP/100@office."),
         click.option("--fallback", help="Dial string tried when the service is busy or does not answer."),
         click.option("--ring-timeout", type=int, help="Seconds the service may ring.", **default(30)),
-        click.option("--language", type=click.Choice(ops.LANGUAGES), **default("de")),
+        click.option("--language", type=click.Choice(ops.LANGUAGES), help="Language of the prompts callers hear.",
+                     **default("de")),
         click.option("--region", help="Country of national numbers (CH, DE, AT …)"
                      + ("; default: the country of the first --number in E.164 (+41… is CH)." if create else
                         "; numbers already stored keep their country (they are kept in E.164).")),
