@@ -72,7 +72,7 @@ _PROJECT_UPDATABLE = frozenset({
     "service", "fallback", "ring_timeout_s", "language", "region", "price_per_minute_cents", "currency",
     "connect_s", "minimum_s", "initial_s", "increment_s", "warning_s", "pin_length", "max_bound_numbers",
     "max_simultaneous_calls", "card_validity_days", "timezone", "trunk", "allow_countries", "block_types",
-    "zone_factors", "quota_s", "evict_oldest_binding"})
+    "zone_factors", "quota_s", "evict_oldest_binding", "new_pin_when_used_up"})
 _ACCOUNT_UPDATABLE = frozenset({"currency", "info_limit_cents", "lock_limit_cents", "suspend_calls"})
 _BLOCKED_COLS = "id, project_id, pattern, direction, reason, created_ms, added_by"
 _CDR_COLS = ("uniqueid, project_id, card_id, caller_raw, caller_e164, dialled, destination, start_ms,"
@@ -81,7 +81,8 @@ _CDR_COLS = ("uniqueid, project_id, card_id, caller_raw, caller_e164, dialled, d
 _PROJECT_COLS = ("id, name, service, fallback, ring_timeout_s, language, region, price_per_minute_cents,"
                  " currency, connect_s, minimum_s, initial_s, increment_s, warning_s, pin_length,"
                  " max_bound_numbers, max_simultaneous_calls, card_validity_days, timezone, trunk,"
-                 " allow_countries, block_types, zone_factors, quota_s, evict_oldest_binding")
+                 " allow_countries, block_types, zone_factors, quota_s, evict_oldest_binding,"
+                 " new_pin_when_used_up")
 def _card(row: Sequence[Any]) -> Card:
     return Card(id=row[0], project_id=row[1], note=row[2], blocked=bool(row[3]), balance_s=row[4],
                 reserved_s=row[5], active_calls=row[6], price_cents=row[7], created_ms=row[8],
@@ -95,4 +96,5 @@ def _project(r: Sequence[Any], numbers: tuple[str, ...], routes: tuple[Route, ..
                    warning_s=r[13], pin_length=r[14], max_bound_numbers=r[15],
                    max_simultaneous_calls=r[16], card_validity_days=r[17], routes=routes,
                    timezone=r[18] or default_timezone(r[6]), trunk=r[19], policy=policy_of(r[20], r[21]),
-                   tariff=tariff_of(r[22], r[23]), evict_oldest_binding=bool(r[24]))
+                   tariff=tariff_of(r[22], r[23]), evict_oldest_binding=bool(r[24]),
+                   new_pin_when_used_up=bool(r[25]))
