@@ -57,6 +57,7 @@ from ..models import (
     HoldSettlement,
     LedgerEntry,
     OpenHold,
+    Payment,
     PinAttempt,
     PinFailureSummary,
     Project,
@@ -70,12 +71,19 @@ from ._rows import (
     _BLOCKED_COLS,
     _CARD_COLS,
     _CDR_COLS,
+    _CDR_INSERT,
+    _PAID_SUM,
+    _PAYMENT_COLS,
+    _PAYMENT_LINES,
     _PROJECT_COLS,
     _PROJECT_UPDATABLE,
     PIN_FAILURE_RETENTION_MS,
     ROUTE_COLS,
     _card,
+    _payment,
     _project,
+    cdr_values,
+    check_correction,
     route_of,
 )
 from ._schema import MIGRATIONS, SchemaMode, check_schema
@@ -274,12 +282,7 @@ async def _history(db: Conn, project_id: int, card_id: int, caller: str, action:
 
 
 async def _insert_cdr(db: Conn, cdr: Cdr) -> None:
-    await db.execute(
-        _q(f"INSERT INTO cdrs ({_CDR_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"),
-        cdr.uniqueid, cdr.project_id, cdr.card_id, cdr.caller_raw, cdr.caller_e164, cdr.dialled,
-        cdr.destination, cdr.start_ms, cdr.answer_ms, cdr.end_ms, cdr.talk_s, cdr.debited_s,
-        cdr.outcome, cdr.hangup_side, cdr.call_type, cdr.route_position, cdr.leg, cdr.zone, cdr.number_type,
-        cdr.factor_pm, cdr.quota_used_s)
+    await db.execute(_q(_CDR_INSERT), *cdr_values(cdr))
 
 
 async def _sync_legacy_destinations(db: Conn, project_id: int) -> None:
@@ -1091,7 +1094,7 @@ class PostgresStore:
         args = (before_ms,) if before_ms is not None else ()
         charged = await self._fetchval("SELECT COALESCE(SUM(l.amount_cents), 0) FROM ledger l"
                                        f" WHERE l.kind IN ('purchase', 'recharge'){until}", *args)
-        paid = await self._fetchval(f"SELECT COALESCE(SUM(amount_cents), 0) FROM payments{paid_until}", *args)
+        paid = await self._fetchval(f"SELECT {_PAID_SUM} FROM payments{paid_until}", *args)
         return int(charged) - int(paid)
 
     async def account_lines(self, *, since_ms: int | None = None, until_ms: int | None = None) -> list[AccountLine]:
@@ -1104,23 +1107,56 @@ class PostgresStore:
             window += " AND at_ms < ?"
             args.append(until_ms)
         rows = await self._fetch(
-            "SELECT at_ms, kind, amount_cents, card_id, project_id, seconds, reference, entered_by FROM ("
+            "SELECT at_ms, kind, amount_cents, card_id, project_id, seconds, reference, entered_by, entry_id,"
+            " corrects FROM ("
             " SELECT l.at_ms AS at_ms, l.kind AS kind, l.amount_cents AS amount_cents, l.card_id AS card_id,"
             "  c.project_id AS project_id, l.seconds AS seconds, l.reference AS reference, '' AS entered_by,"
-            "  0 AS source, l.id AS id"
+            "  CAST(NULL AS BIGINT) AS entry_id, CAST(NULL AS BIGINT) AS corrects, 0 AS source, l.id AS id"
             "  FROM ledger l JOIN cards c ON c.id = l.card_id WHERE l.kind IN ('purchase', 'recharge')"
-            " UNION ALL"
-            " SELECT at_ms, 'payment', -amount_cents, NULL, NULL, 0, reference, entered_by, 1, id FROM payments"
+            f" UNION ALL {_PAYMENT_LINES}"
             f") AS lines WHERE 1 = 1{window} ORDER BY at_ms, source, id", *args)
         return [AccountLine(*r) for r in rows]
 
     async def add_payment(self, *, amount_cents: int, currency: str, reference: str, entered_by: str,
-                          now_ms: int) -> None:
+                          now_ms: int) -> int:
         if amount_cents <= 0:
             raise InvalidInput("a payment must be a positive amount")
-        await self._transaction("add_payment", lambda db: db.execute(_q(
-            "INSERT INTO payments (at_ms, amount_cents, currency, reference, entered_by) VALUES (?,?,?,?,?)"),
-            now_ms, amount_cents, currency, reference, entered_by))
+
+        async def body(db: Conn) -> int:
+            return int(await db.fetchval(_q(
+                "INSERT INTO payments (at_ms, amount_cents, currency, reference, entered_by) VALUES (?,?,?,?,?)"
+                " RETURNING id"), now_ms, amount_cents, currency, reference, entered_by))
+
+        return await self._transaction("add_payment", body)
+
+    async def correct_payment(self, *, payment_id: int, amount_cents: int, reference: str, entered_by: str,
+                              now_ms: int) -> Payment:
+        """See ``SqliteStore.correct_payment``; the payment's row lock serialises its corrections."""
+        if amount_cents <= 0:
+            raise InvalidInput("a correction must be a positive amount")
+
+        async def body(db: Conn) -> int:
+            await db.execute(_q("SELECT 1 FROM payments WHERE id = ? FOR UPDATE"), payment_id)
+            row = await db.fetchrow(_q(f"SELECT {_PAYMENT_COLS} FROM payments p WHERE p.id = ?"), payment_id)
+            payment = _payment(tuple(row)) if row is not None else None
+            check_correction(payment, payment_id, amount_cents)
+            assert payment is not None
+            return int(await db.fetchval(_q(
+                "INSERT INTO payments (at_ms, amount_cents, currency, reference, entered_by, corrects)"
+                " VALUES (?,?,?,?,?,?) RETURNING id"),
+                now_ms, amount_cents, payment.currency, reference, entered_by, payment_id))
+
+        return await self.payment(await self._transaction("correct_payment", body))
+
+    async def payment(self, payment_id: int) -> Payment:
+        rows = await self._fetch(f"SELECT {_PAYMENT_COLS} FROM payments p WHERE p.id = ?", payment_id)
+        if not rows:
+            raise NotFound(f"no payment {payment_id}")
+        return _payment(tuple(rows[0]))
+
+    async def payments(self, *, last: int = 10) -> list[Payment]:
+        rows = await self._fetch(f"SELECT {_PAYMENT_COLS} FROM payments p ORDER BY p.id DESC LIMIT ?", last)
+        return [_payment(tuple(r)) for r in reversed(rows)]
 
     # --- ivr db copy ----------------------------------------------------------
     async def tables(self) -> list[str]:
