@@ -18,7 +18,8 @@ What the caller is told (issue 12):
 * The announced time is the first leg's ``L()``: what this call can use, not the
   card's balance (with ``max_simultaneous_calls`` > 1 a call holds only its share).
   ``L()`` is in whole seconds and the sentence says seconds, so it is exact; a
-  caller never hears more than they get.
+  caller never hears more than they get. A later leg of the walk whose ``L()`` is
+  shorter (a higher zone factor) is announced again before its Dial.
 * The cut-off warning says the time really left when it plays: one built file per
   length (``prompts/_warning.py``, ``LIMIT_WARNING_FILE`` takes one file, no ``&``
   list), played when the longest length we can say that is at most the project's
@@ -427,6 +428,7 @@ async def connect(call: Call, grant: Grant, first: Leg) -> None:
     assert call.project
     project = call.project
     await call.play()  # PIN accepted, remaining time: one round trip
+    announced_s = leg_limit_s(call, grant, first)
     leg: Leg | None = first
     while leg is not None:
         call.leg, call.destination = leg, leg.dial_string
@@ -434,6 +436,9 @@ async def connect(call: Call, grant: Grant, first: Leg) -> None:
         if limit_s <= 0:  # this zone's factor leaves no whole second of the time held
             call.log.info("leg_unaffordable", rule=leg.route.position, zone=leg.zone.value, factor=leg.factor_pm)
             await call.finish(Outcome.NO_CREDIT, Prompt.NO_CREDIT)
+        if limit_s < announced_s:  # a dearer leg: the caller must not count on the time heard before
+            await call.play(*remaining_time(limit_s, call.language))
+            announced_s = limit_s
         warn_s = warning_length(project.warning_s, limit_s)  # the time really left when it plays
         factor_pm, quota = call.charge_terms()
         mark = HoldMark(hold_id=grant.reservation_id, destination=leg.dial_string, limit_s=limit_s,
