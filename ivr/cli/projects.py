@@ -61,7 +61,7 @@ _LABELS: list[tuple[str, str, Callable[[Project], str]]] = [
     ("evict_oldest_binding", "when bindings full",
      lambda p: "a PIN call drops the oldest number" if p.evict_oldest_binding
      else "a PIN call from another line is not bound"),
-    ("new_pin_when_used_up", "when a bound card is used up",
+    ("new_pin_when_used_up", "bound card used up",
      lambda p: "the caller may type another card's PIN" if p.new_pin_when_used_up
      else "the call ends after the reason"),
     ("max_simultaneous_calls", "simultaneous calls", lambda p: f"at most {p.max_simultaneous_calls} per card"),

@@ -148,7 +148,7 @@ def test_project_list_json_is_clean_while_warning_on_stderr(cli: Cli, project: d
 def test_the_project_chooses_what_a_used_up_bound_card_hears(cli: Cli, project: dict[str, Any]) -> None:
     assert cli.json("project", "show", "test1")["when_card_used_up"] == "end"
     out = cli("project", "update", "test1", "--when-card-used-up", "new-pin").stdout
-    assert ("when a bound card is used up: the call ends after the reason -> the caller may type another"
+    assert ("bound card used up: the call ends after the reason -> the caller may type another"
             " card's PIN") in out
     assert cli.json("project", "show", "test1")["when_card_used_up"] == "new-pin"
     assert "'ask' is not one of 'end', 'new-pin'" in cli.fails("project", "update", "test1", "--when-card-used-up",
