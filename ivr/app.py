@@ -136,6 +136,8 @@ class Engine:
         # Calls reach the store through the guard (fail closed at once while it fails);
         # what it does not take goes to the journal (ivr.journal) and is replayed later.
         guarded = GuardedStore(store, metrics=metrics)
+        metrics.store_up.set_function(lambda: 0 if guarded.failing else 1)
+        metrics.watch_store(store.pool_stats)
         recorder = Recorder(guarded, Journal(settings.state_path), metrics=metrics, log=log, now_ms=clock.now_ms)
         return cls(settings=settings, store=store, clock=clock, metrics=metrics, secret=secret, guarded=guarded,
                    recorder=recorder)

@@ -15,10 +15,16 @@ Configuration changes reach every engine through a change counter: triggers on t
 routing tables bump ``ivr_config.version``; ``routing()`` trusts its snapshot for
 ``max_age_s`` and then compares the counter (one cheap query) before reloading.
 
-Failing well: connecting and every statement are bounded (``CONNECT_TIMEOUT_S``,
-``COMMAND_TIMEOUT_S``): PostgreSQL unreachable or failing over is StoreUnavailable
-within about 2 s, never a hang; the pool drops broken connections and opens new ones
-by itself on the next use.
+Failing well: every operation has a budget (``budget_ms``: the engine's
+``store_budget_ms``, 750 ms; the CLI's 5 s). Waiting for a pooled connection, opening
+one (the connect timeout) and the statements themselves all come out of that one
+budget: at its end the connection is terminated (the server rolls back what it had),
+and the operation fails with StoreUnavailable. So PostgreSQL down, hung or failing over
+costs a call at most one budget, never a hang. The pool drops broken connections and
+opens new ones by itself on the next use; ``pool_stats`` tells the metrics how it
+stands (connections open, idle, opened so far, operations cut at the budget).
+Schema migrations and ``ivr db copy`` get ``SLOW_LIMIT_S`` instead: they are not on a
+call's path and may take longer on a big database.
 """
 
 from __future__ import annotations
@@ -26,8 +32,8 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
@@ -79,15 +85,14 @@ from ._rows import (
     route_of,
 )
 from ._schema import MIGRATIONS, SchemaMode, check_schema
-from .base import FailureObserver, StoreObserver
+from .base import FailureObserver, PoolStats, StoreObserver
 
 __all__ = ["PostgresStore", "postgres_script"]
 
 T = TypeVar("T")
 Conn = Any  # asyncpg.Connection (a pool proxy at run time); asyncpg ships no complete stubs
 
-CONNECT_TIMEOUT_S = 1.5
-COMMAND_TIMEOUT_S = 5.0
+SLOW_LIMIT_S = 60.0   # migrations, ivr db copy, sums over the whole ledger: not a call's path
 
 # Tables whose changes the routing snapshot must see (a trigger bumps ivr_config.version).
 _ROUTING_TABLES = ("projects", "access_numbers", "blacklist", "routes")
@@ -338,15 +343,29 @@ async def _legacy_to_routes(db: Conn, project_id: int, changes: Mapping[str, Any
                                 " VALUES (?, 2, ?, 'busy,noanswer')"), project_id, fallback)
 
 
+async def _keep_session(conn: Conn) -> None:
+    """The pool's reset on release: nothing beyond asyncpg's own rollback of an open
+    transaction. Our sessions keep no state to reset (no LISTEN, no SET, advisory locks
+    are transaction-scoped), and the default ``RESET ALL; UNLISTEN *; …`` costs every
+    transaction one more round trip."""
+
+
 class PostgresStore:
     def __init__(self, url: str, *, observer: StoreObserver | None = None, schema: SchemaMode = "check",
-                 min_size: int = 1, max_size: int = 10, on_failure: FailureObserver | None = None) -> None:
+                 min_size: int = 1, max_size: int = 10, on_failure: FailureObserver | None = None,
+                 budget_ms: int = 5000) -> None:
+        """``budget_ms``: the longest any operation waits for PostgreSQL (a free pooled
+        connection, a new one, the statements), then StoreUnavailable."""
         self._on_failure = on_failure
         self.url = url
         self._pool: Any = None
         self._observer = observer
         self._schema: SchemaMode = schema
         self._sizes = (min_size, max_size)
+        self.budget_s = budget_ms / 1000
+        self._slow_s = max(self.budget_s, SLOW_LIMIT_S)
+        self._opened = 0      # connections the pool opened (a reconnect is one more)
+        self._overruns = 0    # operations cut at their budget
         self._routing: Routing | None = None
         self._routing_version = -1
         self._routing_checked = float("-inf")
@@ -357,16 +376,31 @@ class PostgresStore:
         """Connect (the pool) and check the schema. Raises StoreUnavailable, SchemaMismatch."""
         with _translated("connect"):
             try:
+                # The pool's own connect and statement timeouts are only a backstop (the slow
+                # limit, for start-up and migrations); each operation's budget is enforced in
+                # _acquired, which also bounds the connect it may have to wait for.
                 self._pool = await asyncpg.create_pool(
-                    self.url, min_size=self._sizes[0], max_size=self._sizes[1], timeout=CONNECT_TIMEOUT_S,
-                    command_timeout=COMMAND_TIMEOUT_S, max_inactive_connection_lifetime=60.0)
+                    self.url, min_size=self._sizes[0], max_size=self._sizes[1], timeout=self._slow_s,
+                    command_timeout=self._slow_s, max_inactive_connection_lifetime=60.0,
+                    init=self._connection_opened, reset=_keep_session)
             except (ValueError, asyncpg.ClientConfigurationError) as exc:  # a URL libpq would refuse too
                 raise InvalidInput(f"database URL: {exc}") from exc
         try:
-            self.schema_found = await self._transaction("migrate", self._migrate)
+            self.schema_found = await self._transaction("migrate", self._migrate, limit_s=self._slow_s)
         except BaseException:
             await self.close()
             raise
+
+    async def _connection_opened(self, conn: Conn) -> None:
+        self._opened += 1
+
+    def pool_stats(self) -> PoolStats:
+        """How the connection pool stands now (for ``ivr_store_pool_*``)."""
+        pool = self._pool
+        if pool is None:
+            return PoolStats(open=0, idle=0, max=self._sizes[1], opened=self._opened, overruns=self._overruns)
+        return PoolStats(open=pool.get_size(), idle=pool.get_idle_size(), max=pool.get_max_size(),
+                         opened=self._opened, overruns=self._overruns)
 
     async def _migrate(self, db: Conn) -> int:
         # One migrator at a time, whichever engine or CLI starts first.
@@ -389,7 +423,7 @@ class PostgresStore:
         pool, self._pool = self._pool, None
         if pool is not None:
             try:
-                await asyncio.wait_for(pool.close(), COMMAND_TIMEOUT_S)
+                await asyncio.wait_for(pool.close(), max(self.budget_s, 5.0))
             except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 pool.terminate()
 
@@ -404,16 +438,51 @@ class PostgresStore:
         return int(await self._fetchval("SELECT version FROM ivr_schema"))
 
     # --- the one transaction helper ------------------------------------------
-    async def _transaction(self, operation: str, body: Callable[[Conn], Awaitable[T]]) -> T:
-        """``body(conn)`` in one transaction on a pooled connection; driver errors translated,
-        anything ``body`` raises rolls back and propagates. The observer hears of every success."""
+    @asynccontextmanager
+    async def _acquired(self, operation: str, limit_s: float | None) -> AsyncIterator[Conn]:
+        """A pooled connection for one operation, all of it within ``limit_s`` (default: the
+        budget): the wait for a free connection or a new one, then the statements. At the
+        deadline the connection is terminated — every await on it fails at once, the server
+        rolls back its transaction, the pool opens a new one later — and the operation
+        raises StoreUnavailable. A statement timeout alone would not do: it bounds each
+        statement, not the operation, and the ROLLBACK after it would wait once more."""
         if self._pool is None:
             raise StoreUnavailable("store is not open")
-        started = time.perf_counter()
+        limit = self.budget_s if limit_s is None else limit_s
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        cut = False
+
+        def overrun(conn: Conn) -> None:
+            nonlocal cut
+            cut = True
+            conn.terminate()
+
         try:
             with _translated(operation):
-                async with self._pool.acquire(timeout=CONNECT_TIMEOUT_S) as conn, conn.transaction():
-                    result = await body(conn)
+                async with self._pool.acquire(timeout=limit) as conn:
+                    timer = loop.call_at(deadline, overrun, conn)
+                    try:
+                        yield conn
+                    finally:
+                        timer.cancel()
+        except StoreUnavailable as exc:
+            if cut or isinstance(exc.__cause__, TimeoutError):
+                self._overruns += 1
+                raise StoreUnavailable(f"{operation}: no answer from PostgreSQL within {limit * 1000:.0f} ms"
+                                       f" ({type(exc.__cause__).__name__})") from exc.__cause__
+            raise
+
+    async def _transaction(self, operation: str, body: Callable[[Conn], Awaitable[T]], *,
+                           limit_s: float | None = None) -> T:
+        """``body(conn)`` in one transaction on a pooled connection, within the budget
+        (``_acquired``); driver errors translated, anything ``body`` raises rolls back and
+        propagates. The observer hears of every success, ``on_failure`` of every
+        StoreUnavailable."""
+        started = time.perf_counter()
+        try:
+            async with self._acquired(operation, limit_s) as conn, conn.transaction():
+                result = await body(conn)
         except StoreUnavailable:
             if self._on_failure is not None:
                 self._on_failure(operation)
@@ -422,19 +491,18 @@ class PostgresStore:
             self._observer(operation, time.perf_counter() - started)
         return result
 
-    async def _fetch(self, sql: str, *args: Any) -> list[Any]:
-        if self._pool is None:
-            raise StoreUnavailable("store is not open")
+    async def _fetch(self, sql: str, *args: Any, limit_s: float | None = None) -> list[Any]:
+        """One read statement (no transaction), within the budget unless ``limit_s``."""
         try:
-            with _translated("read"):
-                return list(await self._pool.fetch(_q(sql), *args, timeout=COMMAND_TIMEOUT_S))
+            async with self._acquired("read", limit_s) as conn:
+                return list(await conn.fetch(_q(sql), *args))
         except StoreUnavailable:
             if self._on_failure is not None:
                 self._on_failure("read")
             raise
 
-    async def _fetchval(self, sql: str, *args: Any) -> Any:
-        rows = await self._fetch(sql, *args)
+    async def _fetchval(self, sql: str, *args: Any, limit_s: float | None = None) -> Any:
+        rows = await self._fetch(sql, *args, limit_s=limit_s)
         return rows[0][0] if rows else None
 
     # --- projects ----------------------------------------------------------
@@ -826,7 +894,7 @@ class PostgresStore:
             limit = " LIMIT ?"
             args.append(last)
         rows = await self._fetch(f"SELECT {_CDR_COLS} FROM cdrs {where} ORDER BY start_ms DESC, id DESC{limit}",
-                                 *args)
+                                 *args, limit_s=self._slow_s)
         return [Cdr(*r) for r in reversed(rows)]
 
     # --- blocked numbers ----------------------------------------------------
@@ -1089,8 +1157,10 @@ class PostgresStore:
         paid_until = " WHERE at_ms < ?" if before_ms is not None else ""
         args = (before_ms,) if before_ms is not None else ()
         charged = await self._fetchval("SELECT COALESCE(SUM(l.amount_cents), 0) FROM ledger l"
-                                       f" WHERE l.kind IN ('purchase', 'recharge'){until}", *args)
-        paid = await self._fetchval(f"SELECT COALESCE(SUM(amount_cents), 0) FROM payments{paid_until}", *args)
+                                       f" WHERE l.kind IN ('purchase', 'recharge'){until}", *args,
+                                       limit_s=self._slow_s)
+        paid = await self._fetchval(f"SELECT COALESCE(SUM(amount_cents), 0) FROM payments{paid_until}", *args,
+                                    limit_s=self._slow_s)
         return int(charged) - int(paid)
 
     async def account_lines(self, *, since_ms: int | None = None, until_ms: int | None = None) -> list[AccountLine]:
@@ -1110,7 +1180,7 @@ class PostgresStore:
             "  FROM ledger l JOIN cards c ON c.id = l.card_id WHERE l.kind IN ('purchase', 'recharge')"
             " UNION ALL"
             " SELECT at_ms, 'payment', -amount_cents, NULL, NULL, 0, reference, entered_by, 1, id FROM payments"
-            f") AS lines WHERE 1 = 1{window} ORDER BY at_ms, source, id", *args)
+            f") AS lines WHERE 1 = 1{window} ORDER BY at_ms, source, id", *args, limit_s=self._slow_s)
         return [AccountLine(*r) for r in rows]
 
     async def add_payment(self, *, amount_cents: int, currency: str, reference: str, entered_by: str,
@@ -1135,7 +1205,7 @@ class PostgresStore:
         columns = [r[0] for r in await self._fetch(
             "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema()"
             " AND table_name = ? ORDER BY ordinal_position", table)]
-        rows = await self._fetch(f'SELECT * FROM "{table}"')
+        rows = await self._fetch(f'SELECT * FROM "{table}"', limit_s=self._slow_s)
         return columns, [tuple(r) for r in rows]
 
     async def load_tables(self, data: list[tuple[str, list[str], list[tuple[Any, ...]]]]) -> None:
@@ -1150,11 +1220,11 @@ class PostgresStore:
                     await db.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
                                      f' GREATEST((SELECT MAX(id) FROM "{table}"), 1))')
 
-        await self._transaction("copy", body)
+        await self._transaction("copy", body, limit_s=self._slow_s)
 
     async def card_balances(self) -> dict[int, tuple[int, int]]:
         rows = await self._fetch("SELECT c.id, c.balance_s, COALESCE(SUM(l.seconds), 0) FROM cards c"
-                                 " LEFT JOIN ledger l ON l.card_id = c.id GROUP BY c.id")
+                                 " LEFT JOIN ledger l ON l.card_id = c.id GROUP BY c.id", limit_s=self._slow_s)
         return {r[0]: (int(r[1]), int(r[2])) for r in rows}
 
 
