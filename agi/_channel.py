@@ -59,6 +59,7 @@ class AgiChannel:
         self._env_timeout_s = env_timeout_s
         self._broken = False
         self.env: Environment | None = None
+        self.peer = ""  # the Asterisk's address, as the server accepted it ("" when unknown)
 
     @property
     def hung_up(self) -> bool:

@@ -127,6 +127,7 @@ class AgiServer:
         self._hooks.connection_opened()
         channel = AgiChannel(reader, writer, observer=self._observer,
                              env_timeout_s=self._env_timeout_s)
+        channel.peer = str(peer[0]) if isinstance(peer, tuple) and peer else ""
         try:
             await self._serve(channel)
         except asyncio.CancelledError:

@@ -293,6 +293,9 @@ class CallScript:
     # channel's uniqueid (default: the channel's own) and its connected line.
     linkedid: str | None = None
     connected_num: str = ""
+    # The address this Asterisk connects from (None: the OS's choice). Another box in
+    # a test: any 127.x.y.z on Linux's loopback, e.g. "127.0.0.2".
+    source_address: str | None = None
 
     def __post_init__(self) -> None:
         if self.time_scale < 0:
@@ -2222,8 +2225,9 @@ def _shrink_phone_number(number: str) -> str:
 # --------------------------------------------------------------------------- entry point
 
 
-async def _connect(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    reader, writer = await asyncio.open_connection(host, port)
+async def _connect(host: str, port: int, source: str | None = None
+                   ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection(host, port, local_addr=(source, 0) if source else None)
     sock = writer.get_extra_info("socket")
     if sock is not None:
         # Asterisk writes without TCP_NODELAY; the fake sends its pieces at once instead,
@@ -2237,7 +2241,7 @@ async def _run_session(call: _Call, host: str, port: int, script: str, args: tup
     """AGI(agi://host:port/script,args) from the dialplan; None when nothing answers (d1:
     AGISTATUS=FAILURE, the dialplan goes on)."""
     try:
-        reader, writer = await _connect(host, port)
+        reader, writer = await _connect(host, port, call.script.source_address)
     except OSError:
         call.variables["AGISTATUS"] = "FAILURE"
         return None
@@ -2300,7 +2304,7 @@ async def place_call(host: str, port: int, script: CallScript, *, ami: AmiServer
     Hangup, Getvar/Setvar) and its AstDB is the AMI's.
     Raises OSError if the connection cannot be made (Asterisk: AGISTATUS=FAILURE, d1).
     """
-    reader, writer = await _connect(host, port)
+    reader, writer = await _connect(host, port, script.source_address)
     call = _Call(script, reader, writer, host, port, ami)
     try:
         await call.run()

@@ -192,7 +192,9 @@ class Engine:
         self.ami = AmiClient(s.ami_host, s.ami_port, s.ami_user, s.ami_secret, action_timeout_s=s.ami_timeout_s,
                              on_event=on_event, on_login=on_login)
         reconciler = self.reconciler = Reconciler(self, self.ami, interval_s=s.reconcile_s,
-                                                  grace_s=3 * s.reconcile_s, now_ms=self.clock.now_ms)
+                                                  grace_s=3 * s.reconcile_s, now_ms=self.clock.now_ms,
+                                                  asterisk_peers=[a.strip() for a in s.ami_asterisk_peers.split(",")
+                                                                  if a.strip()])
         ami = self.ami
         self.metrics.ami_up.set_function(lambda: 1 if ami.connected else 0)
         await ami.start()

@@ -35,15 +35,22 @@ talk limit instead would overcharge every such call by up to the card's balance;
 ``RECONCILED`` (``ivr cdr list --outcome RECONCILED``) and a ``hold_estimated`` line
 gives the bounds, so the operator sees which calls were estimated and can refund.
 
-Limit: one Asterisk per database. Holds of calls on another Asterisk sharing the
-database would look gone; a pass that misses one of this engine's own live calls from
-the channel list refuses to estimate (the AMI is not the Asterisk that sends the calls).
+Several Asterisk boxes on one database (PostgreSQL, issue 10): a hold keeps the address
+its call's Asterisk connected from (``HoldCall.asterisk``, the FastAGI peer). A pass
+judges only the holds of *its* Asterisk — the one its AMI watches, known by
+``ami_asterisk_peers`` or else by ``ami_host``'s own addresses — because another box's
+channels are not in this AMI's channel list and would look gone. Holds of other boxes
+are left to the engines watching those (``foreign_holds`` in the pass); holds from
+before migration 7 (no address) are judged as before, as one Asterisk's. A pass that
+misses one of this engine's own live calls *from its Asterisk* in the channel list
+refuses to estimate (the AMI is not the Asterisk that sends those calls).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import ipaddress
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -59,7 +66,7 @@ from .outcome import HangupSide, Outcome
 if TYPE_CHECKING:
     from .app import Engine
 
-__all__ = ["ESTIMATE_AFTER_PASSES", "Pass", "Reconciler"]
+__all__ = ["ESTIMATE_AFTER_PASSES", "Pass", "Reconciler", "normal_address"]
 
 log = structlog.get_logger("ivr.reconcile")
 
@@ -75,13 +82,34 @@ class Pass:
     live_holds: int = 0
     exact: list[int] = field(default_factory=list)       # hold ids settled from AstDB facts
     estimated: list[int] = field(default_factory=list)   # hold ids settled by the policy
+    foreign_holds: int = 0   # open holds of calls from another Asterisk: not this pass's to judge
     skipped: str | None = None
+
+
+def normal_address(text: str) -> str:
+    """An address as one spelling: ``::ffff:10.0.0.5`` (a dual-stack socket's view of an
+    IPv4 peer) is ``10.0.0.5``, a zone index is dropped; a name stays as it is."""
+    try:
+        address = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return text
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
+def is_ours(asterisk: str | None, own: frozenset[str]) -> bool:
+    """Whether a hold (or a live call) with this origin belongs to the watched Asterisk.
+    Unknown origin (``None``/empty: holds from before the origin was kept) counts as ours."""
+    return not asterisk or normal_address(asterisk) in own
 
 
 class Reconciler:
     def __init__(self, engine: Engine, ami: AmiClient, *, interval_s: float, grace_s: float,
-                 now_ms: Callable[[], int]) -> None:
+                 now_ms: Callable[[], int], asterisk_peers: Iterable[str] = ()) -> None:
         self.engine = engine
+        self._configured_peers = frozenset(normal_address(a) for a in asterisk_peers)
+        self._own: frozenset[str] | None = None   # the watched Asterisk's addresses, once known
         self.ami = ami
         self.interval_s = interval_s
         self.grace_s = grace_s
@@ -109,6 +137,7 @@ class Reconciler:
         self._wake.set()
 
     def logged_in(self) -> None:
+        self._own = None   # re-resolve ami_host at each login: the box may have moved
         uptime = self.ami.asterisk_uptime_s
         if uptime is not None:
             self._asterisk_started_ms = self.now_ms() - uptime * 1000
@@ -133,10 +162,24 @@ class Reconciler:
             except Exception:
                 log.exception("reconcile_failed")
 
+    async def own_addresses(self) -> frozenset[str]:
+        """The addresses the watched Asterisk connects from: ``ami_asterisk_peers``, else
+        what ``ami_host`` resolves to. Raises AmiError when it cannot be resolved."""
+        if self._configured_peers:
+            return self._configured_peers
+        if self._own is None:
+            try:
+                infos = await asyncio.get_running_loop().getaddrinfo(self.ami.host, None)
+            except OSError as exc:
+                raise AmiError(f"cannot resolve ami_host {self.ami.host!r}: {exc}") from None
+            self._own = frozenset(normal_address(str(info[4][0])) for info in infos)
+        return self._own
+
     async def run_once(self) -> Pass:
         """One pass (see the module docstring). Raises AmiError, RatingError."""
         report = Pass()
         engine = self.engine
+        own = await self.own_addresses()
         channels = await self.ami.channels()
         alive = {c.get("Uniqueid", "") for c in channels}
         report.channels = len(channels)
@@ -144,22 +187,26 @@ class Reconciler:
             hold_id = await self._settle_kept(uniqueid, value)
             if hold_id is not None:
                 report.exact.append(hold_id)
-        holds = await engine.store.open_holds()
+        every_hold = await engine.store.open_holds()
         now = self.now_ms()
-        report.open_holds = len(holds)
-        engine.metrics.holds_open.set(len(holds))
-        serving = set(engine.live)
+        report.open_holds = len(every_hold)
+        engine.metrics.holds_open.set(len(every_hold))
+        engine.metrics.calls_live.set(sum(1 for h in every_hold if h.uniqueid in alive or h.uniqueid in engine.live))
+        holds = [h for h in every_hold if is_ours(h.asterisk, own)]
+        report.foreign_holds = len(every_hold) - len(holds)
+        serving = {uniqueid for uniqueid, call in engine.live.items() if is_ours(call.channel.peer, own)}
         lost = serving - alive
         live = [h for h in holds if h.uniqueid in alive or h.uniqueid in serving]
         report.live_holds = len(live)
-        engine.metrics.calls_live.set(len(live))
         for hold in live:
             self._seen_alive[hold.hold_id] = now
             self._missing.pop(hold.hold_id, None)
         if lost:
             # This engine serves calls Asterisk does not list: not the Asterisk we think.
             log.error("reconcile_wrong_asterisk", address=self.ami.address, calls_not_listed=len(lost),
-                      hint="ami_host/ami_port must name the Asterisk that sends the calls; nothing estimated")
+                      asterisk_addresses=sorted(own),
+                      hint="ami_host/ami_port must name the Asterisk that sends the calls (ami_asterisk_peers"
+                           " its FastAGI address when it differs); nothing estimated")
             report.skipped = "wrong_asterisk"
             return report
         for hold in holds:

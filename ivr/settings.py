@@ -73,6 +73,10 @@ class Settings:
     ami_secret: str = ""               # manager.conf's secret; prefer IVR_AMI_SECRET or the TOML file
     ami_timeout_s: float = 5.0         # every AMI action is answered within this, or fails
     reconcile_s: float = 5.0           # open holds checked against Asterisk's channels this often
+    # The addresses the AMI's Asterisk connects to FastAGI from (comma-separated); empty:
+    # ami_host's own addresses. With several Asterisk boxes on one database, an engine
+    # reconciles only the holds of calls that came from these.
+    ami_asterisk_peers: str = ""
 
     @property
     def secret_path(self) -> Path:
@@ -219,6 +223,11 @@ def _validate(s: Settings) -> None:
         raise SettingsError("setting 'ami_secret' is empty while 'ami_host' is set (manager.conf's secret)")
     if not 0 < s.ami_timeout_s <= 60:
         raise SettingsError("setting 'ami_timeout_s' must be between 0 and 60 seconds")
+    try:
+        for address in filter(None, (a.strip() for a in s.ami_asterisk_peers.split(","))):
+            ipaddress.ip_address(address)
+    except ValueError as exc:
+        raise SettingsError(f"setting 'ami_asterisk_peers': {exc}") from None
     if not 0.5 <= s.reconcile_s <= 300:
         raise SettingsError("setting 'reconcile_s' must be between 0.5 and 300 seconds")
     if s.event_loop not in ("auto", "uvloop", "asyncio"):

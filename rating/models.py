@@ -259,6 +259,9 @@ class HoldCall:
     caller_e164: str | None
     dialled: str
     start_ms: int
+    # The Asterisk the call came from (the FastAGI peer's address): with several
+    # Asterisk boxes on one database, reconciliation judges only its own Asterisk's holds.
+    asterisk: str | None = None
 
 
 @dataclass(frozen=True)
@@ -290,3 +293,4 @@ class OpenHold:
     created_ms: int
     expires_ms: int
     caller_raw: str | None
+    asterisk: str | None = None   # None: unknown (a hold from before migration 7)

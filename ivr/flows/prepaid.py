@@ -251,7 +251,7 @@ def _hold_s(call: Call) -> int:
 def _hold_call(call: Call) -> HoldCall:
     """The call's facts kept with its hold: whoever settles it writes the CDR from them."""
     return HoldCall(caller_raw=call.caller_raw, caller_e164=call.caller.e164 if call.caller else None,
-                    dialled=call.dialled, start_ms=call.start_ms)
+                    dialled=call.dialled, start_ms=call.start_ms, asterisk=call.channel.peer or None)
 
 
 def _held(call: Call, grant: Grant) -> Grant:

@@ -259,4 +259,10 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX binding_history_card ON binding_history(card_id, at_ms);
     """,
+    # 7: several Asterisk boxes on one database (issue 10): a hold keeps the address of
+    # the Asterisk its call came from, so an engine's reconciliation judges only the
+    # holds of the Asterisk its AMI watches (NULL: a hold from before, judged as before).
+    """
+    ALTER TABLE reservations ADD COLUMN asterisk TEXT;
+    """,
 ]

@@ -200,11 +200,12 @@ async def _reserve(db: Conn, *, card_id: int, uniqueid: str, rule: BillingRule, 
         raise InsufficientBalance(f"card {card_id} changed under the reservation")
     reservation_id = await db.fetchval(_q(
         "INSERT INTO reservations (card_id, uniqueid, seconds, created_ms, expires_ms, max_talk_s, connect_s,"
-        " minimum_s, initial_s, increment_s, caller_raw, caller_e164, dialled, call_start_ms)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"),
+        " minimum_s, initial_s, increment_s, caller_raw, caller_e164, dialled, call_start_ms, asterisk)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"),
         card_id, uniqueid, plan.seconds, now_ms, plan.expires_ms, plan.max_talk_s, rule.connect_s,
         rule.minimum_s, rule.initial_s, rule.increment_s, call.caller_raw if call else None,
-        call.caller_e164 if call else None, call.dialled if call else None, call.start_ms if call else None)
+        call.caller_e164 if call else None, call.dialled if call else None, call.start_ms if call else None,
+        call.asterisk if call else None)
     return Grant(reservation_id=reservation_id, card_id=card_id, reserved_s=plan.seconds,
                  max_talk_s=plan.max_talk_s, available_before_s=plan.available_before_s,
                  quota_left_s=await _quota_left(db, card_id, quota))
@@ -847,7 +848,7 @@ class PostgresStore:
     async def open_holds(self, *, card_id: int | None = None) -> list[OpenHold]:
         """Holds not settled or released yet (every engine's), oldest first."""
         sql = ("SELECT r.id, r.uniqueid, r.card_id, c.project_id, p.name, r.seconds, r.max_talk_s, r.created_ms,"
-               " r.expires_ms, r.caller_raw FROM reservations r JOIN cards c ON c.id = r.card_id"
+               " r.expires_ms, r.caller_raw, r.asterisk FROM reservations r JOIN cards c ON c.id = r.card_id"
                " JOIN projects p ON p.id = c.project_id WHERE r.state = 'open'")
         args: tuple[Any, ...] = ()
         if card_id is not None:

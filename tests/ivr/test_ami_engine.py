@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from ivr.dialplan import UNSETTLED_FAMILY
 from rating.store.sqlite import SqliteStore
 
 from .conftest import ACCESS
-from .test_lifecycle import free_port, log_events, prepare
+from .test_lifecycle import launch_engine, log_events, prepare
 
 IVR = str(Path(sys.executable).with_name("ivr"))
 CALLER = "+41791234567"
@@ -54,21 +55,10 @@ def ami_env(ami: AmiServer) -> dict[str, str]:
 
 
 async def engine(db: Path, ami: AmiServer | None, port: int | None = None) -> tuple[asyncio.subprocess.Process, int]:
-    port = port or free_port()
     env = {**(ami_env(ami) if ami else os.environ), "IVR_RECONCILE_S": "1"}
-    proc = await asyncio.create_subprocess_exec(
-        IVR, "--database", str(db), "serve", "--port", str(port), "--metrics-port", "0", "--log-format", "json",
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    proc, port, _ = await launch_engine(["--database", str(db)], [], port=port, env=env)
     _started.append(proc)
-    for _ in range(400):
-        try:
-            _, w = await asyncio.open_connection("127.0.0.1", port)
-            w.close()
-            await w.wait_closed()
-            return proc, port
-        except OSError:
-            await asyncio.sleep(0.05)
-    raise AssertionError("engine did not start")
+    return proc, port
 
 
 async def ivr(db: Path, ami: AmiServer | None, *args: str) -> tuple[int, str, str]:
@@ -266,3 +256,54 @@ async def test_ami_lost_and_back_then_the_kept_facts_are_settled(tmp_path: Path,
     proc.send_signal(signal.SIGTERM)
     _, err = await proc.communicate()
     assert "ami_connected" in [e["event"] for e in log_events(err)]
+
+
+# --------------------------------------------------------------------------- several Asterisk boxes
+
+
+async def test_two_asterisk_boxes_one_database_each_judges_only_its_own_holds(tmp_path: Path,
+                                                                             ami: AmiServer) -> None:
+    """Issue 10: engine 1 watches Asterisk A over AMI (reconcile_s=1, grace 3 s); Asterisk
+    B (another box: it connects from 127.0.0.2, its channels are in its own AMI) sends
+    one call to engine 2, then one to engine 1, on the same database. B's calls are not
+    in A's channel list, yet the first is not estimated by engine 1, engine 1 does not
+    take A for the wrong Asterisk while it serves the second, and both are billed
+    exactly at their end."""
+    db = tmp_path / "ivr.sqlite3"
+    other = "+41791234568"
+    cards = await prepare(db, [CALLER, other])
+    watching, port_1 = await engine(db, ami)
+    plain, port_2 = await engine(db, None)
+    async with AmiServer() as box_b:
+        def from_b(port: int, uid: str, caller: str, talk_ms: int) -> Any:
+            return place_call("127.0.0.1", port, replace(script(uid, talk_ms), caller_id=caller,
+                                                         source_address="127.0.0.2"), ami=box_b)
+        # First B's call through engine 2 alone: engine 1 serves nothing it could miss.
+        first = await asyncio.wait_for(from_b(port_2, "b.1796200000.62", other, 8000), WAIT_S)
+        second = await asyncio.wait_for(from_b(port_1, "b.1796200000.61", CALLER, 4000), WAIT_S)
+    assert (first.dials[0]["talk_ms"], second.dials[0]["talk_ms"]) == (8000, 4000)
+    for caller, talk_s in ((other, 8), (CALLER, 4)):
+        balance, active, cdrs = await until(lambda c=caller: settled(db, cards[c]), "the settlement")
+        [cdr] = cdrs
+        assert (cdr.outcome, cdr.talk_s, cdr.debited_s, balance, active) == ("ANSWERED", talk_s, talk_s,
+                                                                              600 - talk_s, 0)
+    for proc in (watching, plain):
+        proc.send_signal(signal.SIGTERM)
+    _, err = await watching.communicate()
+    await plain.communicate()
+    events = [e["event"] for e in log_events(err)]
+    assert "hold_estimated" not in events and "reconcile_wrong_asterisk" not in events
+    assert "ami_connected" in events   # engine 1 did watch A and reconcile
+
+
+def test_an_address_has_one_spelling_and_unknown_origins_are_ours() -> None:
+    from ivr.reconcile import is_ours, normal_address
+
+    own = frozenset({"10.0.0.5", "2001:db8::1"})
+    assert normal_address("::ffff:10.0.0.5") == "10.0.0.5"    # a dual-stack socket's IPv4 peer
+    assert normal_address("2001:DB8:0::1") == "2001:db8::1"
+    assert normal_address("fe80::1%eth0") == "fe80::1"
+    assert normal_address("asterisk-b") == "asterisk-b"       # a name stays a name
+    assert is_ours("::ffff:10.0.0.5", own) and is_ours("2001:db8::1", own)
+    assert is_ours(None, own) and is_ours("", own)              # a hold from before migration 7
+    assert not is_ours("10.0.0.6", own)

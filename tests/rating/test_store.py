@@ -436,7 +436,10 @@ async def test_settle_hold_by_id_once_with_one_cdr(store: OperatorStore) -> None
     card = await new_card(store, p, 600)
     grant = await store.reserve(card_id=card.id, uniqueid="h1", rule=RULE, max_calls=1, hold_s=60, now_ms=NOW,
                                 call=HoldCall(caller_raw="0791234567", caller_e164="+41791234567",
-                                              dialled="+41441234567", start_ms=NOW - 5000))
+                                              dialled="+41441234567", start_ms=NOW - 5000,
+                                              asterisk="10.0.0.7"))
+    [held] = await store.open_holds(card_id=card.id)
+    assert (held.uniqueid, held.caller_raw, held.asterisk) == ("h1", "0791234567", "10.0.0.7")
     first = await store.settle_hold(grant.reservation_id, uniqueid="h1", talk_ms=30_500, cdr=cdr("h1", card),
                                     now_ms=NOW + 40_000)
     again = await store.settle_hold(grant.reservation_id, uniqueid="h1", talk_ms=30_500, cdr=cdr("h1", card),
