@@ -62,6 +62,7 @@ log = structlog.get_logger("ivr.engine")
 Flow = Callable[[Call], Awaitable[None]]
 FLOWS: dict[str, Flow] = {"prepaid": prepaid}
 VERSION = "0.1.0"
+POOL_CONNECTIONS = 10   # PostgreSQL: the pool's size (rating.store.postgres), all opened at start
 
 
 class _Hooks:
@@ -120,7 +121,10 @@ class Engine:
                      metrics: Metrics | None = None) -> Engine:
         metrics = metrics or Metrics(version=VERSION)
         clock = clock or SystemClock()
-        store = open_store(settings.database, observer=metrics.observe_store, budget_ms=settings.store_budget_ms)
+        # A warm PostgreSQL pool (all its connections opened at start): a burst of calls must not
+        # each wait, within its store budget, for a connection of its own to be opened.
+        store = open_store(settings.database, observer=metrics.observe_store, budget_ms=settings.store_budget_ms,
+                           min_connections=POOL_CONNECTIONS)
         await store.open()
         try:
             secret = load_or_create_secret(settings.secret_path)

@@ -30,6 +30,7 @@ call's path and may take longer on a big database.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
@@ -174,43 +175,6 @@ async def _quota_left(db: Conn, card_id: int, quota: QuotaPeriod | None) -> int:
     return max(0, quota.limit_s - (used or 0))
 
 
-async def _reserve(db: Conn, *, card_id: int, uniqueid: str, rule: BillingRule, max_calls: int, hold_s: int,
-                   now_ms: int, quota: QuotaPeriod | None = None, call: HoldCall | None = None) -> Grant:
-    """Inside a transaction: see ``PostgresStore.reserve``."""
-    # The row lock serialises every engine's holds on this card until COMMIT.
-    row = await db.fetchrow(_q(f"SELECT {_CARD_COLS} FROM cards WHERE id = ? FOR UPDATE"), card_id)
-    if row is None:
-        raise NotFound(f"no card {card_id}")
-    released = 0
-    for res_id, seconds, expires_ms in await db.fetch(_q(
-            "SELECT id, seconds, expires_ms FROM reservations WHERE card_id = ? AND state = 'open'"), card_id):
-        if is_stale(expires_ms, now_ms):  # a crashed engine's hold
-            await db.execute(_q("UPDATE reservations SET state = 'released' WHERE id = ?"), res_id)
-            await db.execute(_q("UPDATE cards SET reserved_s = reserved_s - ?,"
-                                " active_calls = GREATEST(active_calls - 1, 0) WHERE id = ?"), seconds, card_id)
-            released += 1
-    if released:
-        row = await db.fetchrow(_q(f"SELECT {_CARD_COLS} FROM cards WHERE id = ?"), card_id)
-    plan = grant_hold(_card(row), rule=rule, max_calls=max_calls, hold_s=hold_s, now_ms=now_ms)
-    status = await db.execute(_q(
-        "UPDATE cards SET reserved_s = reserved_s + ?, active_calls = active_calls + 1"
-        " WHERE id = ? AND balance_s - reserved_s >= ? AND active_calls < ?"),
-        plan.seconds, card_id, plan.seconds, max_calls)
-    if status != "UPDATE 1":  # pragma: no cover - the row lock makes this unreachable
-        raise InsufficientBalance(f"card {card_id} changed under the reservation")
-    reservation_id = await db.fetchval(_q(
-        "INSERT INTO reservations (card_id, uniqueid, seconds, created_ms, expires_ms, max_talk_s, connect_s,"
-        " minimum_s, initial_s, increment_s, caller_raw, caller_e164, dialled, call_start_ms, asterisk)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"),
-        card_id, uniqueid, plan.seconds, now_ms, plan.expires_ms, plan.max_talk_s, rule.connect_s,
-        rule.minimum_s, rule.initial_s, rule.increment_s, call.caller_raw if call else None,
-        call.caller_e164 if call else None, call.dialled if call else None, call.start_ms if call else None,
-        call.asterisk if call else None)
-    return Grant(reservation_id=reservation_id, card_id=card_id, reserved_s=plan.seconds,
-                 max_talk_s=plan.max_talk_s, available_before_s=plan.available_before_s,
-                 quota_left_s=await _quota_left(db, card_id, quota))
-
-
 async def _settle(db: Conn, grant: Grant, *, debit_s: int, uniqueid: str, now_ms: int, factor_pm: int = 1000,
                   quota: QuotaPeriod | None = None) -> tuple[int, int]:
     """Inside a transaction: see ``PostgresStore.settle``. Returns (seconds debited, quota used)."""
@@ -232,6 +196,85 @@ async def _settle(db: Conn, grant: Grant, *, debit_s: int, uniqueid: str, now_ms
         await db.execute(_q("INSERT INTO ledger (card_id, at_ms, kind, seconds, reference)"
                             " VALUES (?, ?, 'debit', ?, ?)"), grant.card_id, now_ms, -debit, uniqueid)
     return debit, quota_used
+
+
+# --- the call path in as few round trips as the decisions allow ------------------------
+# A hold: one read (the card, its xmin — PostgreSQL's row version, changed by every
+# committed update — its open holds and the month's quota used), the decision in Python
+# (``grant_hold``, ``is_stale``), then one statement that writes it only if the card row
+# is still the version read (compare-and-set on xmin): the stale holds released, the
+# card's counters, the new hold. No BEGIN/COMMIT: each statement is its own transaction.
+# A card changed in between (another engine, the CLI) writes nothing: read and decide again.
+_HOLD_READ = (f"SELECT {_CARD_COLS}, xmin::text,"
+              " ARRAY(SELECT ARRAY[r.id, r.seconds, r.expires_ms] FROM reservations r"
+              "  WHERE r.card_id = c.id AND r.state = 'open'),"
+              " (SELECT q.used_s FROM card_quota q WHERE q.card_id = c.id AND q.month = $1::text)"
+              " FROM cards c WHERE ")
+_HOLD_BY_CARD = _HOLD_READ + "c.id = $2"
+_HOLD_BY_CALLER = _HOLD_READ + "c.id = (SELECT card_id FROM bindings WHERE project_id = $2 AND caller = $3)"
+_HOLD_WRITE = (
+    "WITH c AS (UPDATE cards SET reserved_s = reserved_s - $2::bigint + $3::bigint,"
+    "  active_calls = GREATEST(active_calls - $4::bigint, 0) + 1"
+    "  WHERE id = $1 AND xmin::text = $5::text AND balance_s - (reserved_s - $2::bigint) >= $3::bigint"
+    "  RETURNING id),"
+    " released AS (UPDATE reservations SET state = 'released' FROM c"
+    "  WHERE reservations.id = ANY($6::bigint[]) AND reservations.state = 'open'),"
+    " hold AS (INSERT INTO reservations (card_id, uniqueid, seconds, created_ms, expires_ms, max_talk_s, connect_s,"
+    "  minimum_s, initial_s, increment_s, caller_raw, caller_e164, dialled, call_start_ms, asterisk)"
+    "  SELECT c.id, $7::text, $3::bigint, $8::bigint, $9::bigint, $10::bigint, $11::bigint, $12::bigint,"
+    "  $13::bigint, $14::bigint, $15::text, $16::text, $17::text, $18::bigint, $19::text FROM c RETURNING id)"
+    " SELECT id FROM hold")
+_CAS_ATTEMPTS = 100   # each one a fresh read; the budget's deadline bounds them anyway
+
+
+async def _hold_once(db: Conn, row: Any, *, uniqueid: str, rule: BillingRule, max_calls: int, hold_s: int,
+                     now_ms: int, quota: QuotaPeriod | None, call: HoldCall | None) -> Grant | None:
+    """Decide on the card as read and write it if the row did not change; None: it did."""
+    card = _card(row)
+    stale = [(r_id, seconds) for r_id, seconds, expires_ms in row[12] if is_stale(expires_ms, now_ms)]
+    stale_s = sum(seconds for _, seconds in stale)
+    if stale:  # as the released holds leave it (a crashed engine's holds)
+        card = dataclasses.replace(card, reserved_s=card.reserved_s - stale_s,
+                                   active_calls=max(card.active_calls - len(stale), 0))
+    plan = grant_hold(card, rule=rule, max_calls=max_calls, hold_s=hold_s, now_ms=now_ms)
+    hold_id = await db.fetchval(
+        _HOLD_WRITE, card.id, stale_s, plan.seconds, len(stale), row[11], [r_id for r_id, _ in stale], uniqueid,
+        now_ms, plan.expires_ms, plan.max_talk_s, rule.connect_s, rule.minimum_s, rule.initial_s, rule.increment_s,
+        call.caller_raw if call else None, call.caller_e164 if call else None, call.dialled if call else None,
+        call.start_ms if call else None, call.asterisk if call else None)
+    if hold_id is None:
+        return None
+    quota_left = max(0, quota.limit_s - (row[13] or 0)) if quota is not None and quota.limit_s > 0 else 0
+    return Grant(reservation_id=hold_id, card_id=card.id, reserved_s=plan.seconds, max_talk_s=plan.max_talk_s,
+                 available_before_s=plan.available_before_s, quota_left_s=quota_left)
+
+
+# A settlement without a monthly quota needs nothing from the database to decide
+# (``charge`` at quota 0, ``settlement_debit``): one statement, card row locked first
+# as everywhere (one lock order), then the hold, the card, the ledger row (and the CDR).
+_SETTLE_WITH = (
+    "WITH card AS (SELECT id FROM cards WHERE id = $1 FOR UPDATE),"
+    " prior AS (SELECT state FROM reservations WHERE id = $2),"
+    " r AS (UPDATE reservations SET state = 'settled' WHERE id = $2 AND state = 'open'"
+    "  AND EXISTS (SELECT 1 FROM card) RETURNING id),"
+    " c AS (UPDATE cards SET balance_s = balance_s - $3::bigint, reserved_s = reserved_s - $4::bigint,"
+    "  active_calls = active_calls - 1 WHERE id = $1 AND EXISTS (SELECT 1 FROM r) RETURNING id),"
+    " l AS (INSERT INTO ledger (card_id, at_ms, kind, seconds, reference)"
+    "  SELECT id, $5::bigint, 'debit', -$3::bigint, $6::text FROM c WHERE $3::bigint > 0)")
+_SETTLE_ONLY = _SETTLE_WITH + " SELECT count(*) FROM r"
+# The CDR as settle_and_record writes it: none when the hold was settled already (by
+# the settle route, with its CDR); debited 0 when it was released.
+_SETTLE_AND_CDR = (
+    _SETTLE_WITH + ", d AS (INSERT INTO cdrs (" + _CDR_COLS + ")"
+    " SELECT $6::text, $7::bigint, $8::bigint, $9::text, $10::text, $11::text, $12::text, $13::bigint,"
+    " $14::bigint, $15::bigint, $16::bigint, CASE WHEN EXISTS (SELECT 1 FROM r) THEN $3::bigint ELSE 0 END,"
+    " $17::text, $18::text, $19::text, $20::bigint, $21::bigint, $22::text, $23::text, $24::bigint, 0"
+    " WHERE EXISTS (SELECT 1 FROM r) OR NOT EXISTS (SELECT 1 FROM prior WHERE state = 'settled'))"
+    " SELECT (SELECT count(*) FROM r), (SELECT state FROM prior)")
+
+
+def _no_quota(quota: QuotaPeriod | None) -> bool:
+    return quota is None or quota.limit_s <= 0
 
 
 async def _settle_hold(db: Conn, hold_id: int, *, uniqueid: str, talk_ms: int, cdr: Cdr, now_ms: int,
@@ -356,13 +399,15 @@ class PostgresStore:
                  min_size: int = 1, max_size: int = 10, on_failure: FailureObserver | None = None,
                  budget_ms: int = 5000) -> None:
         """``budget_ms``: the longest any operation waits for PostgreSQL (a free pooled
-        connection, a new one, the statements), then StoreUnavailable."""
+        connection, a new one, the statements), then StoreUnavailable. ``min_size``
+        connections are opened by ``open`` and kept (the engine keeps a warm pool: a
+        burst of calls after start must not each wait for a new connection)."""
         self._on_failure = on_failure
         self.url = url
         self._pool: Any = None
         self._observer = observer
         self._schema: SchemaMode = schema
-        self._sizes = (min_size, max_size)
+        self._sizes = (min(min_size, max_size), max_size)
         self.budget_s = budget_ms / 1000
         self._slow_s = max(self.budget_s, SLOW_LIMIT_S)
         self._opened = 0      # connections the pool opened (a reconnect is one more)
@@ -370,6 +415,7 @@ class PostgresStore:
         self._routing: Routing | None = None
         self._routing_version = -1
         self._routing_checked = float("-inf")
+        self._routing_refresh: asyncio.Future[Routing] | None = None
         self.schema_found: int | None = None
 
     # --- lifecycle ---------------------------------------------------------
@@ -475,15 +521,20 @@ class PostgresStore:
             raise
 
     async def _transaction(self, operation: str, body: Callable[[Conn], Awaitable[T]], *,
-                           limit_s: float | None = None) -> T:
+                           limit_s: float | None = None, atomic: bool = True) -> T:
         """``body(conn)`` in one transaction on a pooled connection, within the budget
         (``_acquired``); driver errors translated, anything ``body`` raises rolls back and
-        propagates. The observer hears of every success, ``on_failure`` of every
-        StoreUnavailable."""
+        propagates. ``atomic=False``: no BEGIN/COMMIT round trips, for a body whose every
+        write is one statement (its own transaction). The observer hears of every success,
+        ``on_failure`` of every StoreUnavailable."""
         started = time.perf_counter()
         try:
-            async with self._acquired(operation, limit_s) as conn, conn.transaction():
-                result = await body(conn)
+            async with self._acquired(operation, limit_s) as conn:
+                if atomic:
+                    async with conn.transaction():
+                        result = await body(conn)
+                else:
+                    result = await body(conn)
         except StoreUnavailable:
             if self._on_failure is not None:
                 self._on_failure(operation)
@@ -560,6 +611,26 @@ class PostgresStore:
         wrote) says whether to reload."""
         if self._routing is not None and time.monotonic() - self._routing_checked < max_age_s:
             return self._routing
+        if max_age_s <= 0:  # asked for now: a refresh already under way may have started before a change
+            return await self._refresh_routing()
+        # Calls arriving together share one refresh (a burst would otherwise take a
+        # connection each for the same snapshot); shielded: one caller giving up does
+        # not cancel it for the others.
+        if self._routing_refresh is None:
+            refresh = self._routing_refresh = asyncio.ensure_future(self._refresh_routing())
+
+            def done(_: object) -> None:
+                self._routing_refresh = None
+
+            refresh.add_done_callback(done)
+        return await asyncio.shield(self._routing_refresh)
+
+    async def _refresh_routing(self) -> Routing:
+        if self._routing is not None:
+            # Unchanged (the usual case, every max_age_s): one statement, no transaction.
+            if await self._fetchval("SELECT version FROM ivr_config WHERE id = 1") == self._routing_version:
+                self._routing_checked = time.monotonic()
+                return self._routing
 
         async def load(db: Conn) -> tuple[int, list[Any], list[Any], list[Any], list[Any]] | None:
             version = await db.fetchval("SELECT version FROM ivr_config WHERE id = 1")
@@ -766,35 +837,52 @@ class PostgresStore:
             NotFound, CardBlocked, CardExpired, CardInUse, InsufficientBalance, StoreUnavailable.
         """
         async def body(db: Conn) -> Grant:
-            return await _reserve(db, card_id=card_id, uniqueid=uniqueid, rule=rule, max_calls=max_calls,
-                                  hold_s=hold_s, now_ms=now_ms, quota=quota, call=call)
+            for _ in range(_CAS_ATTEMPTS):
+                row = await db.fetchrow(_HOLD_BY_CARD, quota.month if quota else None, card_id)
+                if row is None:
+                    raise NotFound(f"no card {card_id}")
+                grant = await _hold_once(db, row, uniqueid=uniqueid, rule=rule, max_calls=max_calls, hold_s=hold_s,
+                                         now_ms=now_ms, quota=quota, call=call)
+                if grant is not None:
+                    return grant
+            raise StoreUnavailable(f"reserve: card {card_id} kept changing under the reservation")
 
-        return await self._transaction("reserve", body)
+        return await self._transaction("reserve", body, atomic=False)
 
     async def reserve_bound(self, *, project_id: int, caller: str, uniqueid: str, rule: BillingRule,
                             max_calls: int, hold_s: int, now_ms: int,
                             quota: QuotaPeriod | None = None,
                             call: HoldCall | None = None) -> BoundReservation | None:
         async def body(db: Conn) -> BoundReservation | None:
-            row = await db.fetchrow(_q(f"SELECT {_CARD_COLS} FROM cards WHERE id ="
-                                       " (SELECT card_id FROM bindings WHERE project_id = ? AND caller = ?)"),
-                                    project_id, caller)
-            if row is None:
-                return None
-            card = _card(row)
-            try:
-                async with db.transaction():  # a savepoint: a refusal leaves nothing behind
-                    grant = await _reserve(db, card_id=card.id, uniqueid=uniqueid, rule=rule, max_calls=max_calls,
-                                           hold_s=hold_s, now_ms=now_ms, quota=quota, call=call)
-            except CardUnusable as refusal:
-                return BoundReservation(card=card, grant=None, refusal=refusal)
-            return BoundReservation(card=card, grant=grant, refusal=None)
+            for _ in range(_CAS_ATTEMPTS):
+                row = await db.fetchrow(_HOLD_BY_CALLER, quota.month if quota else None, project_id, caller)
+                if row is None:
+                    return None
+                card = _card(row)
+                try:  # a refusal writes nothing
+                    grant = await _hold_once(db, row, uniqueid=uniqueid, rule=rule, max_calls=max_calls,
+                                             hold_s=hold_s, now_ms=now_ms, quota=quota, call=call)
+                except CardUnusable as refusal:
+                    return BoundReservation(card=card, grant=None, refusal=refusal)
+                if grant is not None:
+                    return BoundReservation(card=card, grant=grant, refusal=None)
+            raise StoreUnavailable(f"reserve: the card of {caller} kept changing under the reservation")
 
-        return await self._transaction("reserve", body)
+        return await self._transaction("reserve", body, atomic=False)
 
     async def settle(self, grant: Grant, *, debit_s: int, uniqueid: str, now_ms: int,
                      factor_pm: int = 1000, quota: QuotaPeriod | None = None) -> int:
         """As ``SqliteStore.settle``: idempotent, never more than the hold."""
+        if _no_quota(quota):
+            debit = settlement_debit(grant.reserved_s, charge(max(0, debit_s), factor_pm, 0)[0])
+
+            async def one_statement(db: Conn) -> int:
+                settled = await db.fetchval(_SETTLE_ONLY, grant.card_id, grant.reservation_id, debit, grant.reserved_s,
+                                            now_ms, uniqueid)
+                return debit if settled else 0
+
+            return await self._transaction("settle", one_statement, atomic=False)
+
         async def body(db: Conn) -> int:
             return (await _settle(db, grant, debit_s=debit_s, uniqueid=uniqueid, now_ms=now_ms,
                                   factor_pm=factor_pm, quota=quota))[0]
@@ -803,6 +891,22 @@ class PostgresStore:
 
     async def settle_and_record(self, grant: Grant, *, debit_s: int, cdr: Cdr, now_ms: int,
                                 factor_pm: int = 1000, quota: QuotaPeriod | None = None) -> int:
+        if _no_quota(quota):
+            debit = settlement_debit(grant.reserved_s, charge(max(0, debit_s), factor_pm, 0)[0])
+
+            async def one_statement(db: Conn) -> int:
+                settled, prior = await db.fetchrow(
+                    _SETTLE_AND_CDR, grant.card_id, grant.reservation_id, debit, grant.reserved_s, now_ms,
+                    cdr.uniqueid, cdr.project_id, cdr.card_id, cdr.caller_raw, cdr.caller_e164, cdr.dialled,
+                    cdr.destination, cdr.start_ms, cdr.answer_ms, cdr.end_ms, cdr.talk_s, cdr.outcome,
+                    cdr.hangup_side, cdr.call_type, cdr.route_position, cdr.leg, cdr.zone, cdr.number_type, factor_pm)
+                if not settled and prior == "settled":
+                    return 0  # settled already, with its CDR: none written
+                cdr.debited_s, cdr.quota_used_s, cdr.factor_pm = (debit if settled else 0), 0, factor_pm
+                return cdr.debited_s
+
+            return await self._transaction("settle_and_record", one_statement, atomic=False)
+
         async def body(db: Conn) -> int:
             # One CDR per call: a hold settled already (by the settle route, with its CDR) writes none.
             if await db.fetchval(_q("SELECT state FROM reservations WHERE id = ?"), grant.reservation_id) == "settled":
