@@ -1624,7 +1624,17 @@ class _Call:
         return result
 
     def _warning_sounds(self, remaining_ms: int) -> tuple[tuple[str, ...], int]:
-        """bridge_builtin_interval_features.c: "you have [N minutes] [N seconds]"."""
+        """The L() warning, as bridge_builtin_interval_features.c limits_interval_playback()
+        plays it: ``LIMIT_WARNING_FILE`` when set and not "timeleft" (features.c
+        ast_bridge_timelimit(), read when Dial starts), else "you have [N minutes] [N seconds]"."""
+        file = self.variables.get("LIMIT_WARNING_FILE", "")
+        if file and file.casefold() != "timeleft":
+            # ast_stream_and_wait() -> ast_streamfile(): one file name, opened as is. Unlike
+            # app_playback.c it does not split "a&b", so a list names a file that does not exist.
+            if file in self.script.missing_sounds or "&" in file:
+                self._note(f"Unable to open {file} (format ulaw): No such file or directory")
+                return (), 0
+            return (file,), self._sound_us(file)
         remaining = remaining_ms // 1000
         if remaining <= 0:
             return (), 0

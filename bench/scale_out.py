@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     started = time.time()
     server = None if a.postgres else _throwaway_postgres()
-    url = a.postgres or server.create_database("bench")
+    url = a.postgres if server is None else server.create_database("bench")
     results: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
                                "command": " ".join(["python -m bench.scale_out", *(argv or sys.argv[1:])]),
                                "machine": _machine(),

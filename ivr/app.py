@@ -473,7 +473,9 @@ class Engine:
             outcome=(call.outcome or Outcome.ABANDONED).value, hangup_side=call.hangup_side.value,
             call_type=call.type_of_call(), route_position=call.leg.route.position if call.leg else None,
             leg=call.leg.number if call.leg else None, zone=call.leg.zone.value if call.leg else "",
-            number_type=call.leg.kind.value if call.leg else "", factor_pm=call.charge_terms()[0])
+            number_type=call.leg.kind.value if call.leg else "", factor_pm=call.charge_terms()[0],
+            price_per_minute_cents=call.project.price_per_minute_cents if call.project else None,
+            currency=call.project.currency if call.project else None)
 
     def _end_ms(self, call: Call) -> int:
         """Now, but never before the callee's answer plus the talk billed: the answer time

@@ -25,12 +25,14 @@ from ._errors import (
     PromptToolMissing,
 )
 from ._remaining import MAX_SECONDS, remaining_time, remaining_time_text
+from ._warning import WARNING_LENGTHS, warning_length, warning_sound
 from .importer import custom_sound, import_recording
 
 __all__ = [
     "LANGUAGES",
     "MAX_SECONDS",
     "SOUNDS_DIR",
+    "WARNING_LENGTHS",
     "Prompt",
     "PromptBuildError",
     "PromptCatalogueError",
@@ -44,4 +46,6 @@ __all__ = [
     "remaining_time_text",
     "sound",
     "text_of",
+    "warning_length",
+    "warning_sound",
 ]

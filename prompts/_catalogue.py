@@ -7,10 +7,12 @@ Asterisk's layout for ``CHANNEL(language)``). All of ours live under ``ivr/``:
     ivr/<prompt>            a Prompt member (ivr/enter-pin)
     ivr/time/<word>         the words of the remaining-time sentence
     ivr/digits/<n>          number pieces, see _numbers.py
+    ivr/warning/<seconds>   the cut-off warning, one whole file per length, see _warning.py
     ivr/custom/<project>/   recordings a line operator imported, see importer.py
 
 Texts come from manifest.toml (read once, with tomllib) and, for numbers,
-from _numbers.py.
+from _numbers.py; a warning's text is assembled here from the manifest's
+``[warning]`` frame and ``[time]`` words.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import _numbers
+from . import _numbers, _warning
 from ._errors import PromptCatalogueError
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "MANIFEST_PATH",
     "SOUNDS_DIR",
     "TIME_WORDS",
+    "WARNING_WORDS",
     "Prompt",
     "all_sounds",
     "check_language",
@@ -37,6 +40,7 @@ __all__ = [
     "sound",
     "text_of",
     "time_sound",
+    "warning_text",
 ]
 
 LANGUAGES: tuple[str, ...] = ("de", "en")
@@ -53,6 +57,8 @@ _TIME = "ivr/time/"
 TIME_WORDS = frozenset(
     {"you-have", "minute", "minutes", "and", "second", "seconds", "left", "none"}
 )
+#: The [warning.*] keys manifest.toml must have.
+WARNING_WORDS = frozenset({"ends-in", "one"})
 
 
 class Prompt(enum.StrEnum):
@@ -105,6 +111,7 @@ def time_sound(word: str) -> str:
 @dataclass(frozen=True)
 class _Catalogue:
     texts: Mapping[str, Mapping[str, str]]  # sound name -> language -> text
+    warning: Mapping[str, Mapping[str, str]]  # [warning] word -> language -> text
     pronounce: Mapping[str, Mapping[str, str]]  # language -> word -> respelling
 
 
@@ -131,14 +138,15 @@ def parse_manifest(data: Mapping[str, object], where: str = "manifest.toml") -> 
 
     Raises ``PromptCatalogueError`` naming the offending key.
     """
-    unknown = sorted(set(data) - {"prompts", "time", "pronounce"})
+    unknown = sorted(set(data) - {"prompts", "time", "warning", "pronounce"})
     if unknown:
         raise PromptCatalogueError(f"{where}: unknown table(s) {', '.join(unknown)}")
     prompts = data.get("prompts", {})
     words = data.get("time", {})
     pronounce = data.get("pronounce", {})
-    if not isinstance(prompts, dict) or not isinstance(words, dict):
-        raise PromptCatalogueError(f"{where}: [prompts] and [time] must be tables")
+    warning = data.get("warning", {})
+    if not isinstance(prompts, dict) or not isinstance(words, dict) or not isinstance(warning, dict):
+        raise PromptCatalogueError(f"{where}: [prompts], [time] and [warning] must be tables")
     if not isinstance(pronounce, dict):
         raise PromptCatalogueError(f"{where}: [pronounce] must be a table")
 
@@ -158,6 +166,14 @@ def parse_manifest(data: Mapping[str, object], where: str = "manifest.toml") -> 
             f" (missing: {', '.join(missing) or '-'}; unknown: {', '.join(extra) or '-'})"
         )
 
+    if set(warning) != WARNING_WORDS:
+        missing = sorted(WARNING_WORDS - set(warning))
+        extra = sorted(set(warning) - WARNING_WORDS)
+        raise PromptCatalogueError(
+            f"{where}: [warning] needs exactly {', '.join(sorted(WARNING_WORDS))}"
+            f" (missing: {', '.join(missing) or '-'}; unknown: {', '.join(extra) or '-'})"
+        )
+
     texts: dict[str, dict[str, str]] = {}
     for stem, table in prompts.items():
         texts[_IVR + stem] = _texts_table(table, f"{where} [prompts.{stem}]")
@@ -174,7 +190,8 @@ def parse_manifest(data: Mapping[str, object], where: str = "manifest.toml") -> 
                     f"{where} [pronounce.{lang}] {word}: expected a non-empty string"
                 )
             respell[lang][word] = said
-    return _Catalogue(texts=texts, pronounce=respell)
+    frame = {word: _texts_table(table, f"{where} [warning.{word}]") for word, table in warning.items()}
+    return _Catalogue(texts=texts, warning=frame, pronounce=respell)
 
 
 @functools.cache
@@ -196,6 +213,8 @@ def text_of(sound_name: str, language: str) -> str:
     texts = _catalogue().texts.get(sound_name)
     if texts is not None:
         return texts[language]
+    if _warning.is_warning_sound(sound_name):
+        return warning_text(_warning.warning_seconds(sound_name), language)
     try:
         return _numbers.number_text(sound_name, language)
     except KeyError:
@@ -205,10 +224,40 @@ def text_of(sound_name: str, language: str) -> str:
 def all_sounds() -> set[str]:
     """Return every sound name a flow can play (custom recordings aside).
 
-    Every Prompt, every remaining-time word and every number piece; each
-    exists as ``SOUNDS_DIR/<lang>/<name>.wav`` for every language.
+    Every Prompt, every remaining-time word, every number piece and every
+    warning length; each exists as ``SOUNDS_DIR/<lang>/<name>.wav`` for every
+    language.
     """
-    return set(_catalogue().texts) | _numbers.number_sounds()
+    return set(_catalogue().texts) | _numbers.number_sounds() | _warning.warning_sounds()
+
+
+def warning_text(seconds: int, language: str) -> str:
+    """Return what the warning ``seconds`` before the end says, e.g. "Ihre Gesprächszeit
+    endet in einer Minute und dreißig Sekunden." (the dative "einer" before Minute/Sekunde).
+
+    Raises ``ValueError`` for a length not in ``WARNING_LENGTHS`` or an unsupported language.
+    """
+    check_language(language)
+    if seconds not in _warning.WARNING_LENGTHS:
+        raise ValueError(f"no warning prompt for {seconds} s (see WARNING_LENGTHS)")
+    catalogue = _catalogue()
+
+    def word(key: str) -> str:
+        return catalogue.texts[_TIME + key][language]
+
+    def amount(n: int, one: str, many: str) -> str:
+        if n == 1:
+            return f"{catalogue.warning['one'][language]} {word(one)}"
+        return f"{_numbers.number_text(_numbers.number_sound(n), language)} {word(many)}"
+
+    minutes, secs = divmod(seconds, 60)
+    parts = []
+    if minutes:
+        parts.append(amount(minutes, "minute", "minutes"))
+    if secs:
+        parts.append(amount(secs, "second", "seconds"))
+    glue = f" {word('and')} "
+    return f"{catalogue.warning['ends-in'][language]} {glue.join(parts)}."
 
 
 def pronunciations(language: str) -> Mapping[str, str]:

@@ -10,31 +10,38 @@ played as the sound ``ivr/custom/<project>/<prompt>``. ``custom_sound`` tells
 the engine whether one exists, so a flow can prefer it to the built prompt.
 
 WAV in 8-, 16-, 24- or 32-bit integer PCM is read by pydub without any
-external tool; mp3, ogg and other WAV encodings (float, A-law) need ffmpeg.
+external tool; mp3, ogg and other WAV encodings (float, A-law) are decoded by
+ffmpeg: the system's, else the one the imageio-ffmpeg wheel brings (_ffmpeg.py).
+
+The format is recognised from the file's first bytes, or else from its suffix
+(a broken mp3 is then reported with ffmpeg's own first error line).
 """
 
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
-from . import _audio
+from . import _audio, _ffmpeg
 from ._catalogue import LANGUAGES, SOUNDS_DIR, Prompt, check_language
 from ._errors import PromptImportError
 
-__all__ = ["MAX_RECORDING_SECONDS", "custom_sound", "import_recording"]
+__all__ = ["FFMPEG_TIMEOUT_S", "MAX_RECORDING_SECONDS", "custom_sound", "import_recording"]
 
 #: Longer input is refused: a prompt is seconds long, and resampling an hour
 #: of audio in pure Python would take minutes.
 MAX_RECORDING_SECONDS = 120
+#: ffmpeg decodes two minutes of mp3 in well under a second; this is for a machine
+#: under load, or an ffmpeg that hangs on a file made to hang it.
+FFMPEG_TIMEOUT_S = 60.0
 
 # A single path component of safe characters: no "/", no "..", no leading
 # "-" (would read as an option to shell tools), at most 64 characters.
 _NAME = re.compile(r"[a-z0-9_][a-z0-9_-]{0,63}")
 _CUSTOM = "ivr/custom"
 _MAX_FILE_BYTES = 200 * 1024 * 1024
+_BY_SUFFIX = {".mp3": "mp3", ".wav": "wav", ".wave": "wav", ".ogg": "ogg", ".oga": "ogg"}
 
 
 def _valid_name(name: object) -> bool:
@@ -64,27 +71,34 @@ def _sniff(head: bytes) -> str | None:
     return None
 
 
-def _ffmpeg_available() -> bool:
-    # pydub runs ffprobe to learn the sample format and ffmpeg to decode.
-    return shutil.which("ffmpeg") is not None and shutil.which("ffprobe") is not None
+def _article(fmt: str) -> str:
+    return {"mp3": "an", "ogg": "an"}.get(fmt, "a")  # as spoken: "an em-pee-three", "a wave"
 
 
 def _decode(src: Path, data: bytes, fmt: str) -> Any:
-    """Return ``data`` (read from ``src``, sniffed as ``fmt``) as a pydub segment."""
+    """Return ``data`` (read from ``src``, taken for ``fmt``) as a pydub segment.
+
+    Raises ``PromptImportError`` when no ffmpeg is there or ffmpeg cannot decode it."""
     pydub = _audio.pydub()
-    if fmt == "wav":
+    if fmt == "wav" and data[:4] in (b"RIFF", b"RIFX"):
         try:
             return pydub.AudioSegment(data=data)  # integer PCM, no ffmpeg needed
         except (pydub.exceptions.CouldntDecodeError, ValueError, IndexError, TypeError):
             pass  # float, A-law, …: ffmpeg may still read it
-    if not _ffmpeg_available():
+    ffmpeg = _ffmpeg.find()
+    if ffmpeg is None:
         what = "this kind of wav (not integer PCM)" if fmt == "wav" else fmt
-        raise PromptImportError(f"ffmpeg is needed to read {what}: apt-get install ffmpeg")
+        raise PromptImportError(f"ffmpeg is needed to read {what}: none is on PATH and imageio-ffmpeg's"
+                                " is missing (pip install imageio-ffmpeg, or apt-get install ffmpeg)")
     try:
-        return pydub.AudioSegment.from_file(str(src), format=fmt)
-    # pydub lets ffprobe's odd answers through as IndexError / KeyError.
-    except (pydub.exceptions.CouldntDecodeError, OSError, IndexError, KeyError, ValueError) as exc:
-        raise PromptImportError(f"cannot decode {src} as {fmt}: {exc}") from exc
+        pcm = _ffmpeg.decode(ffmpeg, data, fmt, max_seconds=MAX_RECORDING_SECONDS, timeout_s=FFMPEG_TIMEOUT_S)
+    except _ffmpeg.DecodeError as exc:
+        raise PromptImportError(f"{src}: not {_article(fmt)} {fmt} / cannot decode: {exc}") from exc
+    except _ffmpeg.DecodeTimeout as exc:
+        raise PromptImportError(f"{src}: ffmpeg did not finish decoding it within {FFMPEG_TIMEOUT_S:g} s") from exc
+    except OSError as exc:
+        raise PromptImportError(f"cannot run {ffmpeg}: {exc.strerror or exc}") from exc
+    return pydub.AudioSegment(data=pcm, sample_width=2, frame_rate=_ffmpeg.RATE, channels=1)
 
 
 def import_recording(
@@ -101,7 +115,8 @@ def import_recording(
     Returns the sound name, ``"ivr/custom/<project>/<prompt>"``; an earlier
     recording is replaced only with ``replace``. Raises ``PromptImportError`` for an invalid
     project name, an unknown prompt or language, an unreadable, undecodable,
-    silent or too long file, or a missing ffmpeg (for mp3 and ogg).
+    silent or too long file, a file ffmpeg cannot decode (its first error line
+    in the message), or a missing ffmpeg (for mp3, ogg and non-PCM wav).
     """
     if not _valid_name(project):
         raise PromptImportError(
@@ -123,7 +138,9 @@ def import_recording(
         data = src.read_bytes()
     except OSError as exc:
         raise PromptImportError(f"cannot read {src}: {exc.strerror or exc}") from exc
-    fmt = _sniff(data[:16])
+    if not data:
+        raise PromptImportError(f"{src} is empty")
+    fmt = _sniff(data[:16]) or _BY_SUFFIX.get(src.suffix.lower())
     if fmt is None:
         raise PromptImportError(
             f"{src}: unknown audio format (suffix {src.suffix or 'none'}); use mp3, wav or ogg"
@@ -131,8 +148,9 @@ def import_recording(
 
     segment = _decode(src, data, fmt)
     if segment.duration_seconds > MAX_RECORDING_SECONDS:
+        # ffmpeg stops one second past the limit: "more than", not the whole length.
         raise PromptImportError(
-            f"{src} lasts {segment.duration_seconds:.0f} s; a prompt may last"
+            f"{src} lasts more than {MAX_RECORDING_SECONDS} s; a prompt may last"
             f" {MAX_RECORDING_SECONDS} s at most"
         )
     try:

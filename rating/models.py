@@ -182,6 +182,11 @@ class Cdr:
     number_type: str = ""
     factor_pm: int = 1000
     quota_used_s: int = 0
+    # The price the call was rated at (issue 12): revenue is always this CDR's own price,
+    # never the project's price of today. None when written without one: the store fills
+    # in the project's price as it writes the CDR (a call without a project has none).
+    price_per_minute_cents: int | None = None
+    currency: str | None = None
 
 
 # --- added for the operator's CLI ------------------------------------------
@@ -204,19 +209,42 @@ class AccountSettings:
 
 @dataclass(frozen=True)
 class AccountLine:
-    """One line of the operator's account: a charge (card purchase, recharge) or a payment.
+    """One line of the operator's account: a charge (card purchase, recharge), a payment
+    or a payment's correction.
 
     ``amount_cents`` is signed from the operator's side: charges are positive (owed),
-    payments negative."""
+    payments negative, a correction positive (it takes back part or all of a payment)."""
 
     at_ms: int
-    kind: str                  # purchase | recharge | payment
+    kind: str                  # purchase | recharge | payment | correction
     amount_cents: int
     card_id: int | None
     project_id: int | None
     seconds: int
     reference: str
     entered_by: str = ""
+    entry_id: int | None = None    # a payment's or correction's id (``ivr account correct ID``)
+    corrects: int | None = None    # a correction: the payment it corrects
+
+
+@dataclass(frozen=True)
+class Payment:
+    """A payment as entered, with what corrections took back of it (``corrected_cents``),
+    or a correction itself (``corrects`` the payment's id; ``amount_cents`` taken back)."""
+
+    id: int
+    at_ms: int
+    amount_cents: int          # positive
+    currency: str
+    reference: str
+    entered_by: str
+    corrects: int | None = None
+    corrected_cents: int = 0   # a payment: the sum of its corrections
+
+    @property
+    def left_cents(self) -> int:
+        """What a further correction can still take back of this payment."""
+        return 0 if self.corrects is not None else self.amount_cents - self.corrected_cents
 
 
 @dataclass(frozen=True)

@@ -222,7 +222,8 @@ def os_user() -> str:
 
 
 @click.group(cls=IvrGroup)
-@click.option("--database", envvar="IVR_DATABASE", help="SQLite file (default ./ivr.sqlite3) or postgresql:// URL.")
+@click.option("--database", envvar="IVR_DATABASE", metavar="FILE|URL",
+              help="SQLite file (default ./ivr.sqlite3) or postgresql:// URL.")
 @click.option("--config", "config_file", envvar="IVR_CONFIG", type=click.Path(dir_okay=False),
               help="TOML settings file.")
 @click.version_option("0.1.0", prog_name="ivr")

@@ -29,7 +29,8 @@ from ._types import Seconds
 @click.option("--metrics-host", help="Prometheus address (default 127.0.0.1).")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), help="Prometheus port (default 9102, 0 = off).")
 @click.option("--grace", "grace_s", type=Seconds(), help="Seconds live calls may go on at shutdown.")
-@click.option("--log-format", type=click.Choice(["auto", "json", "console"]))
+@click.option("--log-format", type=click.Choice(["auto", "json", "console"]),
+              help="Log lines on stderr (default auto: console on a terminal, else JSON).")
 @click.option("--ami-host", help="Asterisk's AMI address (default: none, AMI off).")
 @click.option("--ami-port", type=click.IntRange(1, 65535), help="AMI port (default 5038).")
 @click.option("--ami-user", help="AMI user in manager.conf (default ivr-engine).")

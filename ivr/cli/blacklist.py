@@ -73,7 +73,7 @@ async def _names(store: OperatorStore) -> dict[int, str]:
 @scope_options
 @direction_option
 @click.option("--reason", default="", help="Why, for whoever reads the list later.")
-@click.option("--by", "added_by", default=os_user, show_default="your user name", help="Who blocks it.")
+@click.option("--by", "added_by", metavar="NAME", default=os_user, show_default="your user name", help="Who blocks it.")
 @json_option
 @with_store
 async def blacklist_add(store: OperatorStore, settings: Settings, *, pattern: str, project_name: str | None,
@@ -132,7 +132,7 @@ async def blacklist_list(store: OperatorStore, settings: Settings, *, project_na
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
 @scope_options
 @click.option("--replace", is_flag=True, help="The file replaces the scope's whole list.")
-@click.option("--by", "added_by", default=os_user, show_default="your user name",
+@click.option("--by", "added_by", metavar="NAME", default=os_user, show_default="your user name",
               help="Who blocks them (rows without an added_by).")
 @yes_option
 @json_option

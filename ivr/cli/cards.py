@@ -67,8 +67,8 @@ def quote_lines(q: ops.Quote) -> list[str]:
 
 
 @card.command("quote")
-@click.option("--project", "project_name", required=True)
-@click.option("--minutes", type=int, required=True)
+@click.option("--project", "project_name", required=True, help="The project the card is for.")
+@click.option("--minutes", type=int, required=True, help="Talk time on the card.")
 @click.option("--count", type=int, default=1, show_default=True, help="How many cards.")
 @json_option
 @with_store
@@ -98,7 +98,7 @@ def _new_card_dict(new: ops.NewCard, p: Project, minutes: int) -> dict[str, Any]
 
 
 @card.command("create")
-@click.option("--project", "project_name", required=True)
+@click.option("--project", "project_name", required=True, help="The project the cards are for.")
 @click.option("--minutes", type=int, required=True, help="Talk time on each card.")
 @click.option("--note", default="", help="Free text to recognise the card, e.g. the holder.")
 @click.option("--quote", "only_quote", is_flag=True, help="Only compute the price; change nothing.")
@@ -272,14 +272,18 @@ def _signed_hms(seconds: int) -> str:
 
 
 # --- changing cards ----------------------------------------------------------
+_BY_HELP = "Who does it, for the binding history."
+
+
 @card.command("bind")
 @click.argument("card_id")
 @click.argument("number")
+@click.option("--by", "actor", metavar="NAME", default=os_user, show_default="your user name", help=_BY_HELP)
 @yes_option
 @json_option
 @with_store
-async def card_bind(store: OperatorStore, settings: Settings, *, card_id: str, number: str, yes: bool,
-                    as_json: bool) -> None:
+async def card_bind(store: OperatorStore, settings: Settings, *, card_id: str, number: str, actor: str,
+                    yes: bool, as_json: bool) -> None:
     """Bind a caller's number to the card by hand (no PIN call needed).
 
     NUMBER must be the caller ID the network really delivers for that line."""
@@ -290,11 +294,11 @@ async def card_bind(store: OperatorStore, settings: Settings, *, card_id: str, n
            if plan.dropped else [])
     if effects:
         confirm(f"Bind {plan.number} to card {c.id}? " + "; ".join(effects) + ".", yes)
-    e164 = await ops.bind(store, card=c, number=number, now_ms=_now(), actor=os_user())
+    e164 = await ops.bind(store, card=c, number=number, now_ms=_now(), actor=actor)
     emit(as_json, {"card": str(c.id), "number": e164, "national": ops.national_form(e164, p.region),
-                   "by": "operator", "moved_from": str(plan.moved_from) if plan.moved_from else None,
+                   "by": "operator", "actor": actor, "moved_from": str(plan.moved_from) if plan.moved_from else None,
                    "unbound": plan.dropped},
-         [f"{e164} ({national_display(e164)}) bound to card {c.id}"])
+         [f"{e164} ({national_display(e164)}) bound to card {c.id} by {actor}"])
     note("note: this must be the caller ID the network really delivers for that line;"
          " a number typed differently never matches")
 
@@ -302,24 +306,26 @@ async def card_bind(store: OperatorStore, settings: Settings, *, card_id: str, n
 @card.command("unbind")
 @click.argument("card_id")
 @click.argument("number")
+@click.option("--by", "actor", metavar="NAME", default=os_user, show_default="your user name", help=_BY_HELP)
 @yes_option
 @json_option
 @with_store
-async def card_unbind(store: OperatorStore, settings: Settings, *, card_id: str, number: str, yes: bool,
-                      as_json: bool) -> None:
+async def card_unbind(store: OperatorStore, settings: Settings, *, card_id: str, number: str, actor: str,
+                      yes: bool, as_json: bool) -> None:
     """Remove a bound number: its next call asks for a PIN again."""
     c, p = await _card_and_project(store, card_id)
     e164 = ops.normalise(number, p.region)
     if e164 not in [b.caller for b in await store.bindings(c.id)]:
         raise NotFound(f"{e164} is not bound to card {c.id}")
     confirm(f"Unbind {e164} from {_label(c)}? Its next call asks for a PIN.", yes)
-    await ops.unbind(store, card=c, number=number, actor=os_user(), now_ms=_now())
-    emit(as_json, {"card": str(c.id), "number": e164, "unbound": True}, [f"{e164} unbound from card {c.id}"])
+    await ops.unbind(store, card=c, number=number, actor=actor, now_ms=_now())
+    emit(as_json, {"card": str(c.id), "number": e164, "unbound": True, "actor": actor},
+         [f"{e164} unbound from card {c.id} by {actor}"])
 
 
 @card.command("recharge")
 @click.argument("card_id")
-@click.option("--minutes", type=int, required=True)
+@click.option("--minutes", type=int, required=True, help="Talk time to add.")
 @json_option
 @with_store
 async def card_recharge(store: OperatorStore, settings: Settings, *, card_id: str, minutes: int,

@@ -47,7 +47,8 @@ def cdr_dict(r: Cdr, projects: Mapping[int, Project]) -> dict[str, Any]:
             "start": iso(r.start_ms), "answer": iso(r.answer_ms), "end": iso(r.end_ms), "talk_s": r.talk_s,
             "debited_s": r.debited_s, "outcome": r.outcome, "hangup_side": r.hangup_side,
             "call_type": r.call_type, "route": r.route_position, "leg": r.leg, "zone": r.zone,
-            "number_type": r.number_type, "factor_pm": r.factor_pm, "quota_used_s": r.quota_used_s}
+            "number_type": r.number_type, "factor_pm": r.factor_pm, "quota_used_s": r.quota_used_s,
+            "price_per_minute_cents": r.price_per_minute_cents, "currency": r.currency}
 
 
 def filter_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -91,7 +92,7 @@ def _write_csv(path: str, yes: bool, headers: list[str], rows: list[list[object]
 
 CDR_CSV = ["start", "uniqueid", "project", "card", "caller", "caller_e164", "dialled", "destination",
            "answer", "end", "talk_s", "debited_s", "outcome", "hangup_side", "call_type", "route", "leg", "zone",
-           "number_type", "factor_pm", "quota_used_s"]
+           "number_type", "factor_pm", "quota_used_s", "price_per_minute", "currency"]
 
 
 @cdr.command("list")
@@ -111,7 +112,8 @@ async def cdr_list(store: OperatorStore, settings: Settings, *, limit: int, csv_
     projects = {p.id: p for p in await store.projects()}
     data = [cdr_dict(r, projects) for r in cdrs]
     if csv_path:
-        _write_csv(csv_path, yes, CDR_CSV, [[d[k] for k in CDR_CSV] for d in data])
+        _write_csv(csv_path, yes, CDR_CSV, [[*(d[k] for k in CDR_CSV[:-2]), _price(d), d["currency"]]
+                                            for d in data])
         if csv_path == "-":
             return
         note(f"{len(data)} CDRs written to {csv_path}")
@@ -120,6 +122,11 @@ async def cdr_list(store: OperatorStore, settings: Settings, *, limit: int, csv_
              r.hangup_side] for r, d in zip(cdrs, data, strict=True)]
     emit(as_json, data, table(["START", "PROJECT", "CARD", "CALLER", "DIALLED", "OUTCOME", "TYPE", "ZONE", "TALK",
                                "DEBITED", "ENDED BY"], rows, right={2, 8, 9}, empty="no calls"))
+
+
+def _price(d: dict[str, Any]) -> str:
+    cents = d["price_per_minute_cents"]
+    return "" if cents is None else amount(cents)
 
 
 _KEY_HEADER = {"month": "MONTH", "number": "CALLER", "card": "CARD", "outcome": "OUTCOME",
@@ -143,13 +150,13 @@ def report_dict(rep: ops.Report) -> dict[str, Any]:
                    " zone: the destination zone.")
 @filter_options
 @click.option("--csv", "csv_path", metavar="FILE", help="Write the report as CSV to this file ('-': stdout).")
-@click.option("--chart", "chart_path", help="Draw minutes per group into this PNG file.")
+@click.option("--chart", "chart_path", metavar="FILE", help="Draw minutes per group into this PNG file.")
 @yes_option
 @json_option
 @with_store
 async def cdr_report(store: OperatorStore, settings: Settings, *, by: str, csv_path: str | None,
                      chart_path: str | None, yes: bool, as_json: bool, **filters: Any) -> None:
-    """Calls, answered, talk and debited time, revenue (debited time at the project's price)."""
+    """Calls, answered, talk and debited time, revenue (debited time at the price each call was rated at)."""
     if chart_path is not None and Path(chart_path).suffix.lower() != ".png":
         raise click.UsageError("--chart needs a file name ending in .png")
     for path in (chart_path, csv_path):

@@ -63,8 +63,9 @@ def migrate(ctx: click.Context, /, as_json: bool) -> None:
 
 
 @db.command("copy")
-@click.option("--from", "source", required=True, help="The database to copy: a SQLite file or sqlite:PATH.")
-@click.option("--to", "target", required=True, help="A new, empty database: postgresql://user@host/db.")
+@click.option("--from", "source", required=True, metavar="FILE",
+              help="The database to copy: a SQLite file or sqlite:PATH.")
+@click.option("--to", "target", required=True, metavar="URL", help="A new, empty database: postgresql://user@host/db.")
 @json_option
 def copy(source: str, target: str, as_json: bool) -> None:
     """Copy every card, ledger row, CDR … into a new database, then check the balances."""

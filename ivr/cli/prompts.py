@@ -25,7 +25,8 @@ def prompts_group() -> None:
 
 @prompts_group.command("build")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Sounds directory (default: packaged).")
-@click.option("--language", "languages", multiple=True, type=click.Choice(list(catalogue.LANGUAGES)))
+@click.option("--language", "languages", multiple=True, type=click.Choice(list(catalogue.LANGUAGES)),
+              help="Only this language (repeatable; default: all).")
 @json_option
 @click.pass_context
 def prompts_build(ctx: click.Context, out_dir: str | None, languages: tuple[str, ...], as_json: bool) -> None:
@@ -61,8 +62,10 @@ async def _check_project(settings: Settings, name: str) -> None:
 @click.option("--project", required=True, help="Project whose calls play the recording.")
 @click.option("--prompt", "prompt_id", required=True, type=click.Choice([p.value for p in catalogue.Prompt]),
               help="Which prompt it replaces, e.g. welcome.")
-@click.option("--language", type=click.Choice(list(catalogue.LANGUAGES)), default="de", show_default=True)
-@click.option("--sounds-dir", help="Sounds directory Asterisk plays from (default: the engine's).")
+@click.option("--language", type=click.Choice(list(catalogue.LANGUAGES)), default="de", show_default=True,
+              help="Which language's prompt it replaces.")
+@click.option("--sounds-dir", type=click.Path(file_okay=False), help="Sounds directory Asterisk plays from"
+              " (default: the engine's).")
 @yes_option
 @json_option
 @click.pass_context
@@ -80,7 +83,8 @@ def prompts_import(ctx: click.Context, source: str, project: str, prompt_id: str
 
 
 @prompts_group.command("list")
-@click.option("--language", type=click.Choice(list(catalogue.LANGUAGES)), default="de", show_default=True)
+@click.option("--language", type=click.Choice(list(catalogue.LANGUAGES)), default="de", show_default=True,
+              help="Show the texts in this language.")
 @json_option
 def prompts_list(language: str, as_json: bool) -> None:
     """Every prompt a call can play, with its text."""

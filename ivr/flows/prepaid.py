@@ -14,6 +14,21 @@ Routing decisions (issue 11):
 * Each leg's ``L()`` is the longest talk whose charge under that leg's zone
   factor (and the card's monthly quota) fits the time held for the call.
 
+What the caller is told (issue 12):
+* The announced time is the first leg's ``L()``: what this call can use, not the
+  card's balance (with ``max_simultaneous_calls`` > 1 a call holds only its share).
+  ``L()`` is in whole seconds and the sentence says seconds, so it is exact; a
+  caller never hears more than they get.
+* The cut-off warning says the time really left when it plays: one built file per
+  length (``prompts/_warning.py``, ``LIMIT_WARNING_FILE`` takes one file, no ``&``
+  list), played when the longest length we can say that is at most the project's
+  ``warning_s`` and shorter than this leg's ``L()`` is left. A call shorter than the
+  threshold is warned within 5 s of the answer; one of 5 s or less not at all.
+* A bound line whose card is used up or expired hears why and the call ends with
+  that outcome (NO_CREDIT, CARD_EXPIRED): no PIN prompts, so silence is never a
+  wrong PIN. Typing another card's PIN instead is not offered: see
+  ``reserve_bound_line``.
+
 Reads like the call; the AGI and SQL live in ``Call``, ``agi`` and ``rating``.
 """
 
@@ -23,7 +38,7 @@ import asyncio
 from collections.abc import Iterator
 
 from agi import ChannelHungUp, CommandTimeout
-from prompts import Prompt, remaining_time
+from prompts import Prompt, remaining_time, warning_length, warning_sound
 from rating import errors
 from rating.billing import talk_seconds_from_ms
 from rating.models import Card, CardStatus, Grant, HoldCall
@@ -39,7 +54,7 @@ from rating.routes import (
     next_leg,
     render_trunk,
 )
-from rating.zones import QuotaPeriod, Zone, budget_base, max_talk, month_of
+from rating.zones import QuotaPeriod, Zone, max_talk, month_of
 
 from ..call import Call, Leg
 from ..dialplan import CUT_BLOCKED, HoldMark, dial_service
@@ -67,7 +82,9 @@ async def prepaid(call: Call) -> None:
     if grant is None:
         card = await enter_pin(call)
         grant = await reserve(call, card)
-    call.queue(*remaining_time(announced_s(call, grant, leg), call.language))
+    limit_s = leg_limit_s(call, grant, leg)
+    if limit_s > 0:  # else connect says "no credit"
+        call.queue(*remaining_time(limit_s, call.language))   # what this call can use: its L()
     await connect(call, grant, leg)
 
 
@@ -200,13 +217,6 @@ def _leg_terms(grant: Grant, leg: Leg) -> tuple[int, int]:
     return leg.factor_pm, quota_left
 
 
-def announced_s(call: Call, grant: Grant, leg: Leg) -> int:
-    """The card time the caller hears, in seconds at the first leg's factor (the card's
-    own seconds when it is 1000)."""
-    factor, quota_left = _leg_terms(grant, leg)
-    return budget_base(grant.available_before_s, factor, quota_left)
-
-
 def leg_limit_s(call: Call, grant: Grant, leg: Leg) -> int:
     """``L()`` of this leg: the longest talk whose charge fits the time held."""
     assert call.project
@@ -216,8 +226,17 @@ def leg_limit_s(call: Call, grant: Grant, leg: Leg) -> int:
 
 async def reserve_bound_line(call: Call) -> Grant | None:
     """The card bound to the caller's line, with its time held; None when the caller
-    must enter a PIN (withheld number, unbound line, or a bound card that is used up
-    or expired: the caller hears why, then may enter a new card's PIN)."""
+    must enter a PIN (withheld number, unbound line).
+
+    A bound card that cannot take the call (used up, expired, blocked, in use) ends it
+    with the reason's prompt and outcome. Asking for another card's PIN there was the old
+    way, and it cost the caller three PIN prompts and "wrong PIN" on silence, and the
+    operator a PIN_FAILED CDR for a NO_CREDIT call. Not offered, by decision: the line
+    stays bound to the card the caller bought, who recharges it (``ivr card recharge``) or
+    has the operator bind the number to a new card (``ivr card bind`` moves it); a
+    "to use another card, type its PIN" menu would need its own prompt and an explicit
+    key (so that silence means goodbye), and a project setting to turn it on.
+    """
     assert call.project and call.caller
     if call.caller.anonymous:
         return None
@@ -233,9 +252,9 @@ async def reserve_bound_line(call: Call) -> Grant | None:
     if found.grant is not None:
         return _held(call, found.grant)
     status = found.card.status(call.clock.now_ms())
-    if status in (CardStatus.EXHAUSTED, CardStatus.EXPIRED):
-        call.queue(call.sound(_STATUS_PROMPT[status]))
-        return None
+    if status in _STATUS_OUTCOME:
+        call.log.info("bound_card_unusable", card=str(found.card.id), status=status.value)
+        await call.finish(_STATUS_OUTCOME[status], _STATUS_PROMPT[status])
     assert isinstance(found.refusal, errors.CardUnusable)
     await call.finish(*_REFUSALS[type(found.refusal)])
 
@@ -401,7 +420,7 @@ async def connect(call: Call, grant: Grant, first: Leg) -> None:
         if limit_s <= 0:  # this zone's factor leaves no whole second of the time held
             call.log.info("leg_unaffordable", rule=leg.route.position, zone=leg.zone.value, factor=leg.factor_pm)
             await call.finish(Outcome.NO_CREDIT, Prompt.NO_CREDIT)
-        warning_ms = project.warning_s * 1000 if project.warning_s else 0
+        warn_s = warning_length(project.warning_s, limit_s)  # the time really left when it plays
         factor_pm, quota = call.charge_terms()
         mark = HoldMark(hold_id=grant.reservation_id, destination=leg.dial_string, limit_s=limit_s,
                         factor_pm=factor_pm, quota=quota, rule=leg.route.position, leg=leg.number,
@@ -410,8 +429,8 @@ async def connect(call: Call, grant: Grant, first: Leg) -> None:
         call.dial_started = started = call.clock.monotonic()
         ring_s = leg.route.ring_timeout_s or project.ring_timeout_s
         try:
-            result = await dial_service(call.channel, mark, timeout_s=ring_s, warning_ms=warning_ms,
-                                        warning_sound=call.sound(Prompt.ONE_MINUTE_WARNING), hold_set=already,
+            result = await dial_service(call.channel, mark, timeout_s=ring_s, warning_ms=warn_s * 1000,
+                                        warning_sound=warning_prompt(call, warn_s), hold_set=already,
                                         dial_timeout_s=ring_s + limit_s + call.settings.dial_margin_s)
         except CommandTimeout:
             # Dial did not return within ring + limit + margin: the peer lies or hangs. Bill
@@ -457,6 +476,14 @@ async def connect(call: Call, grant: Grant, first: Leg) -> None:
     prompt = {Outcome.BUSY: Prompt.BUSY, Outcome.NO_ANSWER: Prompt.NO_ANSWER}.get(
         call.outcome or Outcome.FAILED, Prompt.SERVICE_UNAVAILABLE)
     await call.finish(call.outcome or Outcome.FAILED, prompt)
+
+
+def warning_prompt(call: Call, warn_s: int) -> str | None:
+    """The file that says "ends in ``warn_s``" (None for no warning). A project's own
+    recording of the one-minute warning is used only when it is true: at 60 s."""
+    if warn_s <= 0:
+        return None
+    return call.sound(Prompt.ONE_MINUTE_WARNING) if warn_s == 60 else warning_sound(warn_s)
 
 
 async def tell_why_cut(call: Call, reason: str) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from rating.billing import format_money
 from rating.errors import InvalidInput
-from rating.models import AccountLine, Project
+from rating.models import AccountLine, Payment, Project
 from rating.store.base import OperatorStore
 
 from ._common import AccountLocked, CurrencyMismatch
@@ -75,16 +75,48 @@ async def ensure_purchases_allowed(store: OperatorStore, project: Project) -> Ac
     return state
 
 
-async def pay(store: OperatorStore, *, amount_cents: int, reference: str, by: str, now_ms: int) -> AccountState:
+@dataclass(frozen=True)
+class Paid:
+    entry: Payment          # the payment or the correction just recorded
+    state: AccountState     # the account after it
+
+
+async def pay(store: OperatorStore, *, amount_cents: int, reference: str, by: str, now_ms: int) -> Paid:
     """Record a payment in the account's currency. Raises InvalidInput."""
     if amount_cents <= 0:
         raise InvalidInput("a payment must be more than 0")
     currency = (await store.account_settings()).currency
     if currency is None:
         raise InvalidInput("the account has no currency yet: create a project first")
-    await store.add_payment(amount_cents=amount_cents, currency=currency, reference=reference,
-                            entered_by=by, now_ms=now_ms)
-    return await account_state(store)
+    payment_id = await store.add_payment(amount_cents=amount_cents, currency=currency, reference=reference,
+                                         entered_by=by, now_ms=now_ms)
+    return Paid(entry=await store.payment(payment_id), state=await account_state(store))
+
+
+def check_payment_id(text: str) -> int:
+    """A payment's id as the statement shows it (``7`` or ``#7``). Raises InvalidInput."""
+    digits = text.strip().removeprefix("#")
+    if not digits.isascii() or not digits.isdigit() or len(digits.lstrip("0")) > 18:
+        raise InvalidInput(f"payment id {text!r} is not a number (the statement shows it, e.g. #7)")
+    return int(digits)
+
+
+async def correct(store: OperatorStore, *, payment_id: int, amount_cents: int | None, reference: str, by: str,
+                  now_ms: int) -> Paid:
+    """Take back all (``amount_cents`` None: what is left of it) or part of a payment
+    entered wrong: a correction entry naming it, never an edit. Raises NotFound, InvalidInput."""
+    if amount_cents is None:
+        payment = await store.payment(payment_id)
+        if payment.corrects is None and payment.left_cents == 0:
+            raise InvalidInput(f"payment {payment_id} ({format_money(payment.amount_cents, payment.currency)})"
+                               " is corrected in full already")
+        # A correction's own id: the store refuses it, naming the payment to correct instead.
+        amount_cents = payment.left_cents if payment.corrects is None else payment.amount_cents
+    if amount_cents <= 0:
+        raise InvalidInput("a correction must be more than 0")
+    entry = await store.correct_payment(payment_id=payment_id, amount_cents=amount_cents, reference=reference,
+                                        entered_by=by, now_ms=now_ms)
+    return Paid(entry=entry, state=await account_state(store))
 
 
 async def set_limits(store: OperatorStore, *, info_cents: int | None = None, lock_cents: int | None = None,

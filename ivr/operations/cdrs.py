@@ -87,20 +87,21 @@ class ReportRow:
     talk_s: int = 0
     debited_s: int = 0
     revenue_cents: int = 0
-    _debited_by_project: dict[int, int] = field(default_factory=dict, repr=False)
+    _debited_by_price: dict[int, int] = field(default_factory=dict, repr=False)
 
-    def add(self, cdr: Cdr) -> None:
+    def add(self, cdr: Cdr, price_per_minute_cents: int | None) -> None:
         self.calls += 1
         self.answered += cdr.outcome == Outcome.ANSWERED
         self.talk_s += cdr.talk_s
         self.debited_s += cdr.debited_s
-        if cdr.project_id is not None:
-            self._debited_by_project[cdr.project_id] = self._debited_by_project.get(cdr.project_id, 0) \
-                + cdr.debited_s
+        if price_per_minute_cents is not None:
+            price = price_per_minute_cents
+            self._debited_by_price[price] = self._debited_by_price.get(price, 0) + cdr.debited_s
 
-    def price(self, projects: Mapping[int, Project]) -> None:
-        self.revenue_cents = sum(price_cents(s, projects[pid].price_per_minute_cents)
-                                 for pid, s in self._debited_by_project.items())
+    def price(self) -> None:
+        """Revenue: the debited seconds at the price each call was rated at (its CDR's own,
+        never the project's price of today), rounded up to the cent once per price."""
+        self.revenue_cents = sum(price_cents(s, ppm) for ppm, s in self._debited_by_price.items())
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,16 @@ class Report:
     currency: str | None
     rows: list[ReportRow]
     totals: ReportRow
+
+
+def rated_price(cdr: Cdr, projects: Mapping[int, Project]) -> tuple[int | None, str | None]:
+    """The price per minute and currency ``cdr`` was rated at: its own. A row that has none
+    (written past the store, by hand or an old tool) falls back to its project's price of
+    today, as migration 8 did for the CDRs it found: the best there is."""
+    if cdr.price_per_minute_cents is not None:
+        return cdr.price_per_minute_cents, cdr.currency
+    project_ = projects.get(cdr.project_id) if cdr.project_id is not None else None
+    return (project_.price_per_minute_cents, project_.currency) if project_ else (None, None)
 
 
 def month_of(ms: int, tz: tzinfo | None = None) -> str:
@@ -145,23 +156,24 @@ def _report_order(by: str, row: ReportRow) -> tuple[Any, ...]:
 
 async def report(store: OperatorStore, cdrs: Sequence[Cdr], *, by: str, tz: tzinfo | None = None) -> Report:
     """Calls, answered calls, talk and debited seconds and revenue per group; revenue is the
-    group's debited seconds priced at each project's price per minute (rounded up to the
-    cent, like a card's price). Raises InvalidInput, CurrencyMismatch."""
+    group's debited seconds priced at the price per minute each call was rated at (kept in
+    its CDR; rounded up to the cent, like a card's price). Raises InvalidInput, CurrencyMismatch."""
     if by not in REPORT_BY:
         raise InvalidInput(f"report by {by!r}: one of {', '.join(REPORT_BY)}")
     projects = {p.id: p for p in await store.projects()}
-    currencies = sorted({projects[c.project_id].currency for c in cdrs if c.project_id in projects})
+    rated = [rated_price(c, projects) for c in cdrs]
+    currencies = sorted({currency for _, currency in rated if currency is not None})
     if len(currencies) > 1:
         raise CurrencyMismatch(f"the calls are priced in {' and '.join(currencies)}: report one project"
                                " at a time (--project)")
     groups: dict[str, ReportRow] = {}
     totals = ReportRow(key="total")
-    for cdr in cdrs:
+    for cdr, (price, _) in zip(cdrs, rated, strict=True):
         key = _report_key(by, cdr, projects, tz)
-        groups.setdefault(key, ReportRow(key=key)).add(cdr)
-        totals.add(cdr)
+        groups.setdefault(key, ReportRow(key=key)).add(cdr, price)
+        totals.add(cdr, price)
     for row in [*groups.values(), totals]:
-        row.price(projects)
+        row.price()
     currency = currencies[0] if currencies else (await store.account_settings()).currency
     rows = sorted(groups.values(), key=lambda r: _report_order(by, r))
     return Report(by=by, currency=currency, rows=rows, totals=totals)

@@ -9,13 +9,14 @@ from typing import Any
 import phonenumbers
 import phonenumbers.timezone
 
-from ..billing import BillingRule
-from ..models import Card, Project
+from ..billing import BillingRule, format_money
+from ..errors import InvalidInput, NotFound
+from ..models import Card, Cdr, Payment, Project
 from ..routes import DestinationPolicy, NumberKind, OfficeHours, Route, parse_conditions
 from ..zones import RATED_ZONES, ZoneTariff
 
-__all__ = ["ROUTE_COLS", "default_timezone", "factors_text", "kinds_text", "parse_factors", "policy_of",
-           "route_of", "tariff_of"]
+__all__ = ["ROUTE_COLS", "cdr_values", "check_correction", "default_timezone", "factors_text", "kinds_text",
+           "parse_factors", "policy_of", "route_of", "tariff_of"]
 
 ROUTE_COLS = "project_id, position, destination, conditions, hours, closed_on, ring_timeout_s"
 
@@ -77,11 +78,57 @@ _ACCOUNT_UPDATABLE = frozenset({"currency", "info_limit_cents", "lock_limit_cent
 _BLOCKED_COLS = "id, project_id, pattern, direction, reason, created_ms, added_by"
 _CDR_COLS = ("uniqueid, project_id, card_id, caller_raw, caller_e164, dialled, destination, start_ms,"
              " answer_ms, end_ms, talk_s, debited_s, outcome, hangup_side, call_type, route_position, leg, zone,"
-             " number_type, factor_pm, quota_used_s")
+             " number_type, factor_pm, quota_used_s, price_per_minute_cents, currency")
+# A CDR written without its price gets its project's price of the moment it is written
+# (the call was rated at it); ``cdr_values`` gives the parameters in this order.
+_CDR_INSERT = (f"INSERT INTO cdrs ({_CDR_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,"
+               " COALESCE(?, (SELECT p.price_per_minute_cents FROM projects p WHERE p.id = ?)),"
+               " COALESCE(?, (SELECT p.currency FROM projects p WHERE p.id = ?)))")
 _PROJECT_COLS = ("id, name, service, fallback, ring_timeout_s, language, region, price_per_minute_cents,"
                  " currency, connect_s, minimum_s, initial_s, increment_s, warning_s, pin_length,"
                  " max_bound_numbers, max_simultaneous_calls, card_validity_days, timezone, trunk,"
                  " allow_countries, block_types, zone_factors, quota_s, evict_oldest_binding")
+# The operator's payments and their corrections (migration 8): a correction is a payments
+# row whose ``corrects`` names the payment; its positive amount is taken back.
+_PAID_SUM = "COALESCE(SUM(CASE WHEN corrects IS NULL THEN amount_cents ELSE -amount_cents END), 0)"
+_PAYMENT_COLS = ("p.id, p.at_ms, p.amount_cents, p.currency, p.reference, p.entered_by, p.corrects,"
+                 " (SELECT COALESCE(SUM(c.amount_cents), 0) FROM payments c WHERE c.corrects = p.id)")
+# The payments part of the account's lines (``AccountLine`` order, then the sort keys).
+_PAYMENT_LINES = ("SELECT at_ms, CASE WHEN corrects IS NULL THEN 'payment' ELSE 'correction' END,"
+                  " CASE WHEN corrects IS NULL THEN -amount_cents ELSE amount_cents END, NULL, NULL, 0,"
+                  " reference, entered_by, id, corrects, 1, id FROM payments")
+
+
+def _payment(row: Sequence[Any]) -> Payment:
+    return Payment(id=row[0], at_ms=row[1], amount_cents=row[2], currency=row[3], reference=row[4],
+                   entered_by=row[5], corrects=row[6], corrected_cents=int(row[7]))
+
+
+def check_correction(payment: Payment | None, payment_id: int, amount_cents: int) -> None:
+    """Inside the correcting transaction: a correction names a payment (not a correction)
+    and takes back at most what is left of it. Raises NotFound, InvalidInput."""
+    if payment is None:
+        raise NotFound(f"no payment {payment_id}")
+    if payment.corrects is not None:
+        raise InvalidInput(f"entry {payment_id} is a correction of payment {payment.corrects}, not a payment:"
+                           f" correct payment {payment.corrects} itself")
+    if amount_cents > payment.left_cents:
+        def money(cents: int) -> str:
+            return format_money(cents, payment.currency)
+        taken = f" ({money(payment.corrected_cents)} corrected already)" if payment.corrected_cents else ""
+        raise InvalidInput(f"payment {payment_id} was {money(payment.amount_cents)}{taken}: at most"
+                           f" {money(payment.left_cents)} of it can be corrected, not {money(amount_cents)}")
+
+
+def cdr_values(cdr: Cdr) -> tuple[Any, ...]:
+    """The parameters of ``_CDR_INSERT`` for ``cdr``."""
+    return (cdr.uniqueid, cdr.project_id, cdr.card_id, cdr.caller_raw, cdr.caller_e164, cdr.dialled,
+            cdr.destination, cdr.start_ms, cdr.answer_ms, cdr.end_ms, cdr.talk_s, cdr.debited_s,
+            cdr.outcome, cdr.hangup_side, cdr.call_type, cdr.route_position, cdr.leg, cdr.zone, cdr.number_type,
+            cdr.factor_pm, cdr.quota_used_s, cdr.price_per_minute_cents, cdr.project_id, cdr.currency,
+            cdr.project_id)
+
+
 def _card(row: Sequence[Any]) -> Card:
     return Card(id=row[0], project_id=row[1], note=row[2], blocked=bool(row[3]), balance_s=row[4],
                 reserved_s=row[5], active_calls=row[6], price_cents=row[7], created_ms=row[8],

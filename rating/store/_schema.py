@@ -265,4 +265,19 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE reservations ADD COLUMN asterisk TEXT;
     """,
+    # 8: money (issue 12) — each CDR keeps the price per minute and the currency it was
+    # rated at, so a later price change never rewrites past revenue. CDRs from before
+    # get their project's price at migration time: the best there is (the price of the
+    # day of the call was never kept). A payment can be corrected: a correction is a
+    # payments row naming the payment it reverses (``corrects``); its amount is positive
+    # (the CHECK stays) and is subtracted from what was paid.
+    """
+    ALTER TABLE cdrs ADD COLUMN price_per_minute_cents INTEGER;
+    ALTER TABLE cdrs ADD COLUMN currency TEXT;
+    UPDATE cdrs SET
+        price_per_minute_cents = (SELECT p.price_per_minute_cents FROM projects p WHERE p.id = cdrs.project_id),
+        currency = (SELECT p.currency FROM projects p WHERE p.id = cdrs.project_id);
+    ALTER TABLE payments ADD COLUMN corrects INTEGER REFERENCES payments(id);
+    CREATE INDEX payments_corrects ON payments(corrects) WHERE corrects IS NOT NULL;
+    """,
 ]

@@ -33,6 +33,7 @@ from ..models import (
     HoldSettlement,
     LedgerEntry,
     OpenHold,
+    Payment,
     PinAttempt,
     PinFailureSummary,
     Project,
@@ -192,4 +193,14 @@ class OperatorStore(CallStore, Protocol):
     async def account_lines(self, *, since_ms: int | None = None,
                             until_ms: int | None = None) -> list[AccountLine]: ...
     async def add_payment(self, *, amount_cents: int, currency: str, reference: str, entered_by: str,
-                          now_ms: int) -> None: ...
+                          now_ms: int) -> int:
+        """Returns the payment's id."""
+    async def correct_payment(self, *, payment_id: int, amount_cents: int, reference: str, entered_by: str,
+                              now_ms: int) -> Payment:
+        """A correction taking back ``amount_cents`` of the payment ``payment_id`` (its own row,
+        in one transaction that sees every earlier correction: together they never exceed the
+        payment). Returns the correction. Raises NotFound, InvalidInput."""
+    async def payment(self, payment_id: int) -> Payment:
+        """Raises NotFound."""
+    async def payments(self, *, last: int = 10) -> list[Payment]:
+        """The latest payments and corrections, oldest first."""

@@ -64,6 +64,7 @@ from ..models import (
     HoldSettlement,
     LedgerEntry,
     OpenHold,
+    Payment,
     PinAttempt,
     PinFailureSummary,
     Project,
@@ -77,12 +78,19 @@ from ._rows import (
     _BLOCKED_COLS,
     _CARD_COLS,
     _CDR_COLS,
+    _CDR_INSERT,
+    _PAID_SUM,
+    _PAYMENT_COLS,
+    _PAYMENT_LINES,
     _PROJECT_COLS,
     _PROJECT_UPDATABLE,
     PIN_FAILURE_RETENTION_MS,
     ROUTE_COLS,
     _card,
+    _payment,
     _project,
+    cdr_values,
+    check_correction,
     route_of,
 )
 from ._schema import MIGRATIONS, SchemaMode, check_schema
@@ -268,7 +276,9 @@ _SETTLE_AND_CDR = (
     _SETTLE_WITH + ", d AS (INSERT INTO cdrs (" + _CDR_COLS + ")"
     " SELECT $6::text, $7::bigint, $8::bigint, $9::text, $10::text, $11::text, $12::text, $13::bigint,"
     " $14::bigint, $15::bigint, $16::bigint, CASE WHEN EXISTS (SELECT 1 FROM r) THEN $3::bigint ELSE 0 END,"
-    " $17::text, $18::text, $19::text, $20::bigint, $21::bigint, $22::text, $23::text, $24::bigint, 0"
+    " $17::text, $18::text, $19::text, $20::bigint, $21::bigint, $22::text, $23::text, $24::bigint, 0,"
+    " COALESCE($25::bigint, (SELECT p.price_per_minute_cents FROM projects p WHERE p.id = $7::bigint)),"
+    " COALESCE($26::text, (SELECT p.currency FROM projects p WHERE p.id = $7::bigint))"
     " WHERE EXISTS (SELECT 1 FROM r) OR NOT EXISTS (SELECT 1 FROM prior WHERE state = 'settled'))"
     " SELECT (SELECT count(*) FROM r), (SELECT state FROM prior)")
 
@@ -322,12 +332,7 @@ async def _history(db: Conn, project_id: int, card_id: int, caller: str, action:
 
 
 async def _insert_cdr(db: Conn, cdr: Cdr) -> None:
-    await db.execute(
-        _q(f"INSERT INTO cdrs ({_CDR_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"),
-        cdr.uniqueid, cdr.project_id, cdr.card_id, cdr.caller_raw, cdr.caller_e164, cdr.dialled,
-        cdr.destination, cdr.start_ms, cdr.answer_ms, cdr.end_ms, cdr.talk_s, cdr.debited_s,
-        cdr.outcome, cdr.hangup_side, cdr.call_type, cdr.route_position, cdr.leg, cdr.zone, cdr.number_type,
-        cdr.factor_pm, cdr.quota_used_s)
+    await db.execute(_q(_CDR_INSERT), *cdr_values(cdr))
 
 
 async def _sync_legacy_destinations(db: Conn, project_id: int) -> None:
@@ -899,7 +904,8 @@ class PostgresStore:
                     _SETTLE_AND_CDR, grant.card_id, grant.reservation_id, debit, grant.reserved_s, now_ms,
                     cdr.uniqueid, cdr.project_id, cdr.card_id, cdr.caller_raw, cdr.caller_e164, cdr.dialled,
                     cdr.destination, cdr.start_ms, cdr.answer_ms, cdr.end_ms, cdr.talk_s, cdr.outcome,
-                    cdr.hangup_side, cdr.call_type, cdr.route_position, cdr.leg, cdr.zone, cdr.number_type, factor_pm)
+                    cdr.hangup_side, cdr.call_type, cdr.route_position, cdr.leg, cdr.zone, cdr.number_type, factor_pm,
+                    cdr.price_per_minute_cents, cdr.currency)
                 if not settled and prior == "settled":
                     return 0  # settled already, with its CDR: none written
                 cdr.debited_s, cdr.quota_used_s, cdr.factor_pm = (debit if settled else 0), 0, factor_pm
@@ -1264,8 +1270,7 @@ class PostgresStore:
         charged = await self._fetchval("SELECT COALESCE(SUM(l.amount_cents), 0) FROM ledger l"
                                        f" WHERE l.kind IN ('purchase', 'recharge'){until}", *args,
                                        limit_s=self._slow_s)
-        paid = await self._fetchval(f"SELECT COALESCE(SUM(amount_cents), 0) FROM payments{paid_until}", *args,
-                                    limit_s=self._slow_s)
+        paid = await self._fetchval(f"SELECT {_PAID_SUM} FROM payments{paid_until}", *args, limit_s=self._slow_s)
         return int(charged) - int(paid)
 
     async def account_lines(self, *, since_ms: int | None = None, until_ms: int | None = None) -> list[AccountLine]:
@@ -1278,23 +1283,56 @@ class PostgresStore:
             window += " AND at_ms < ?"
             args.append(until_ms)
         rows = await self._fetch(
-            "SELECT at_ms, kind, amount_cents, card_id, project_id, seconds, reference, entered_by FROM ("
+            "SELECT at_ms, kind, amount_cents, card_id, project_id, seconds, reference, entered_by, entry_id,"
+            " corrects FROM ("
             " SELECT l.at_ms AS at_ms, l.kind AS kind, l.amount_cents AS amount_cents, l.card_id AS card_id,"
             "  c.project_id AS project_id, l.seconds AS seconds, l.reference AS reference, '' AS entered_by,"
-            "  0 AS source, l.id AS id"
+            "  CAST(NULL AS BIGINT) AS entry_id, CAST(NULL AS BIGINT) AS corrects, 0 AS source, l.id AS id"
             "  FROM ledger l JOIN cards c ON c.id = l.card_id WHERE l.kind IN ('purchase', 'recharge')"
-            " UNION ALL"
-            " SELECT at_ms, 'payment', -amount_cents, NULL, NULL, 0, reference, entered_by, 1, id FROM payments"
+            f" UNION ALL {_PAYMENT_LINES}"
             f") AS lines WHERE 1 = 1{window} ORDER BY at_ms, source, id", *args, limit_s=self._slow_s)
         return [AccountLine(*r) for r in rows]
 
     async def add_payment(self, *, amount_cents: int, currency: str, reference: str, entered_by: str,
-                          now_ms: int) -> None:
+                          now_ms: int) -> int:
         if amount_cents <= 0:
             raise InvalidInput("a payment must be a positive amount")
-        await self._transaction("add_payment", lambda db: db.execute(_q(
-            "INSERT INTO payments (at_ms, amount_cents, currency, reference, entered_by) VALUES (?,?,?,?,?)"),
-            now_ms, amount_cents, currency, reference, entered_by))
+
+        async def body(db: Conn) -> int:
+            return int(await db.fetchval(_q(
+                "INSERT INTO payments (at_ms, amount_cents, currency, reference, entered_by) VALUES (?,?,?,?,?)"
+                " RETURNING id"), now_ms, amount_cents, currency, reference, entered_by))
+
+        return await self._transaction("add_payment", body)
+
+    async def correct_payment(self, *, payment_id: int, amount_cents: int, reference: str, entered_by: str,
+                              now_ms: int) -> Payment:
+        """See ``SqliteStore.correct_payment``; the payment's row lock serialises its corrections."""
+        if amount_cents <= 0:
+            raise InvalidInput("a correction must be a positive amount")
+
+        async def body(db: Conn) -> int:
+            await db.execute(_q("SELECT 1 FROM payments WHERE id = ? FOR UPDATE"), payment_id)
+            row = await db.fetchrow(_q(f"SELECT {_PAYMENT_COLS} FROM payments p WHERE p.id = ?"), payment_id)
+            payment = _payment(tuple(row)) if row is not None else None
+            check_correction(payment, payment_id, amount_cents)
+            assert payment is not None
+            return int(await db.fetchval(_q(
+                "INSERT INTO payments (at_ms, amount_cents, currency, reference, entered_by, corrects)"
+                " VALUES (?,?,?,?,?,?) RETURNING id"),
+                now_ms, amount_cents, payment.currency, reference, entered_by, payment_id))
+
+        return await self.payment(await self._transaction("correct_payment", body))
+
+    async def payment(self, payment_id: int) -> Payment:
+        rows = await self._fetch(f"SELECT {_PAYMENT_COLS} FROM payments p WHERE p.id = ?", payment_id)
+        if not rows:
+            raise NotFound(f"no payment {payment_id}")
+        return _payment(tuple(rows[0]))
+
+    async def payments(self, *, last: int = 10) -> list[Payment]:
+        rows = await self._fetch(f"SELECT {_PAYMENT_COLS} FROM payments p ORDER BY p.id DESC LIMIT ?", last)
+        return [_payment(tuple(r)) for r in reversed(rows)]
 
     # --- ivr db copy ----------------------------------------------------------
     async def tables(self) -> list[str]:

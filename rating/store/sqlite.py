@@ -77,6 +77,7 @@ from ..models import (
     HoldSettlement,
     LedgerEntry,
     OpenHold,
+    Payment,
     PinAttempt,
     PinFailureSummary,
     Project,
@@ -90,12 +91,19 @@ from ._rows import (
     _BLOCKED_COLS,
     _CARD_COLS,
     _CDR_COLS,
+    _CDR_INSERT,
+    _PAID_SUM,
+    _PAYMENT_COLS,
+    _PAYMENT_LINES,
     _PROJECT_COLS,
     _PROJECT_UPDATABLE,
     PIN_FAILURE_RETENTION_MS,
     ROUTE_COLS,
     _card,
+    _payment,
     _project,
+    cdr_values,
+    check_correction,
     route_of,
 )
 from ._schema import MIGRATIONS, SchemaMode, check_schema
@@ -111,7 +119,8 @@ _ROUTING_NEUTRAL = frozenset({"reserve", "settle", "write_cdr", "settle_and_reco
                               "bind", "activate",
                               "pin_failure", "pin_attempt", "pin_attempt_end", "pin_failures_clear",
                               "create_card", "recharge", "adjust", "set_pin", "set_blocked",
-                              "set_expiry", "unbind", "add_payment", "account_currency", "account_settings"})
+                              "set_expiry", "unbind", "add_payment", "correct_payment", "account_currency",
+                              "account_settings"})
 
 
 @contextmanager
@@ -406,12 +415,7 @@ def _hold_state(db: sqlite3.Connection, hold_id: int) -> str | None:
 
 
 def _insert_cdr(db: sqlite3.Connection, cdr: Cdr) -> None:
-    db.execute(
-        f"INSERT INTO cdrs ({_CDR_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        (cdr.uniqueid, cdr.project_id, cdr.card_id, cdr.caller_raw, cdr.caller_e164, cdr.dialled,
-         cdr.destination, cdr.start_ms, cdr.answer_ms, cdr.end_ms, cdr.talk_s, cdr.debited_s,
-         cdr.outcome, cdr.hangup_side, cdr.call_type, cdr.route_position, cdr.leg, cdr.zone, cdr.number_type,
-         cdr.factor_pm, cdr.quota_used_s))
+    db.execute(_CDR_INSERT, cdr_values(cdr))
 
 
 def _routes_by_project(rows: Sequence[Sequence[Any]]) -> dict[int, tuple[Route, ...]]:
@@ -1376,17 +1380,18 @@ class SqliteStore:
         return (await self.account_settings()).currency or currency
 
     async def account_owed_cents(self, *, before_ms: int | None = None) -> int:
-        """Charges (card purchases and recharges) minus payments, optionally up to a moment."""
+        """Charges (card purchases and recharges) minus payments (less their corrections),
+        optionally up to a moment."""
         until = " AND l.at_ms < ?" if before_ms is not None else ""
         paid_until = " WHERE at_ms < ?" if before_ms is not None else ""
         params = (before_ms,) if before_ms is not None else ()
         charged = await self._read("SELECT IFNULL(SUM(l.amount_cents), 0) FROM ledger l"
                                    f" WHERE l.kind IN ('purchase', 'recharge'){until}", params)
-        paid = await self._read(f"SELECT IFNULL(SUM(amount_cents), 0) FROM payments{paid_until}", params)
+        paid = await self._read(f"SELECT {_PAID_SUM} FROM payments{paid_until}", params)
         return int(charged[0][0]) - int(paid[0][0])
 
     async def account_lines(self, *, since_ms: int | None = None, until_ms: int | None = None) -> list[AccountLine]:
-        """Charges and payments in time order, optionally within ``[since_ms, until_ms)``."""
+        """Charges, payments and corrections in time order, optionally within ``[since_ms, until_ms)``."""
         window = ""
         params: list[Any] = []
         if since_ms is not None:
@@ -1396,23 +1401,60 @@ class SqliteStore:
             window += " AND at_ms < ?"
             params.append(until_ms)
         rows = await self._read(
-            "SELECT at_ms, kind, amount_cents, card_id, project_id, seconds, reference, entered_by FROM ("
+            "SELECT at_ms, kind, amount_cents, card_id, project_id, seconds, reference, entered_by, entry_id,"
+            " corrects FROM ("
             " SELECT l.at_ms AS at_ms, l.kind AS kind, l.amount_cents AS amount_cents, l.card_id AS card_id,"
             "  c.project_id AS project_id, l.seconds AS seconds, l.reference AS reference, '' AS entered_by,"
-            "  0 AS source, l.id AS id"
+            "  NULL AS entry_id, NULL AS corrects, 0 AS source, l.id AS id"
             "  FROM ledger l JOIN cards c ON c.id = l.card_id WHERE l.kind IN ('purchase', 'recharge')"
-            " UNION ALL"
-            " SELECT at_ms, 'payment', -amount_cents, NULL, NULL, 0, reference, entered_by, 1, id FROM payments"
+            f" UNION ALL {_PAYMENT_LINES}"
             f") WHERE 1 = 1{window} ORDER BY at_ms, source, id", params)
         return [AccountLine(*r) for r in rows]
 
     async def add_payment(self, *, amount_cents: int, currency: str, reference: str, entered_by: str,
-                          now_ms: int) -> None:
+                          now_ms: int) -> int:
+        """Returns the payment's id (what ``correct_payment`` names)."""
         if amount_cents <= 0:
             raise InvalidInput("a payment must be a positive amount")
-        await self._transaction("add_payment", lambda db: db.execute(
-            "INSERT INTO payments (at_ms, amount_cents, currency, reference, entered_by) VALUES (?,?,?,?,?)",
-            (now_ms, amount_cents, currency, reference, entered_by)))
+
+        def body(db: sqlite3.Connection) -> int:
+            return db.execute(
+                "INSERT INTO payments (at_ms, amount_cents, currency, reference, entered_by) VALUES (?,?,?,?,?)",
+                (now_ms, amount_cents, currency, reference, entered_by)).lastrowid or 0
+
+        return await self._transaction("add_payment", body)
+
+    async def correct_payment(self, *, payment_id: int, amount_cents: int, reference: str, entered_by: str,
+                              now_ms: int) -> Payment:
+        """Take back ``amount_cents`` of a payment: a correction row naming it, in the payment's
+        currency. Under the write lock: all its corrections together never exceed it.
+        Raises NotFound, InvalidInput."""
+        if amount_cents <= 0:
+            raise InvalidInput("a correction must be a positive amount")
+
+        def body(db: sqlite3.Connection) -> int:
+            row = db.execute(f"SELECT {_PAYMENT_COLS} FROM payments p WHERE p.id = ?", (payment_id,)).fetchone()
+            payment = _payment(row) if row is not None else None
+            check_correction(payment, payment_id, amount_cents)
+            assert payment is not None
+            return db.execute(
+                "INSERT INTO payments (at_ms, amount_cents, currency, reference, entered_by, corrects)"
+                " VALUES (?,?,?,?,?,?)",
+                (now_ms, amount_cents, payment.currency, reference, entered_by, payment_id)).lastrowid or 0
+
+        return await self.payment(await self._transaction("correct_payment", body))
+
+    async def payment(self, payment_id: int) -> Payment:
+        """A payment or correction by its id. Raises NotFound."""
+        rows = await self._read(f"SELECT {_PAYMENT_COLS} FROM payments p WHERE p.id = ?", (payment_id,))
+        if not rows:
+            raise NotFound(f"no payment {payment_id}")
+        return _payment(rows[0])
+
+    async def payments(self, *, last: int = 10) -> list[Payment]:
+        """The latest ``last`` payments and corrections, oldest first."""
+        rows = await self._read(f"SELECT {_PAYMENT_COLS} FROM payments p ORDER BY p.id DESC LIMIT ?", (last,))
+        return [_payment(r) for r in reversed(rows)]
 
     async def project_currencies(self) -> dict[str, list[str]]:
         """Currency -> the names of the projects priced in it."""

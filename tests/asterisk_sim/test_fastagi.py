@@ -577,6 +577,29 @@ async def test_limit_warning_is_played_and_delays_the_end_of_dial() -> None:
     assert dial["ended_at_ms"] - dial["answered_at_ms"] == 6000 + 3 * 977
 
 
+async def test_limit_warning_file_is_played_as_one_file_and_a_list_is_not_split() -> None:
+    # features.c ast_bridge_timelimit() reads LIMIT_WARNING_FILE when Dial starts;
+    # limits_interval_playback() plays it with ast_stream_and_wait(), one file, opened as
+    # is (main/file.c has no '&' list, app_playback.c has): a list or a missing file
+    # plays nothing; empty or "timeleft" is the counting sentence (b4f).
+    dial = "EXEC Dial Local/1@service/n,30,gL(10000:4000)"
+    script = quick(sounds={"ivr/warning/5": 16_000}, missing_sounds=frozenset({"gone"}),
+                   dials=[DialScript(ring_ms=0, talk_ms=20_000)] * 5)
+    _, record = await converse(script, [
+        "ANSWER",
+        "SET VARIABLE LIMIT_WARNING_FILE ivr/warning/5", dial,
+        "SET VARIABLE LIMIT_WARNING_FILE ivr/warning&ivr/digits/4", dial,
+        "SET VARIABLE LIMIT_WARNING_FILE gone", dial,
+        "SET VARIABLE LIMIT_WARNING_FILE TimeLeft", dial,
+        'SET VARIABLE LIMIT_WARNING_FILE ""', dial,
+    ])
+    assert [d["warnings_played"] for d in record.dials] == [
+        [["ivr/warning/5"]], [], [],
+        [["vm-youhave", "digits/4", "queue-seconds"]], [["vm-youhave", "digits/4", "queue-seconds"]]]
+    # a 2 s file at 6 s of a 10 s limit ends before the cut: Dial returns at the limit
+    assert record.dials[0]["ended_at_ms"] - record.dials[0]["answered_at_ms"] == 10_000
+
+
 async def test_get_data_records_digits_and_prompts() -> None:
     record = await check(next(s for s in SCENARIOS if s.name == "b3_get_data"))
     assert record.digits_sent == ["1234", "", "12#", "12", "#", "*9", "98", "55#", "9", "", "#"]

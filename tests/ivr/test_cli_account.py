@@ -19,7 +19,8 @@ pytest_plugins = ["tests.ivr.test_cli_helpers"]  # the cli and project fixtures
 
 STATE_KEYS = {"currency", "owed_cents", "info_limit_cents", "lock_limit_cents", "state", "suspend_calls",
               "calls_suspended"}
-LINE_KEYS = {"at", "kind", "card", "project", "seconds", "amount_cents", "balance_cents", "reference", "by"}
+LINE_KEYS = {"at", "kind", "card", "project", "seconds", "amount_cents", "balance_cents", "reference", "by",
+             "payment", "corrects"}
 
 
 def buy(cli: Cli, minutes: int) -> str:
@@ -29,7 +30,7 @@ def buy(cli: Cli, minutes: int) -> str:
 def test_show_defaults(cli: Cli, project: dict[str, Any]) -> None:
     assert cli.json("account", "show") == {
         "currency": "CHF", "owed_cents": 0, "info_limit_cents": 15000, "lock_limit_cents": 25000,
-        "state": "ok", "suspend_calls": False, "calls_suspended": False}
+        "state": "ok", "suspend_calls": False, "calls_suspended": False, "payments": []}
     out = cli("account", "show").stdout
     assert "owed:         0.00 CHF" in out and "lock limit:   250.00 CHF" in out
 
@@ -39,7 +40,7 @@ def test_purchases_recharges_and_payments_make_the_statement(cli: Cli, project: 
     buy(cli, 10)
     cli("card", "recharge", card, "--minutes", "30")
     paid = cli.json("account", "pay", "20.50", "--reference", "bank 2026-11", "--by", "erika")
-    assert set(paid) == STATE_KEYS | {"paid_cents"}
+    assert set(paid) == STATE_KEYS | {"paid_cents", "payment"}
     assert (paid["paid_cents"], paid["owed_cents"]) == (2050, 3000 + 500 + 1500 - 2050)
     data = cli.json("account", "statement")
     assert set(data) == {"currency", "month", "opening_cents", "closing_cents", "lines"}
@@ -140,3 +141,71 @@ def test_one_currency_per_account(cli: Cli) -> None:
         "CurrencyMismatch: project de is in EUR, but this database's account is kept in CHF; one account has"
         " one currency (use another database for another currency)")
 
+
+
+# --- issue 12, item 12: a mistyped payment is corrected by an entry of its own ---------
+def test_a_mistyped_payment_is_taken_back_by_a_correction_naming_it(cli: Cli, project: dict[str, Any],
+                                                                   tmp_path: Path) -> None:
+    buy(cli, 60)                                                               # 30.00 owed
+    paid = cli.json("account", "pay", "1.50", "--reference", "bank 42", "--by", "erika")
+    assert (paid["payment"], paid["owed_cents"]) == ("1", 2850)
+    assert "payment #2 of 15.00 CHF recorded (mistyped? ivr account correct 2)" in cli("account", "pay", "15").stdout
+    # Without an answer nothing changes; --yes takes back all that is left of the payment.
+    assert cli.fails("account", "correct", "1", input="") == \
+        "Cancelled: nothing changed (no answer; add --yes to confirm without asking)"
+    done = cli.json("account", "correct", "#1", "--reference", "=typed 1.50 for 15", "--by", "hans", "--yes")
+    assert done["owed_cents"] == 3000 - 1500
+    assert done["correction"] == {
+        "payment": "3", "at": done["correction"]["at"], "kind": "correction", "amount_cents": 150,
+        "currency": "CHF", "corrects": "1", "corrected_cents": 0, "reference": "=typed 1.50 for 15", "by": "hans"}
+    # Never twice beyond the payment's amount, never a correction of a correction, never an unknown entry.
+    assert cli.fails("account", "correct", "1", "--yes") == \
+        "InvalidInput: payment 1 (1.50 CHF) is corrected in full already"
+    assert cli.fails("account", "correct", "1", "0.01", "--yes") == (
+        "InvalidInput: payment 1 was 1.50 CHF (1.50 CHF corrected already): at most 0.00 CHF of it can be"
+        " corrected, not 0.01 CHF")
+    assert cli.fails("account", "correct", "3", "--yes") == (
+        "InvalidInput: entry 3 is a correction of payment 1, not a payment: correct payment 1 itself")
+    assert cli.fails("account", "correct", "99", "--yes") == "NotFound: no payment 99"
+    assert cli.fails("account", "correct", "one", "--yes").startswith("InvalidInput: payment id 'one' is not")
+    for bad in ("-5", "0", "1e1", "1,500", "\uff15"):
+        assert cli.fails("account", "correct", "2", bad, "--yes").startswith("InvalidInput: "), bad
+    # Part of a payment, then the rest; one cent more than is left is refused.
+    cli("account", "correct", "2", "5.00", "--yes")
+    assert cli.fails("account", "correct", "2", "10.01", "--yes") == (
+        "InvalidInput: payment 2 was 15.00 CHF (5.00 CHF corrected already): at most 10.00 CHF of it can be"
+        " corrected, not 10.01 CHF")
+    cli("account", "correct", "2", "10", "--yes")
+    assert cli.json("account", "show")["owed_cents"] == 3000
+
+    data = cli.json("account", "statement")
+    assert [(x["kind"], x["amount_cents"], x["balance_cents"], x["payment"], x["corrects"]) for x in data["lines"]] == [
+        ("purchase", 3000, 3000, None, None), ("payment", -150, 2850, "1", None),
+        ("payment", -1500, 1350, "2", None), ("correction", 150, 1500, "3", "1"),
+        ("correction", 500, 2000, "4", "2"), ("correction", 1000, 3000, "5", "2")]
+    assert (data["lines"][3]["reference"], data["lines"][3]["by"]) == ("=typed 1.50 for 15", "hans")
+    lines = cli("account", "statement").stdout.splitlines()
+    assert "payment #1" in lines[4] and lines[4].rstrip().endswith("bank 42")
+    assert "correction #3" in lines[6] and lines[6].rstrip().endswith("corrects #1: =typed 1.50 for 15")
+    assert lines[-1] == "  owed at the end:   30.00 CHF"
+    path = tmp_path / "statement.csv"
+    cli("account", "statement", "--csv", str(path))
+    rows = list(csv.DictReader(io.StringIO(path.read_text())))
+    assert [(r["kind"], r["amount"], r["payment"], r["corrects"]) for r in rows][3] == ("correction", "1.50", "3", "1")
+    assert rows[3]["reference"] == "'=typed 1.50 for 15"      # a spreadsheet never runs it as a formula
+
+    shown = cli.json("account", "show")["payments"]
+    assert [(p["payment"], p["kind"], p["amount_cents"], p["corrects"], p["corrected_cents"]) for p in shown] == [
+        ("1", "payment", 150, None, 150), ("2", "payment", 1500, None, 1500), ("3", "correction", 150, "1", 0),
+        ("4", "correction", 500, "2", 0), ("5", "correction", 1000, "2", 0)]
+    out = cli("account", "show").stdout
+    assert "latest payments (correct one: ivr account correct ID)" in out
+    assert "CORRECTED" in out and "in full" in out and "corrects #1: =typed 1.50 for 15" in out
+
+
+def test_a_correction_asks_first_and_shows_what_it_takes_back(cli: Cli, project: dict[str, Any]) -> None:
+    cli("account", "pay", "250.00", "--reference", "bank 7")
+    result = cli("account", "correct", "1", "200", input="y\n")
+    assert "Take back 200.00 CHF of payment #1 (250.00 CHF on " in result.stderr and "'bank 7')?" in result.stderr
+    assert "correction #2: 200.00 CHF of payment #1 taken back" in result.stdout
+    assert cli.json("account", "show")["owed_cents"] == -5000

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import re
 import stat
@@ -12,10 +13,16 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+from click.testing import CliRunner
+
+from ivr.cli import main
+from ivr.cli._app import os_user
 from ivr.settings import load_settings
 from rating.pins import pin_hash
+from tests.postgres import store_backends
 
-from .test_cli_helpers import Cli, query, snapshot
+from .test_cli_helpers import PROJECT, Cli, query, snapshot
 
 pytest_plugins = ["tests.ivr.test_cli_helpers"]  # the cli and project fixtures
 
@@ -151,7 +158,7 @@ def test_bind_normalises_and_warns_about_the_caller_id(cli: Cli, project: dict[s
     assert result.stderr.startswith("note: this must be the caller ID the network really delivers")
     assert cli.json("card", "bind", card["card"], "+41 79 765 43 21") == {
         "card": card["card"], "number": "+41797654321", "national": "0797654321", "by": "operator",
-        "moved_from": None, "unbound": []}
+        "actor": os_user(), "moved_from": None, "unbound": []}
     assert cli.fails("card", "bind", card["card"], "0791234567") == \
         "AlreadyExists: +41791234567 is already bound to card 1"
     assert cli.fails("card", "bind", card["card"], "anonymous").startswith("InvalidInput: not a phone number")
@@ -177,9 +184,38 @@ def test_unbind_asks_and_refuses_unknown_numbers(cli: Cli, project: dict[str, An
     cli("card", "bind", card["card"], "0791234567")
     assert cli.fails("card", "unbind", card["card"], "0791234567", input="\n").endswith("nothing changed")
     assert cli.json("card", "unbind", card["card"], "0791234567", "--yes") == {
-        "card": card["card"], "number": "+41791234567", "unbound": True}
+        "card": card["card"], "number": "+41791234567", "unbound": True, "actor": os_user()}
     assert cli.fails("card", "unbind", card["card"], "0791234567", "--yes") == \
         "NotFound: +41791234567 is not bound to card 1"
+
+
+@pytest.mark.parametrize("backend", store_backends())
+def test_bind_and_unbind_record_who_did_it(backend: Any, request: pytest.FixtureRequest, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--by NAME`` as for ``account pay`` and ``blacklist add`` (default: your user name),
+    kept in the binding history on either store and shown by ``card show``."""
+    monkeypatch.setenv("IVR_DATABASE", backend(request, tmp_path))
+    monkeypatch.setenv("IVR_SECRET_FILE", str(tmp_path / "ivr.secret"))
+
+    def ivr(*args: str) -> Any:
+        result = CliRunner().invoke(main, [*args, "--json"], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    ivr("db", "migrate")
+    ivr(*PROJECT)
+    card = ivr("card", "create", "--project", "test1", "--minutes", "10")["card"]
+    assert ivr("card", "bind", card, "0791234567", "--by", "anna")["actor"] == "anna"
+    assert ivr("card", "bind", card, "0797654321")["actor"] == os_user()
+    assert ivr("card", "unbind", card, "0791234567", "--yes", "--by", "bob")["actor"] == "bob"
+    history = ivr("card", "show", card)["binding_history"]
+    assert [(e["number"], e["action"], e["by"], e["actor"]) for e in history] == [
+        ("+41791234567", "bind", "operator", "anna"), ("+41797654321", "bind", "operator", os_user()),
+        ("+41791234567", "unbind", "operator", "bob")]
+    shown = CliRunner().invoke(main, ["card", "show", card]).stdout
+    table = shown[shown.index("binding history:"):].splitlines()
+    assert table[1].split() == ["AT", "NUMBER", "ACTION", "HOW", "WHO"]
+    assert [line.split()[-1] for line in table[3:] if line.strip()] == ["anna", os_user(), "bob"]  # under the rule
 
 
 def test_recharge_prices_and_bills_the_minutes(cli: Cli, project: dict[str, Any]) -> None:

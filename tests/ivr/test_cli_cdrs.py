@@ -22,7 +22,7 @@ pytest_plugins = ["tests.ivr.test_cli_helpers"]  # the cli and project fixtures
 
 CDR_KEYS = {"uniqueid", "project", "card", "caller", "caller_e164", "dialled", "destination", "start", "answer",
             "end", "talk_s", "debited_s", "outcome", "hangup_side", "call_type", "route", "leg", "zone",
-            "number_type", "factor_pm", "quota_used_s"}
+            "number_type", "factor_pm", "quota_used_s", "price_per_minute_cents", "currency"}
 # How each call was routed (issue 11): call type, zone
 ROUTED = {"c1": ("service", "internal"), "c2": ("forwarded", "eu"), "c3": ("service", "internal"),
           "c4": ("fallback", "internal"), "c5": ("refused", "")}

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import wave
 from pathlib import Path
 
@@ -9,6 +12,7 @@ from click.testing import CliRunner
 
 from ivr.cli import main
 from prompts import Prompt
+from tests.prompts._helpers import ffmpeg_exe
 
 
 def wav(path: Path) -> Path:
@@ -87,3 +91,50 @@ def test_a_second_import_needs_yes(tmp_path: Path, db: Path) -> None:
     assert again.output.strip().endswith("add --yes to replace it")
     assert run(*args, "--yes").exit_code == 0
     assert target.read_bytes() == before  # the same recording, written again with --yes
+
+
+IVR = str(Path(sys.executable).with_name("ivr"))
+
+
+def test_an_mp3_greeting_on_a_machine_without_ffmpeg(tmp_path: Path, db: Path) -> None:
+    """The README's seed feature after `make setup` alone: no ffmpeg or ffprobe on PATH,
+    the ffmpeg from the imageio-ffmpeg wheel decodes it."""
+    mp3 = tmp_path / "Begruessung.mp3"
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-i", str(wav(tmp_path / "a.wav")),
+                    "-codec:a", "libmp3lame", str(mp3)], check=True)
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    done = subprocess.run([IVR, "prompts", "import", str(mp3), "--project", "test1", "--prompt", "welcome",
+                           "--sounds-dir", str(tmp_path / "sounds")], capture_output=True, text=True,
+                          env={**os.environ, "PATH": str(empty)}, timeout=120)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout == "test1: calls in de now play ivr/custom/test1/welcome for welcome\n"
+    with wave.open(str(tmp_path / "sounds/de/ivr/custom/test1/welcome.wav")) as w:
+        assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (8000, 1, 2)
+        assert 0.9 <= w.getnframes() / 8000 <= 1.1
+
+
+def test_a_fake_mp3_is_one_line_saying_it_is_not_an_mp3(tmp_path: Path, db: Path) -> None:
+    fake = tmp_path / "greeting.mp3"
+    fake.write_text("this is not audio, just text pretending to be\n")
+    result = run("prompts", "import", str(fake), "--project", "test1", "--prompt", "welcome",
+                 "--sounds-dir", str(tmp_path / "s"))
+    assert result.exit_code == 1
+    assert result.output.startswith(f"CliError: {fake}: not an mp3 / cannot decode: ")
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "s").exists()
+
+
+def test_what_ffmpeg_quotes_reaches_the_terminal_escaped(tmp_path: Path, db: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ffmpeg").write_text(
+        "#!/bin/sh\ncat >/dev/null\nprintf 'tag \\033[2J\\033]0;pwned\\007\\n' >&2\nexit 1\n")
+    (bin_dir / "ffmpeg").chmod(0o755)
+    src = tmp_path / "x\x1b[31m.ogg"
+    src.write_bytes(b"OggS\x00\x02" + bytes(100))
+    result = run("prompts", "import", str(src), "--project", "test1", "--prompt", "welcome",
+                 "--sounds-dir", str(tmp_path / "s"), env={"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"})
+    assert result.exit_code == 1
+    assert "\x1b" not in result.output and "\x07" not in result.output
+    assert result.output.strip().endswith(r"x\x1b[31m.ogg: not an ogg / cannot decode: tag \x1b[2J\x1b]0;pwned\x07")

@@ -253,13 +253,21 @@ async def test_card_in_use(h: Harness) -> None:
     assert outcomes == ["ANSWERED", "CARD_IN_USE"]
 
 
-async def test_exhausted_bound_line_enters_a_new_pin_and_is_rebound(h: Harness) -> None:
+async def test_exhausted_bound_line_hears_no_credit_and_a_new_card_is_bound_by_the_operator(h: Harness) -> None:
+    from ivr import operations as ops
+
     old, old_pin = await h.card(minutes=1, note="old")
     new, new_pin = await h.card(minutes=5, note="new")
     await h.call(digits=[old_pin + "#"], dials=[dict(talk_ms=90_000)])
     assert await h.balance(old) == 0
     rec = await h.call(digits=[new_pin + "#"], dials=[dict(talk_ms=1000)])
-    assert rec.prompts_played[0] == sound(Prompt.NO_CREDIT)  # why, then the PIN question
+    # issue 12: the bound line is told why and the call ends; no PIN is asked for
+    assert rec.prompts_played == [sound(Prompt.NO_CREDIT), sound(Prompt.GOODBYE)]
+    assert not dial_commands(rec)
+    assert (await h.cdrs())[-1].outcome == "NO_CREDIT"
+    # the operator moves the number to the new card; the next call goes through on it
+    await ops.bind(h.store, card=new, number=CALLER, now_ms=SystemClock().now_ms())
+    await h.call(dials=[dict(talk_ms=1000)])
     assert [b.caller for b in await h.store.bindings(new.id)] == [CALLER]
     assert await h.store.bindings(old.id) == []
     assert await h.balance(new) == 299

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import array
 import math
-import shutil
 import sys
 import wave
 from pathlib import Path
 
 import pytest
 
-HAVE_FFMPEG = shutil.which("ffmpeg") is not None and shutil.which("ffprobe") is not None
-needs_ffmpeg = pytest.mark.skipif(
-    not HAVE_FFMPEG, reason="ffmpeg/ffprobe not installed (apt-get install ffmpeg)"
-)
+from prompts import _ffmpeg
+
+
+def ffmpeg_exe() -> str:
+    """The ffmpeg the importer uses (the system's, else imageio-ffmpeg's). Its absence
+    fails the test: imageio-ffmpeg is a dependency, so after ``make setup`` it is there,
+    and mp3 import must never go untested for want of a binary."""
+    exe = _ffmpeg.find()
+    if exe is None:
+        pytest.fail("no ffmpeg: neither on PATH nor imageio-ffmpeg's (make setup installs imageio-ffmpeg)")
+    return exe
 
 
 def tone(

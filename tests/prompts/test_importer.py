@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import shutil
+import os
 import struct
 import subprocess
+import sys
 import wave
 from pathlib import Path
 
 import pytest
 
-from prompts import Prompt, PromptImportError, custom_sound, import_recording
+from prompts import Prompt, PromptImportError, _ffmpeg, custom_sound, import_recording
 from prompts import importer as importer_module
-from tests.prompts._helpers import needs_ffmpeg, tone, write_wav
+from tests.prompts._helpers import ffmpeg_exe, tone, write_wav
 
 
 @pytest.fixture
@@ -29,8 +30,12 @@ def recording(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def no_ffmpeg(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(shutil, "which", lambda _name: None)
+def no_ffmpeg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine without ffmpeg: none on PATH, and imageio-ffmpeg not installed."""
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # import fails as if not installed
 
 
 def _assert_telephony_wav(path: Path, min_s: float, max_s: float) -> None:
@@ -95,12 +100,12 @@ def _float_wav(path: Path) -> Path:
 def test_float_wav_without_ffmpeg_says_so(tmp_path: Path, sounds: Path, no_ffmpeg: None) -> None:
     src = _float_wav(tmp_path / "float.wav")
     with pytest.raises(
-        PromptImportError, match=r"ffmpeg is needed to read .*wav.*apt-get install ffmpeg"
+        PromptImportError, match=r"^ffmpeg is needed to read .*wav.*: none is on PATH and imageio-ffmpeg's is"
+        r" missing \(pip install imageio-ffmpeg, or apt-get install ffmpeg\)$"
     ):
         import_recording(src, "p1", "busy", "de", sounds_dir=sounds)
 
 
-@needs_ffmpeg
 def test_float_wav_with_ffmpeg(tmp_path: Path, sounds: Path) -> None:
     import_recording(_float_wav(tmp_path / "float.wav"), "p1", "busy", "de", sounds_dir=sounds)
     _assert_telephony_wav(sounds / "de" / "ivr" / "custom" / "p1" / "busy.wav", 0.9, 1.1)
@@ -108,12 +113,15 @@ def test_float_wav_with_ffmpeg(tmp_path: Path, sounds: Path) -> None:
 
 def _encode(src: Path, dst: Path, *codec: str) -> Path:
     subprocess.run(
-        ["ffmpeg", "-loglevel", "error", "-y", "-i", str(src), *codec, str(dst)], check=True
+        [ffmpeg_exe(), "-loglevel", "error", "-y", "-i", str(src), *codec, str(dst)], check=True
     )
     return dst
 
 
-@needs_ffmpeg
+def _mp3(src: Path, dst: Path) -> Path:
+    return _encode(src, dst, "-codec:a", "libmp3lame", "-b:a", "64k")
+
+
 def test_mp3_round_trip(recording: Path, tmp_path: Path, sounds: Path) -> None:
     mp3 = _encode(recording, tmp_path / "welcome.mp3", "-codec:a", "libmp3lame", "-b:a", "64k")
     name = import_recording(mp3, "acme", "welcome", "en", sounds_dir=sounds)
@@ -121,23 +129,160 @@ def test_mp3_round_trip(recording: Path, tmp_path: Path, sounds: Path) -> None:
     _assert_telephony_wav(sounds / "en" / "ivr" / "custom" / "acme" / "welcome.wav", 1.45, 1.65)
 
 
-@needs_ffmpeg
 def test_ogg_round_trip(recording: Path, tmp_path: Path, sounds: Path) -> None:
     ogg = _encode(recording, tmp_path / "welcome.ogg", "-codec:a", "libvorbis")
     import_recording(ogg, "acme", "welcome", "de", sounds_dir=sounds)
     _assert_telephony_wav(sounds / "de" / "ivr" / "custom" / "acme" / "welcome.wav", 1.45, 1.65)
 
 
-@pytest.mark.parametrize(("fmt", "head"), [("mp3", b"ID3\x03\x00"), ("ogg", b"OggS\x00\x02")])
+@pytest.mark.parametrize(("fmt", "head"), [("mp3", b"ID3\x03\x00"), ("ogg", b"OggS\x00\x02"),
+                                           ("mp3", b"text named .mp3: only ffmpeg can tell")])
 def test_mp3_and_ogg_without_ffmpeg_say_so(
     fmt: str, head: bytes, tmp_path: Path, sounds: Path, no_ffmpeg: None
 ) -> None:
     src = tmp_path / f"x.{fmt}"
     src.write_bytes(head + bytes(200))
     with pytest.raises(
-        PromptImportError, match=f"ffmpeg is needed to read {fmt}: apt-get install ffmpeg"
+        PromptImportError, match=f"^ffmpeg is needed to read {fmt}: none is on PATH and imageio-ffmpeg's is missing"
     ):
         import_recording(src, "acme", "welcome", "de", sounds_dir=sounds)
+    assert not sounds.exists()
+
+
+def test_the_bundled_ffmpeg_alone_imports_mp3(
+    recording: Path, tmp_path: Path, sounds: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fresh machine: no ffmpeg on PATH (and no ffprobe anywhere), only the wheel's."""
+    mp3 = _mp3(recording, tmp_path / "welcome.mp3")
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    found = _ffmpeg.find()
+    assert found is not None and "imageio_ffmpeg" in found
+    import_recording(mp3, "acme", "welcome", "de", sounds_dir=sounds)
+    _assert_telephony_wav(sounds / "de" / "ivr" / "custom" / "acme" / "welcome.wav", 1.45, 1.65)
+
+
+def _fake_ffmpeg(bin_dir: Path, body: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An ``ffmpeg`` first on PATH: a shell script (a real process the importer runs)."""
+    bin_dir.mkdir(exist_ok=True)
+    script = bin_dir / "ffmpeg"
+    script.write_text("#!/bin/sh\n" + body + "\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return script
+
+
+def test_an_ffmpeg_on_path_is_preferred(
+    recording: Path, tmp_path: Path, sounds: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import imageio_ffmpeg  # type: ignore[import-untyped]  # ships no type hints
+
+    mp3 = _mp3(recording, tmp_path / "welcome.mp3")
+    log = tmp_path / "ran.log"
+    bundled = imageio_ffmpeg.get_ffmpeg_exe()
+    _fake_ffmpeg(tmp_path / "bin", f'echo "$@" >> "{log}"\nexec "{bundled}" "$@"', monkeypatch)
+    import_recording(mp3, "acme", "welcome", "de", sounds_dir=sounds)
+    ran = log.read_text().splitlines()
+    assert len(ran) == 1 and "-f mp3 -i pipe:0" in ran[0] and "-protocol_whitelist pipe" in ran[0]
+    _assert_telephony_wav(sounds / "de" / "ivr" / "custom" / "acme" / "welcome.wav", 1.45, 1.65)
+
+
+def test_an_mp3_with_a_cover_picture(recording: Path, tmp_path: Path, sounds: Path) -> None:
+    cover = tmp_path / "cover.png"
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i", "color=c=red:s=16x16",
+                    "-frames:v", "1", str(cover)], check=True)
+    mp3 = tmp_path / "tagged.mp3"
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-i", str(recording), "-i", str(cover),
+                    "-map", "0:a", "-map", "1:v", "-c:a", "libmp3lame", "-c:v", "png",
+                    "-disposition:v", "attached_pic", "-id3v2_version", "3", str(mp3)], check=True)
+    import_recording(mp3, "acme", "welcome", "de", sounds_dir=sounds)
+    _assert_telephony_wav(sounds / "de" / "ivr" / "custom" / "acme" / "welcome.wav", 1.45, 1.65)
+
+
+@pytest.mark.parametrize(("name", "data", "fmt"), [
+    ("fake.mp3", b"this is not audio, just text pretending to be\n", "an mp3"),
+    ("tagged.mp3", b"ID3\x03\x00" + bytes(300), "an mp3"),        # an ID3 header, then nothing
+    ("fake.ogg", b"this is not audio either\n", "an ogg"),
+    ("fake.wav", b"\x1b[2J not a RIFF header at all", "a wav"),
+    ("broken.ogg", b"OggS\x00\x02" + bytes(100), "an ogg"),
+])
+def test_not_audio_says_what_ffmpeg_said(
+    name: str, data: bytes, fmt: str, tmp_path: Path, sounds: Path
+) -> None:
+    src = tmp_path / name
+    src.write_bytes(data)
+    with pytest.raises(PromptImportError) as caught:
+        import_recording(src, "acme", "welcome", "de", sounds_dir=sounds)
+    message = str(caught.value)
+    assert message.startswith(f"{src}: not {fmt} / cannot decode: ")
+    reason = message.split(" / cannot decode: ", 1)[1]
+    assert reason and "\n" not in reason and "@ 0x" not in reason  # one line, no ffmpeg addresses
+    assert message.isprintable()
+    assert not sounds.exists()
+
+
+def test_ffmpeg_messages_are_made_printable(
+    recording: Path, tmp_path: Path, sounds: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ffmpeg may quote bytes of the file; an ESC from it never reaches the terminal."""
+    _fake_ffmpeg(tmp_path / "bin", "cat >/dev/null\n"
+                 "printf '[mp3 @ 0x55d0c0ffee00] bad frame \\033]0;owned\\007 here\\n' >&2\n"
+                 "printf 'second line\\n' >&2\nexit 1", monkeypatch)
+    src = tmp_path / "x.mp3"
+    src.write_bytes(b"ID3\x03\x00" + bytes(100))
+    with pytest.raises(PromptImportError) as caught:
+        import_recording(src, "acme", "welcome", "de", sounds_dir=sounds)
+    assert str(caught.value) == f"{src}: not an mp3 / cannot decode: bad frame \\x1b]0;owned\\x07 here"
+
+
+def test_an_ffmpeg_that_hangs_is_killed(
+    tmp_path: Path, sounds: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pid_file = tmp_path / "ffmpeg.pid"
+    _fake_ffmpeg(tmp_path / "bin", f'echo $$ > "{pid_file}"\nexec sleep 600', monkeypatch)
+    monkeypatch.setattr(importer_module, "FFMPEG_TIMEOUT_S", 1.0)
+    src = tmp_path / "x.mp3"
+    src.write_bytes(b"ID3\x03\x00" + bytes(100))
+    with pytest.raises(PromptImportError, match=r": ffmpeg did not finish decoding it within 1 s$"):
+        import_recording(src, "acme", "welcome", "de", sounds_dir=sounds)
+    with pytest.raises(ProcessLookupError):  # killed and reaped
+        os.kill(int(pid_file.read_text()), 0)
+
+
+def test_ffmpeg_output_is_capped(
+    tmp_path: Path, sounds: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ffmpeg that would write forever (ignoring -t) is read up to the cap and killed."""
+    _fake_ffmpeg(tmp_path / "bin", "exec cat /dev/zero", monkeypatch)
+    monkeypatch.setattr(importer_module, "MAX_RECORDING_SECONDS", 1)
+    src = tmp_path / "x.mp3"
+    src.write_bytes(b"ID3\x03\x00" + bytes(100))
+    with pytest.raises(PromptImportError, match=r"lasts more than 1 s; a prompt may last 1 s at most"):
+        import_recording(src, "acme", "welcome", "de", sounds_dir=sounds)
+
+
+def test_an_ffmpeg_that_cannot_start(
+    tmp_path: Path, sounds: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = tmp_path / "bin" / "ffmpeg"
+    script.parent.mkdir()
+    script.write_text("#!/no/such/interpreter\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", str(script.parent))
+    src = tmp_path / "x.ogg"
+    src.write_bytes(b"OggS\x00\x02" + bytes(100))
+    with pytest.raises(PromptImportError, match=f"^cannot run {script}: No such file or directory$"):
+        import_recording(src, "acme", "welcome", "de", sounds_dir=sounds)
+
+
+def test_a_long_mp3_is_refused(recording: Path, tmp_path: Path, sounds: Path,
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    mp3 = _mp3(recording, tmp_path / "welcome.mp3")  # 2.5 s
+    monkeypatch.setattr(importer_module, "MAX_RECORDING_SECONDS", 1)
+    with pytest.raises(PromptImportError, match=r"lasts more than 1 s; a prompt may last 1 s at most"):
+        import_recording(mp3, "acme", "welcome", "de", sounds_dir=sounds)
+    assert not sounds.exists()
 
 
 @pytest.mark.parametrize(
@@ -185,7 +330,7 @@ def test_directory_is_unreadable(tmp_path: Path, sounds: Path) -> None:
         import_recording(tmp_path, "acme", "welcome", "de", sounds_dir=sounds)
 
 
-@pytest.mark.parametrize("suffix", [".wav", ".mp3", ".txt", ""])
+@pytest.mark.parametrize("suffix", [".txt", "", ".m4a"])
 def test_unknown_format(suffix: str, tmp_path: Path, sounds: Path) -> None:
     src = tmp_path / f"notes{suffix}"
     src.write_text("this is not audio, just text pretending to be\n")
@@ -196,7 +341,7 @@ def test_unknown_format(suffix: str, tmp_path: Path, sounds: Path) -> None:
 def test_empty_file(tmp_path: Path, sounds: Path) -> None:
     src = tmp_path / "empty.wav"
     src.write_bytes(b"")
-    with pytest.raises(PromptImportError, match="unknown audio format"):
+    with pytest.raises(PromptImportError, match="empty.wav is empty$"):
         import_recording(src, "acme", "welcome", "de", sounds_dir=sounds)
 
 

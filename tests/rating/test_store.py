@@ -450,3 +450,57 @@ async def test_settle_hold_by_id_once_with_one_cdr(store: OperatorStore) -> None
     assert await store.open_holds(card_id=card.id) == []
     [row] = await store.cdrs(card_id=card.id)
     assert (row.uniqueid, row.start_ms, row.debited_s) == ("h1", NOW - 5000, first.debited_s)
+
+
+# --- money (issue 12): a CDR keeps its price; payments are corrected, never edited ----
+async def test_a_cdr_keeps_the_price_it_was_rated_at(store: OperatorStore) -> None:
+    p = await new_project(store)
+    card = await new_card(store, p)
+    rated = cdr("rated", card, debited_s=96)
+    rated.price_per_minute_cents, rated.currency = 70, "CHF"       # the engine's snapshot of the project
+    await store.write_cdr(rated)
+    await store.write_cdr(cdr("filled", card, debited_s=96))       # no price given: the project's, now
+    await store.update_project(p.id, changes={"price_per_minute_cents": 500})
+    await store.write_cdr(cdr("later", card, debited_s=96))
+    await store.write_cdr(Cdr(uniqueid="refused", project_id=None, card_id=None, caller_raw="", caller_e164=None,
+                              dialled="", destination=None, start_ms=NOW, answer_ms=None, end_ms=NOW, talk_s=0,
+                              debited_s=0, outcome="FAILED", hangup_side="caller"))
+    got = {c.uniqueid: (c.price_per_minute_cents, c.currency) for c in await store.find_cdrs()}
+    assert got == {"rated": (70, "CHF"), "filled": (50, "CHF"), "later": (500, "CHF"), "refused": (None, None)}
+    assert [(c.uniqueid, c.price_per_minute_cents) for c in await store.cdrs(card_id=card.id)][-1] == ("rated", 70)
+
+
+async def test_payment_corrections_never_take_back_more_than_the_payment(store: OperatorStore) -> None:
+    from rating.errors import InvalidInput
+
+    p = await new_project(store)
+    await new_card(store, p)                                                   # 5.00 owed
+    first = await store.add_payment(amount_cents=150, currency="CHF", reference="bank", entered_by="erika",
+                                    now_ms=NOW)
+    second = await store.add_payment(amount_cents=1000, currency="CHF", reference="", entered_by="", now_ms=NOW + 1)
+    assert await store.account_owed_cents() == 500 - 1150
+    fix = await store.correct_payment(payment_id=first, amount_cents=150, reference="typo", entered_by="hans",
+                                      now_ms=NOW + 2)
+    assert (fix.corrects, fix.amount_cents, fix.currency, fix.reference, fix.entered_by) == (first, 150, "CHF",
+                                                                                             "typo", "hans")
+    assert (await store.payment(first)).left_cents == 0
+    with pytest.raises(InvalidInput, match="at most 0.00 CHF"):
+        await store.correct_payment(payment_id=first, amount_cents=1, reference="", entered_by="", now_ms=NOW + 3)
+    with pytest.raises(InvalidInput, match="is a correction of payment"):
+        await store.correct_payment(payment_id=fix.id, amount_cents=1, reference="", entered_by="", now_ms=NOW + 3)
+    with pytest.raises(NotFound):
+        await store.correct_payment(payment_id=9999, amount_cents=1, reference="", entered_by="", now_ms=NOW + 3)
+    with pytest.raises(InvalidInput):
+        await store.correct_payment(payment_id=second, amount_cents=0, reference="", entered_by="", now_ms=NOW + 3)
+    # Two corrections of 6.00 of one 10.00 payment at once: exactly one is taken.
+    results = await asyncio.gather(*(store.correct_payment(payment_id=second, amount_cents=600, reference=str(i),
+                                                           entered_by="", now_ms=NOW + 4) for i in range(2)),
+                                   return_exceptions=True)
+    assert sorted(type(r).__name__ for r in results) == ["InvalidInput", "Payment"]
+    assert (await store.payment(second)).corrected_cents == 600
+    assert await store.account_owed_cents() == 500 - 1000 + 600
+    assert await store.account_owed_cents(before_ms=NOW + 2) == 500 - 1150
+    lines = [(a.kind, a.amount_cents, a.entry_id, a.corrects) for a in await store.account_lines()]
+    assert lines == [("purchase", 500, None, None), ("payment", -150, first, None), ("payment", -1000, second, None),
+                     ("correction", 150, fix.id, first), ("correction", 600, fix.id + 1, second)]
+    assert [x.id for x in await store.payments(last=2)] == [fix.id, fix.id + 1]
