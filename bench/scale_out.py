@@ -16,6 +16,9 @@
    calls per second together, CPU ms per call of each engine, and a check that every
    call left one CDR and no hold is left open.
 
+3. Round trips (throw-away cluster only): statements per reserve+settle pair and per
+   bound call's hold + settlement with its CDR, counted in PostgreSQL's own log.
+
 All processes share this machine's cores (``os.cpu_count()``): the engines, the
 drivers and PostgreSQL's backends. Results: a table on stdout and a JSON file.
 """
@@ -83,6 +86,73 @@ def _store(a: argparse.Namespace, workdir: Path, postgres_url: str) -> dict[str,
     for name, database in (("sqlite", str(workdir / "store.sqlite3")), ("postgresql", postgres_url)):
         print(f"store throughput: {name}", file=sys.stderr)
         out[name] = asyncio.run(store_throughput(database, cards=a.cards, pairs=a.pairs, tasks=a.tasks))
+    return out
+
+
+async def _round_trips(server: Any, pairs: int = 50) -> dict[str, Any]:
+    """Statements (each one round trip) per call-path pair, counted in PostgreSQL's own log
+    (``log_statement = all``), after a warm-up that prepared them: BEGIN, COMMIT and the
+    pool's reset count as well."""
+    import re
+
+    import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
+
+    from ivr import operations as ops
+    from ivr.clock import SystemClock
+    from rating.models import Cdr, HoldCall
+    from rating.store import open_store
+
+    url = server.create_database("round_trips")
+    now = SystemClock().now_ms
+    store = open_store(url)
+    await store.open()
+    out: dict[str, Any] = {}
+    try:
+        project = await ops.create_project(store, name="rt", numbers=["+41441234500"], service="Local/1@x/n",
+                                           region="CH", now_ms=now())
+        card = (await ops.create_card(store, b"r" * 32, project=project, minutes=6000, note="rt",
+                                      now_ms=now())).card
+        caller = "+41790000001"
+        await ops.bind(store, card=card, number=caller, now_ms=now())
+
+        async def engine_pair(uid: str) -> None:
+            found = await store.reserve_bound(project_id=project.id, caller=caller, uniqueid=uid, rule=project.rule,
+                                              max_calls=1, hold_s=60, now_ms=now(),
+                                              call=HoldCall(caller_raw=caller, caller_e164=caller, dialled="x",
+                                                            start_ms=now()))
+            assert found is not None and found.grant is not None
+            await store.settle_and_record(found.grant, debit_s=1, now_ms=now(), cdr=Cdr(
+                uniqueid=uid, project_id=project.id, card_id=card.id, caller_raw=caller, caller_e164=caller,
+                dialled="x", destination=None, start_ms=now(), answer_ms=None, end_ms=now(), talk_s=1,
+                debited_s=0, outcome="ANSWERED", hangup_side="caller"))
+
+        async def store_pair(uid: str) -> None:
+            grant = await store.reserve(card_id=card.id, uniqueid=uid, rule=project.rule, max_calls=1, hold_s=60,
+                                        now_ms=now())
+            await store.settle(grant, debit_s=1, uniqueid=uid, now_ms=now())
+
+        for name, pair in (("reserve+settle", store_pair), ("reserve_bound+settle_and_record", engine_pair)):
+            for i in range(5):
+                await pair(f"{name}.warm.{i}")
+            admin = await asyncpg.connect(url)
+            try:
+                await admin.execute("ALTER SYSTEM SET log_statement = 'all'")
+                await admin.execute("SELECT pg_reload_conf()")
+                await asyncio.sleep(0.5)
+                log = Path(server.root) / "log"
+                start = log.stat().st_size
+                for i in range(pairs):
+                    await pair(f"{name}.{i}")
+                await admin.execute("ALTER SYSTEM RESET log_statement")
+                await admin.execute("SELECT pg_reload_conf()")
+            finally:
+                await admin.close()
+            text = log.read_bytes()[start:].decode(errors="replace")
+            lines = [line for line in text.splitlines() if re.search(r"LOG:  (statement|execute)", line)
+                     and "log_statement" not in line and "pg_reload_conf" not in line]
+            out[name] = round(len(lines) / pairs, 2)
+    finally:
+        await store.close()
     return out
 
 
@@ -188,6 +258,9 @@ def _table(results: dict[str, Any]) -> str:
             lines.append(f"  {name:<28} {r['one_card']['pairs_per_s']:>9.0f}"
                          f"   {r['many_cards_sequential']['pairs_per_s']:>19.0f}"
                          f"   {r['many_cards_concurrent']['pairs_per_s']:>23.0f}   ({r['cards_created']} cards)")
+    if "postgresql_statements_per_pair" in results:
+        lines.append("PostgreSQL statements (round trips) per pair: " + ", ".join(
+            f"{k} {v}" for k, v in results["postgresql_statements_per_pair"].items()))
     if "engines" in results:
         e = results["engines"]
         one, two = e["one_engine"], e["two_engines"]
@@ -217,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
             if not a.no_store:
                 store_url = server.create_database("store") if server else url
                 results["store"] = _store(a, workdir, store_url)
+            if server is not None:
+                print("round trips per pair (PostgreSQL's log)", file=sys.stderr)
+                results["postgresql_statements_per_pair"] = asyncio.run(_round_trips(server))
     finally:
         if server is not None:
             server.destroy()

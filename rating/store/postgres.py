@@ -6,10 +6,13 @@ failover to the new primary). Every transaction goes through ``_transaction``: o
 pooled connection, ``BEGIN`` … ``COMMIT`` (asyncpg's ``transaction()``), driver
 errors translated there (``_translated``) so none leaves this module.
 
-No overdraft across engines: ``reserve`` locks the card row (``SELECT … FOR
-UPDATE``) in one short transaction, asks ``rating.holds.grant_hold`` what to hold
-and writes it with a conditional UPDATE; ``settle`` locks the card row first too (one
-lock order: no deadlocks) and debits ``settlement_debit``.
+No overdraft across engines: ``reserve`` reads the card with its row version
+(``xmin``), asks ``rating.holds.grant_hold`` what to hold and writes it with one
+statement that applies only if the card row is still that version (else it reads and
+decides again); ``settle`` locks the card row first (one lock order: no deadlocks) and
+debits ``settlement_debit``. The call path's common case is one statement per write and
+no BEGIN/COMMIT round trips: 3 round trips for a hold and its settlement with the CDR
+(it was 19); operator changes keep one transaction each (``_transaction``).
 
 Configuration changes reach every engine through a change counter: triggers on the
 routing tables bump ``ivr_config.version``; ``routing()`` trusts its snapshot for
