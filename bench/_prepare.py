@@ -72,14 +72,14 @@ async def prepare(database: Path, *, bound: int, pin_cards: int, blacklist: int 
             price_per_minute_cents=0, currency="CHF", warning_s=60, now_ms=now())
         callers: list[str] = []
         i = 0
-        async for new in ops.buy_cards(store, secret, project=project, minutes=CARD_MINUTES,
+        for new in await ops.buy_cards(store, secret, project=project, minutes=CARD_MINUTES,
                                        note="bench bound", count=bound, now_ms=now()):
             caller = bound_caller(i)
             await store.bind(project_id=project.id, caller=caller, card_id=new.card.id, now_ms=now(),
                              source="operator", max_bound=project.max_bound_numbers)
             callers.append(caller)
             i += 1
-        pins = [new.pin async for new in ops.buy_cards(store, secret, project=project, minutes=CARD_MINUTES,
+        pins = [new.pin for new in await ops.buy_cards(store, secret, project=project, minutes=CARD_MINUTES,
                                                          note="bench pin", count=pin_cards, now_ms=now())]
         entries = max(blacklist, 1)
         for k in range(entries - 1):

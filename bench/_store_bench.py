@@ -56,7 +56,7 @@ async def store_throughput(database: Path | str, *, cards: int, pairs: int, task
                                            service="Local/100@prepaid-service/n", region="CH",
                                            price_per_minute_cents=0, currency="CHF", now_ms=now())
         started = time.perf_counter()
-        ids = [new.card.id async for new in ops.buy_cards(store, secret, project=project, minutes=600,
+        ids = [new.card.id for new in await ops.buy_cards(store, secret, project=project, minutes=600,
                                                           note="store bench", count=cards, now_ms=now())]
         created = time.perf_counter() - started
         rule = project.rule

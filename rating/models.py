@@ -262,11 +262,11 @@ class Routing:
         return [b for b in self.blocked
                 if b.direction == direction and b.project_id in (None, project_id)]
 
-    def block_set(self, project_id: int, direction: str) -> PatternSet:
-        """``blocks`` prepared for matching, built once per snapshot."""
-        key = (project_id, direction)
+    def block_set(self, project: Project, direction: str) -> PatternSet:
+        """``blocks`` prepared for matching in the project's region, built once per snapshot."""
+        key = (project.id, direction)
         if key not in self._sets:
-            self._sets[key] = PatternSet(b.pattern for b in self.blocks(project_id, direction))
+            self._sets[key] = PatternSet((b.pattern for b in self.blocks(project.id, direction)), project.region)
         return self._sets[key]
 
 

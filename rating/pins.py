@@ -11,15 +11,35 @@ import hashlib
 import hmac
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["SecretUnsafe", "generate_pin", "is_pin_shaped", "load_or_create_secret", "pin_hash"]
+__all__ = ["SecretUnsafe", "generate_pin", "is_pin_shaped", "load_or_create_secret", "pin_hash", "pin_sequence"]
 
 
 def generate_pin(length: int = 8) -> str:
     if not 4 <= length <= 16:
         raise ValueError("PIN length must be between 4 and 16 digits")
     return "".join(secrets.choice("0123456789") for _ in range(length))
+
+
+def pin_sequence(length: int) -> Iterator[str]:
+    """Every PIN of ``length`` digits once each, in a uniformly random order: a lazy
+    Fisher–Yates shuffle drawn with ``secrets`` (memory grows only with what is drawn).
+
+    A batch takes the next PIN not taken in the project, so it never draws one twice and
+    needs at most as many draws as cards bought plus cards already there: a 4-digit
+    project can be filled to its last free PIN, where drawing at random would give up."""
+    if not 4 <= length <= 16:
+        raise ValueError("PIN length must be between 4 and 16 digits")
+    size = 10 ** length
+    moved: dict[int, int] = {}  # position -> the value swapped into it (absent: its own)
+    for i in range(size):
+        j = i + secrets.randbelow(size - i)
+        here = moved.pop(i, i)          # position i is never read again
+        if j != i:
+            here, moved[j] = moved.get(j, j), here
+        yield f"{here:0{length}d}"
 
 
 def pin_hash(secret: bytes, project_id: int, pin: str) -> str:

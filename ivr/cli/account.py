@@ -184,7 +184,8 @@ async def account_pay(store: OperatorStore, settings: Settings, *, amount_text: 
 @click.argument("payment_text", metavar="PAYMENT")
 @click.argument("amount_text", metavar="[AMOUNT]", required=False)
 @click.option("--reference", default="", help="Why, e.g. 'typed 1,500 for 1500.00'.")
-@click.option("--by", "entered_by", default=os_user, show_default="your user name")
+@click.option("--by", "entered_by", metavar="NAME", default=os_user, show_default="your user name",
+              help="Who enters it, for the statement.")
 @yes_option
 @json_option
 @with_store

@@ -3,8 +3,9 @@ block/unblock, reset-pin, expire."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
-import sys
+import os
 from typing import IO, Any
 
 import click
@@ -18,7 +19,7 @@ from .. import operations as ops
 from .._safe import csv_row
 from ..clock import SystemClock
 from ..settings import Settings
-from ._app import confirm, emit, json_option, main, note, open_new_file, os_user, with_store, yes_option
+from ._app import CliError, confirm, emit, json_option, main, note, open_new_file, os_user, with_store, yes_option
 from ._format import hms, iso, local, long_duration, money, national_display, table
 from .cdrs import cdr_dict
 
@@ -117,7 +118,7 @@ async def card_create(store: OperatorStore, settings: Settings, *, project_name:
         return emit(as_json, quote_dict(q), quote_lines(q))
     if count is not None and csv_path is None and not as_json:
         raise click.UsageError("--count writes the PINs to a file: add --csv FILE (or --json)")
-    await ops.ensure_purchases_allowed(store, p)
+    await ops.check_batch(store, p, minutes=minutes, count=q.count)  # before the PIN file is opened
     fig = await ops.guessing_figure(store, p, settings, now_ms=_now(), more_cards=q.count)
     if fig.too_short:
         click.echo(f"warning: with {fig.active_cards} active cards, {p.pin_length}-digit PINs fall to guessing in about"
@@ -154,22 +155,27 @@ async def _buy_one(store: OperatorStore, secret: bytes, p: Project, minutes: int
 
 async def _buy_batch(store: OperatorStore, secret: bytes, p: Project, q: ops.Quote, note_text: str,
                      out: IO[str] | None, csv_path: str | None, as_json: bool) -> None:
-    writer = csv.writer(out) if out is not None else None
-    if writer is not None:
+    def write_pins(cards: list[ops.NewCard]) -> None:
+        """Before COMMIT: the cards exist only once their PINs are on disk."""
+        assert out is not None
+        writer = csv.writer(out)
         writer.writerow(CSV_COLUMNS)
-    bought: list[ops.NewCard] = []
+        writer.writerows(csv_row(_csv_row(new, p, q.minutes)) for new in cards)
+        out.flush()
+        os.fsync(out.fileno())
+
     try:
-        with click.progressbar(length=q.count, label="buying cards", file=sys.stderr) as bar:
-            async for new in ops.buy_cards(store, secret, project=p, minutes=q.minutes, note=note_text,
-                                           count=q.count, now_ms=_now()):
-                bought.append(new)
-                if writer is not None and out is not None:
-                    writer.writerow(csv_row(_csv_row(new, p, q.minutes)))
-                    out.flush()  # a PIN is never only in memory
-                bar.update(1)
-    except RatingError as exc:
-        where = f"; their PINs are in {csv_path}" if csv_path else ""
-        raise type(exc)(f"{exc} ({len(bought)} of {q.count} cards were bought before this{where})") from exc
+        bought = await ops.buy_cards(store, secret, project=p, minutes=q.minutes, note=note_text, count=q.count,
+                                     now_ms=_now(), before_commit=write_pins if out is not None else None)
+    except (RatingError, OSError) as exc:
+        removed = ""
+        if csv_path is not None:  # PINs of cards that do not exist: never leave them to be printed
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(csv_path)
+            removed = f"; {csv_path} removed"
+        if isinstance(exc, OSError):
+            raise CliError(f"writing {csv_path}: {exc.strerror or exc} (nothing was bought{removed})") from exc
+        raise type(exc)(f"{exc} (nothing was bought{removed})") from exc
     ids = [new.card.id for new in bought]
     data = {**quote_dict(q), "csv": csv_path, "cards": [_new_card_dict(n, p, q.minutes) for n in bought]}
     emit(as_json, data,

@@ -7,14 +7,15 @@ from typing import Any
 
 import click
 
-from rating.models import CardStatus, Project
+from rating.models import BlockedNumber, CardStatus, Project
+from rating.numbers import region_of_number
 from rating.store.base import OperatorStore
 from rating.zones import RATED_ZONES
 
 from .. import operations as ops
 from ..clock import SystemClock
 from ..settings import Settings
-from ._app import emit, json_option, main, with_store
+from ._app import emit, json_option, main, note, with_store
 from ._format import long_duration, money, national_display, parse_amount, table
 from .routes import route_dict, route_table, times, zone_table, zones_dict
 
@@ -112,9 +113,13 @@ def setting_options(*, create: bool) -> Callable[[Callable[..., Any]], Callable[
         click.option("--ring-timeout", type=int, help="Seconds the service may ring.", **default(30)),
         click.option("--language", type=click.Choice(ops.LANGUAGES), help="Language of the prompts callers hear.",
                      **default("de")),
-        click.option("--region", help="Country of national numbers (CH, DE, AT …).", **default("DE")),
+        click.option("--region", help="Country of national numbers (CH, DE, AT …)"
+                     + ("; default: the country of the first --number in E.164 (+41… is CH)." if create else
+                        "; numbers already stored keep their country (they are kept in E.164).")),
         click.option("--price-per-minute", help="Card price per minute, e.g. 0.50.", **default("0")),
-        click.option("--currency", help="Three letters, e.g. CHF or EUR.", **default("EUR")),
+        click.option("--currency", help="Three letters, e.g. CHF or EUR"
+                     + ("; default: the account's, else the region's (CHF for CH, EUR for DE …)." if create
+                        else ".")),
         click.option("--connect-charge", type=int, help="Seconds charged per answered call.", **default(0)),
         click.option("--minimum", type=int, help="Minimum billable seconds of an answered call.", **default(0)),
         click.option("--initial-block", type=int, help="Seconds of the first billing block.", **default(1)),
@@ -146,8 +151,8 @@ def _price(text: str | None) -> int | None:
 @json_option
 @with_store
 async def project_create(store: OperatorStore, settings: Settings, *, name: str, numbers: tuple[str, ...],
-                         service: str, fallback: str | None, language: str, region: str,
-                         price_per_minute: str, currency: str, ring_timeout: int, connect_charge: int,
+                         service: str, fallback: str | None, language: str, region: str | None,
+                         price_per_minute: str, currency: str | None, ring_timeout: int, connect_charge: int,
                          minimum: int, initial_block: int, increment: int, warning: int, pin_length: int,
                          max_bound_numbers: int, max_calls: int, validity_days: int | None,
                          as_json: bool) -> None:
@@ -204,10 +209,27 @@ async def project_update(store: OperatorStore, settings: Settings, *, name: str,
         values["trunk"] = trunk.strip()
     if timezone is not None:
         values["timezone"] = timezone.strip()
+    region = (values.get("region") or before.region).upper()
+    pinned = await ops.national_blocks(store, before) if region != before.region else []
     after = await ops.update_project(store, before, values=values, add_numbers=add_numbers,
                                      remove_numbers=remove_numbers)
     lines = changes(before, after)
     emit(as_json, project_dict(after), [f"project {after.name} updated", *(lines or ["  nothing changed"])])
+    if after.region != before.region:
+        _note_region_change(before, after, pinned)
+
+
+def _note_region_change(before: Project, after: Project, pinned: list[tuple[BlockedNumber, str]]) -> None:
+    """Say what a new region does not change: stored numbers keep their country."""
+    for entry, key in pinned:
+        note(f"note: blocked {entry.pattern} kept its meaning {key} ({before.region}); national numbers"
+             f" typed from now on mean {after.region}")
+    for number in after.numbers:
+        country = region_of_number(number)
+        if country != after.region:
+            note(f"note: access number {number} stays a {country or 'non-geographic'} number (numbers are kept"
+                 f" in E.164); if it was typed for the wrong region: --remove-number {number}"
+                 f" --add-number <its national form>")
 
 
 _OPTION_TO_COLUMN = {

@@ -116,7 +116,7 @@ def _access_number_forms(dialled: str, regions: tuple[str, ...]) -> Iterator[str
 
 async def refuse_blocked_caller(call: Call) -> None:
     assert call.project and call.caller and call.routing
-    pattern = call.routing.block_set(call.project.id, "inbound").first_match(call.caller)
+    pattern = call.routing.block_set(call.project, "inbound").first_match(call.caller)
     if pattern is not None:
         call.log.info("caller_blocked", pattern=pattern)
         await call.finish(Outcome.BLOCKED_CALLER, Prompt.NUMBER_BLOCKED)
@@ -137,7 +137,7 @@ def resolve_leg(call: Call, route: Route, number: int) -> Leg | None:
     """The leg for ``route`` if the project may dial it now; None (logged) if it is refused."""
     assert call.project and call.routing
     project = call.project
-    blocks = call.routing.block_set(project.id, "outbound")
+    blocks = call.routing.block_set(project, "outbound")
     try:
         if not route.is_number:
             # A dial string: the outbound blocks apply to its number part, as before rules.

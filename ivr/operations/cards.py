@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from rating.billing import price_cents
 from rating.errors import AlreadyExists, CardExpired, InvalidInput, NotFound
 from rating.models import Card, CardStatus, Project
-from rating.pins import generate_pin, pin_hash
+from rating.pins import generate_pin, pin_hash, pin_sequence
 from rating.store.base import OperatorStore
 
-from ._common import CARD_SORTS, MAX_BATCH, MAX_MINUTES, MAX_NOTE
+from ._common import CARD_SORTS, MAX_BATCH, MAX_MINUTES, MAX_NOTE, AccountLocked
 from .account import ensure_purchases_allowed
 from .projects import normalise
 
@@ -66,21 +66,52 @@ def quote(project: Project, minutes: int, count: int = 1) -> Quote:
                  price_cents=price_cents(seconds, project.price_per_minute_cents), currency=project.currency)
 
 
-async def _issue_card(store: OperatorStore, secret: bytes, *, project: Project, minutes: int, note: str,
-                      now_ms: int) -> NewCard:
-    seconds = minutes * 60
-    price = price_cents(seconds, project.price_per_minute_cents)
+async def check_batch(store: OperatorStore, project: Project, *, minutes: int, count: int) -> Quote:
+    """Everything a purchase of ``count`` cards needs, checked before anything is bought:
+    the account is not locked, a batch (``count`` > 1) would not owe more than the lock
+    limit after it (one card keeps the lock limit's rule: refused once locked), and the
+    project's PINs have room for every card. Checked outside the purchase's transaction:
+    two operators buying at once can pass the lock limit by one batch. Returns the
+    batch's quote. Raises InvalidInput, CurrencyMismatch, AccountLocked."""
+    q = quote(project, minutes, count)
+    state = await ensure_purchases_allowed(store, project)
+    after = state.owed_cents + q.total_cents
+    if count > 1 and after > state.lock_limit_cents:
+        fit = max(0, state.lock_limit_cents - state.owed_cents) // q.price_cents if q.price_cents else count
+        raise AccountLocked(
+            f"{count} cards cost {state.money(q.total_cents)}: the account owes {state.money(state.owed_cents)}"
+            f" and would owe {state.money(after)}, more than its lock limit of {state.money(state.lock_limit_cents)};"
+            f" at most {fit} such cards fit (or pay first: ivr account pay AMOUNT)")
+    space = 10 ** project.pin_length
+    taken = await store.card_count(project.id)
+    if count > space - taken:
+        raise InvalidInput(
+            f"project {project.name} has {project.pin_length}-digit PINs ({space:,} in all) and {taken:,} cards:"
+            f" at most {space - taken:,} more fit, not {count:,} (a project with longer PINs holds more)")
+    return q
+
+
+async def _buy(store: OperatorStore, secret: bytes, *, project: Project, minutes: int, note: str, count: int,
+               now_ms: int, before_commit: Callable[[list[NewCard]], None] | None) -> list[NewCard]:
+    """One transaction for the whole purchase; the PINs drawn as ``pin_sequence`` gives them."""
+    q = await check_batch(store, project, minutes=minutes, count=count)
     expires = now_ms + project.card_validity_days * 86_400_000 if project.card_validity_days else None
-    for _ in range(20):  # a PIN collision in the project: draw again
-        pin = generate_pin(project.pin_length)
-        try:
-            card = await store.create_card(project_id=project.id, note=note,
-                                           pin_hash=pin_hash(secret, project.id, pin), seconds=seconds,
-                                           price_cents=price, now_ms=now_ms, expires_ms=expires)
-            return NewCard(card=card, pin=pin)
-        except AlreadyExists:
-            continue
-    raise InvalidInput("could not find a free PIN: raise the project's PIN length")
+    pins: dict[str, str] = {}  # hash -> PIN, of those drawn (at most the cards bought and those there)
+
+    def hashes() -> Iterator[str]:
+        for pin in pin_sequence(project.pin_length):
+            hashed = pin_hash(secret, project.id, pin)
+            pins[hashed] = pin
+            yield hashed
+
+    def named(made: Sequence[tuple[Card, str]]) -> list[NewCard]:
+        return [NewCard(card=c, pin=pins[h]) for c, h in made]
+
+    made = await store.create_cards(
+        project_id=project.id, note=note, count=count, pin_hashes=hashes(), seconds=q.seconds,
+        price_cents=q.price_cents, now_ms=now_ms, expires_ms=expires,
+        before_commit=(lambda made: before_commit(named(made))) if before_commit is not None else None)
+    return named(made)
 
 
 async def create_card(store: OperatorStore, secret: bytes, *, project: Project, minutes: int, note: str,
@@ -91,21 +122,23 @@ async def create_card(store: OperatorStore, secret: bytes, *, project: Project, 
         InvalidInput, CurrencyMismatch, AccountLocked.
     """
     check_minutes(minutes)
-    note = check_note(note)
-    await ensure_purchases_allowed(store, project)
-    return await _issue_card(store, secret, project=project, minutes=minutes, note=note, now_ms=now_ms)
+    [new] = await _buy(store, secret, project=project, minutes=minutes, note=check_note(note), count=1,
+                       now_ms=now_ms, before_commit=None)
+    return new
 
 
 async def buy_cards(store: OperatorStore, secret: bytes, *, project: Project, minutes: int, note: str,
-                    count: int, now_ms: int) -> AsyncIterator[NewCard]:
-    """Buy a batch, yielding each card as it is created (so its PIN can be written at once).
-    The account is checked once, before the first card. Raises as ``create_card``."""
+                    count: int, now_ms: int,
+                    before_commit: Callable[[list[NewCard]], None] | None = None) -> list[NewCard]:
+    """Buy a batch, all or nothing: checked whole first (``check_batch``: lock limit, PIN
+    room), then every card and its charge in one transaction. ``before_commit`` gets the
+    cards with their PINs before that transaction commits (write the PIN file there: if
+    it raises, nothing is bought). Raises as ``create_card``, and AlreadyExists when the
+    PINs ran out under a concurrent purchase (nothing bought)."""
     check_minutes(minutes)
     check_count(count)
-    note = check_note(note)
-    await ensure_purchases_allowed(store, project)
-    for _ in range(count):
-        yield await _issue_card(store, secret, project=project, minutes=minutes, note=note, now_ms=now_ms)
+    return await _buy(store, secret, project=project, minutes=minutes, note=check_note(note), count=count,
+                      now_ms=now_ms, before_commit=before_commit)
 
 
 async def card(store: OperatorStore, card_id: str) -> Card:

@@ -12,10 +12,12 @@ from rating.billing import PER_SECOND, BillingRule
 from rating.errors import AlreadyExists, InvalidInput, NotFound
 from rating.models import Project
 from rating.numbers import normalise_number, parse_caller
+from rating.regions import default_currency, project_region
 from rating.routes import check_timezone, render_trunk
 from rating.store.base import OperatorStore
 
 from ._common import _SEPARATORS, LANGUAGES, CurrencyMismatch
+from .blacklist import pin_national_blocks
 
 
 # --- numbers ----------------------------------------------------------------
@@ -111,19 +113,28 @@ async def _free_numbers(store: OperatorStore, numbers: Iterable[str]) -> None:
 
 
 async def create_project(store: OperatorStore, *, name: str, numbers: list[str], service: str,
-                         fallback: str | None = None, language: str = "de", region: str = "DE",
-                         price_per_minute_cents: int = 0, currency: str = "EUR",
+                         fallback: str | None = None, language: str = "de", region: str | None = None,
+                         price_per_minute_cents: int = 0, currency: str | None = None,
                          rule: BillingRule = PER_SECOND, ring_timeout_s: int = 30, warning_s: int = 60,
                          pin_length: int = 12, max_bound_numbers: int = 3, max_simultaneous_calls: int = 1,
                          card_validity_days: int | None = None, now_ms: int) -> Project:
     """Create a project; its currency becomes the account's if the account has none yet.
+    Without ``region``, the country of the first access number in E.164; without
+    ``currency``, the account's, else the region's (``rating.regions``).
 
     Raises:
-        InvalidInput, CurrencyMismatch, AlreadyExists (name or access number taken).
+        InvalidInput (also: national numbers and no region; no currency known for the region),
+        CurrencyMismatch, AlreadyExists (name or access number taken).
     """
     if not name or not name.replace("-", "").replace("_", "").isalnum() or not name.isascii():
         raise InvalidInput(f"project name {name!r}: letters, digits, - and _ only")
-    region, currency = region.upper(), currency.upper()
+    if not numbers:
+        raise InvalidInput("a project needs at least one access number (--number)")
+    region = project_region([n.translate(_SEPARATORS) for n in numbers], region)
+    check_project_values({"region": region})
+    if currency is None:
+        currency = (await store.account_settings()).currency or default_currency(region)
+    currency = currency.upper()
     check_project_values({
         "language": language, "region": region, "service": service, "fallback": fallback,
         "pin_length": pin_length, "ring_timeout_s": ring_timeout_s, "warning_s": warning_s,
@@ -131,8 +142,6 @@ async def create_project(store: OperatorStore, *, name: str, numbers: list[str],
         "max_simultaneous_calls": max_simultaneous_calls, "price_per_minute_cents": price_per_minute_cents,
         "card_validity_days": card_validity_days, "connect_s": rule.connect_s, "minimum_s": rule.minimum_s,
         "initial_s": rule.initial_s, "increment_s": rule.increment_s})
-    if not numbers:
-        raise InvalidInput("a project needs at least one access number (--number)")
     e164 = list(dict.fromkeys(normalise(n, region) for n in numbers))
     if await store.project_by_name(name) is not None:
         raise AlreadyExists(f"project {name!r} exists already")
@@ -175,6 +184,10 @@ async def update_project(store: OperatorStore, project: Project, *, values: Mapp
     removed = list(dict.fromkeys(normalise(n, project.region) for n in remove_numbers))
     await _free_numbers(store, [n for n in added if n not in project.numbers])
     added = [n for n in added if n not in project.numbers or n in removed]
+    if region != project.region:
+        # Numbers are stored in E.164 and keep their country; blocks stored nationally
+        # before issue 12 would change country with the region, so they are pinned first.
+        await pin_national_blocks(store, project)
     return await store.update_project(project.id, changes=values, add_numbers=added, remove_numbers=removed)
 
 

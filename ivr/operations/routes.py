@@ -51,7 +51,7 @@ def parse_kinds(text: str) -> str:
 
 async def outbound_blocks(store: OperatorStore, project: Project) -> PatternSet:
     entries = await store.blocked(project_id=project.id, direction="outbound")
-    return PatternSet(e.pattern for e in entries)
+    return PatternSet((e.pattern for e in entries), project.region)
 
 
 async def add_route(store: OperatorStore, project: Project, *, destination: str, when: str = "always",

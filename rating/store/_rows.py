@@ -3,20 +3,22 @@ and back: shared by every backend, so SQLite and PostgreSQL read them alike."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import phonenumbers
 import phonenumbers.timezone
 
 from ..billing import BillingRule, format_money
-from ..errors import InvalidInput, NotFound
+from ..errors import AlreadyExists, InvalidInput, NotFound
 from ..models import Card, Cdr, Payment, Project
 from ..routes import DestinationPolicy, NumberKind, OfficeHours, Route, parse_conditions
 from ..zones import RATED_ZONES, ZoneTariff
 
 __all__ = ["ROUTE_COLS", "cdr_values", "check_correction", "default_timezone", "factors_text", "kinds_text",
-           "parse_factors", "policy_of", "route_of", "tariff_of"]
+           "HookFailed", "new_card", "parse_factors", "policy_of", "route_of", "tariff_of"]
+
+T = TypeVar("T")
 
 ROUTE_COLS = "project_id, position, destination, conditions, hours, closed_on, ring_timeout_s"
 
@@ -120,6 +122,24 @@ def check_correction(payment: Payment | None, payment_id: int, amount_cents: int
                            f" {money(payment.left_cents)} of it can be corrected, not {money(amount_cents)}")
 
 
+class HookFailed(Exception):  # noqa: N818 - a carrier, never seen outside the store
+    """What a caller's ``before_commit`` raised, carried unchanged through a backend's
+    error translation (PostgreSQL's would call an OSError the store's): the transaction
+    rolls back and the store raises the original (``__cause__``)."""
+
+
+def run_hook(hook: Callable[[T], None] | None, value: T) -> None:
+    if hook is not None:
+        try:
+            hook(value)
+        except Exception as exc:
+            raise HookFailed from exc
+
+
+def no_free_pin(made: int, count: int) -> AlreadyExists:
+    return AlreadyExists(f"no free PIN left for card {made + 1} of {count}: nothing was bought")
+
+
 def cdr_values(cdr: Cdr) -> tuple[Any, ...]:
     """The parameters of ``_CDR_INSERT`` for ``cdr``."""
     return (cdr.uniqueid, cdr.project_id, cdr.card_id, cdr.caller_raw, cdr.caller_e164, cdr.dialled,
@@ -127,6 +147,20 @@ def cdr_values(cdr: Cdr) -> tuple[Any, ...]:
             cdr.outcome, cdr.hangup_side, cdr.call_type, cdr.route_position, cdr.leg, cdr.zone, cdr.number_type,
             cdr.factor_pm, cdr.quota_used_s, cdr.price_per_minute_cents, cdr.project_id, cdr.currency,
             cdr.project_id)
+
+
+# A batch's card: skipped (no row) when its PIN hash is taken in the project, then drawn again.
+_CARD_INSERT_FREE = ("INSERT INTO cards (project_id, note, pin_hash, balance_s, price_cents, created_ms, expires_ms)"
+                     " VALUES (?,?,?,?,?,?,?) ON CONFLICT (project_id, pin_hash) DO NOTHING")
+_PURCHASE_INSERT = ("INSERT INTO ledger (card_id, at_ms, kind, seconds, amount_cents, reference)"
+                    " VALUES (?, ?, 'purchase', ?, ?, '')")
+
+
+def new_card(card_id: int, *, project_id: int, note: str, seconds: int, price_cents: int, now_ms: int,
+             expires_ms: int | None) -> Card:
+    """The card ``_CARD_INSERT_FREE`` just wrote (the schema's defaults for the rest)."""
+    return Card(id=card_id, project_id=project_id, note=note, blocked=False, balance_s=seconds, reserved_s=0,
+                active_calls=0, price_cents=price_cents, created_ms=now_ms, activated_ms=None, expires_ms=expires_ms)
 
 
 def _card(row: Sequence[Any]) -> Card:

@@ -13,7 +13,7 @@ leaves ``rating/store/``), times are integer milliseconds.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -150,6 +150,17 @@ class OperatorStore(CallStore, Protocol):
 
     async def create_card(self, *, project_id: int, note: str, pin_hash: str, seconds: int, price_cents: int,
                           now_ms: int, expires_ms: int | None) -> Card: ...
+    async def create_cards(self, *, project_id: int, note: str, count: int, pin_hashes: Iterable[str],
+                           seconds: int, price_cents: int, now_ms: int, expires_ms: int | None,
+                           before_commit: Callable[[Sequence[tuple[Card, str]]], None] | None = None,
+                           ) -> list[tuple[Card, str]]:
+        """Buy ``count`` cards in one transaction: all of them, each with its purchase
+        ledger row, or none. Each card takes the next of ``pin_hashes`` not taken in the
+        project; ``before_commit`` (the PIN file) runs before COMMIT, and if it raises
+        nothing is bought. Returns (card, its PIN hash) in order. Raises AlreadyExists
+        when ``pin_hashes`` runs out first (nothing is bought)."""
+    async def card_count(self, project_id: int) -> int:
+        """Every card of the project, whatever its state (each holds its PIN)."""
     async def card(self, card_id: int) -> Card: ...
     async def card_for_caller(self, project_id: int, caller: str) -> Card | None: ...
     async def cards(self, project_id: int | None = None) -> list[Card]: ...

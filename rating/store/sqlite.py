@@ -46,7 +46,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self, TypeVar
@@ -90,6 +90,7 @@ from ._rows import (
     _ACCOUNT_UPDATABLE,
     _BLOCKED_COLS,
     _CARD_COLS,
+    _CARD_INSERT_FREE,
     _CDR_COLS,
     _CDR_INSERT,
     _PAID_SUM,
@@ -97,14 +98,19 @@ from ._rows import (
     _PAYMENT_LINES,
     _PROJECT_COLS,
     _PROJECT_UPDATABLE,
+    _PURCHASE_INSERT,
     PIN_FAILURE_RETENTION_MS,
     ROUTE_COLS,
+    HookFailed,
     _card,
     _payment,
     _project,
     cdr_values,
     check_correction,
+    new_card,
+    no_free_pin,
     route_of,
+    run_hook,
 )
 from ._schema import MIGRATIONS, SchemaMode, check_schema
 from .base import FailureObserver, StoreObserver
@@ -118,7 +124,7 @@ T = TypeVar("T")
 _ROUTING_NEUTRAL = frozenset({"reserve", "settle", "write_cdr", "settle_and_record", "settle_and_record_once",
                               "bind", "activate",
                               "pin_failure", "pin_attempt", "pin_attempt_end", "pin_failures_clear",
-                              "create_card", "recharge", "adjust", "set_pin", "set_blocked",
+                              "create_card", "create_cards", "recharge", "adjust", "set_pin", "set_blocked",
                               "set_expiry", "unbind", "add_payment", "correct_payment", "account_currency",
                               "account_settings"})
 
@@ -828,6 +834,42 @@ class SqliteStore:
         except AlreadyExists as exc:
             raise AlreadyExists("PIN already used in this project") from exc
         return await self.card(card_id)
+
+    async def create_cards(self, *, project_id: int, note: str, count: int, pin_hashes: Iterable[str],
+                           seconds: int, price_cents: int, now_ms: int, expires_ms: int | None,
+                           before_commit: Callable[[Sequence[tuple[Card, str]]], None] | None = None,
+                           ) -> list[tuple[Card, str]]:
+        """See ``OperatorStore.create_cards``: one ``BEGIN IMMEDIATE`` … ``COMMIT``."""
+        if seconds <= 0:
+            raise InvalidInput("a card needs a positive number of seconds")
+        hashes = iter(pin_hashes)
+
+        def body(db: sqlite3.Connection) -> list[tuple[Card, str]]:
+            made: list[tuple[Card, str]] = []
+            for _ in range(count):
+                for hashed in hashes:
+                    cur = db.execute(_CARD_INSERT_FREE,
+                                     (project_id, note, hashed, seconds, price_cents, now_ms, expires_ms))
+                    if cur.rowcount == 1:
+                        break
+                else:
+                    raise no_free_pin(len(made), count)
+                card_id = cur.lastrowid or 0
+                db.execute(_PURCHASE_INSERT, (card_id, now_ms, seconds, price_cents))
+                made.append((new_card(card_id, project_id=project_id, note=note, seconds=seconds,
+                                      price_cents=price_cents, now_ms=now_ms, expires_ms=expires_ms), hashed))
+            run_hook(before_commit, made)
+            return made
+
+        try:
+            return await self._transaction("create_cards", body)
+        except HookFailed as exc:  # the caller's own error, as it raised it
+            assert exc.__cause__ is not None
+            raise exc.__cause__ from None
+
+    async def card_count(self, project_id: int) -> int:
+        rows = await self._read("SELECT COUNT(*) FROM cards WHERE project_id = ?", (project_id,))
+        return int(rows[0][0])
 
     async def card(self, card_id: int) -> Card:
         rows = await self._read(f"SELECT {_CARD_COLS} FROM cards WHERE id = ?", (card_id,))

@@ -136,7 +136,7 @@ def test_one_currency_per_account(cli: Cli) -> None:
     assert cli.fails("account", "pay", "10") == "InvalidInput: the account has no currency yet: create a project first"
     cli("project", "create", "ch", "--number", "0441234567", "--region", "CH", "--service", "PJSIP/1@x",
         "--currency", "CHF")
-    assert cli.fails("project", "create", "de", "--number", "030123456", "--service", "PJSIP/1@x",
+    assert cli.fails("project", "create", "de", "--number", "030123456", "--region", "DE", "--service", "PJSIP/1@x",
                      "--currency", "EUR") == (
         "CurrencyMismatch: project de is in EUR, but this database's account is kept in CHF; one account has"
         " one currency (use another database for another currency)")

@@ -15,17 +15,18 @@ from .test_cli_helpers import Cli
 
 pytest_plugins = ["tests.ivr.test_cli_helpers"]  # the cli and project fixtures
 
-ENTRY_KEYS = {"pattern", "scope", "project", "direction", "reason", "added_by", "added_at"}
+ENTRY_KEYS = {"pattern", "scope", "project", "direction", "reason", "added_by", "added_at", "stored"}
 
 
 def test_add_project_and_global_entries(cli: Cli, project: dict[str, Any]) -> None:
     data = cli.json("blacklist", "add", "04412345x", "--project", "test1", "--reason", "pranks")
     assert set(data) == ENTRY_KEYS
     assert {k: data[k] for k in ENTRY_KEYS - {"added_at"}} == {
-        "pattern": "04412345x", "scope": "project", "project": "test1", "direction": "inbound",
-        "reason": "pranks", "added_by": getpass.getuser()}
-    glob = cli.json("blacklist", "add", "0900 .", "--global", "--direction", "outbound", "--by", "hans")
-    assert (glob["pattern"], glob["scope"], glob["project"], glob["added_by"]) == ("0900.", "global", None, "hans")
+        "pattern": "+414412345x", "scope": "project", "project": "test1", "direction": "inbound",
+        "reason": "pranks", "added_by": getpass.getuser(), "stored": "+414412345x"}
+    glob = cli.json("blacklist", "add", "0900 .", "--global", "--region", "ch", "--direction", "outbound",
+                    "--by", "hans")
+    assert (glob["pattern"], glob["scope"], glob["project"], glob["added_by"]) == ("+41900.", "global", None, "hans")
     out = cli("blacklist", "add", "+4190X.", "--global").stdout
     assert out == "blocked callers +4190x. in every project (global)\n"
 
@@ -36,9 +37,12 @@ def test_add_project_and_global_entries(cli: Cli, project: dict[str, Any]) -> No
     ("+0441234567", "InvalidInput: pattern '+0441234567' can never match: no country code starts with 0"),
     ("0041x", "InvalidInput: pattern '0041x' "),
     ("+1234567890123456", "InvalidInput: pattern '+1234567890123456' can never match: a phone number has"),
-    ("x.", "InvalidInput: pattern 'x.' would block every number"),
-    ("0.", "InvalidInput: pattern '0.' would block every number"),
-    ("00.", "InvalidInput: pattern '00.' would block every number"),
+    ("x.", "InvalidInput: pattern 'x.' is neither national (with the trunk prefix 0, e.g. 0x.) nor international"),
+    ("4.", "InvalidInput: pattern '4.' is neither national (with the trunk prefix 0, e.g. 04.) nor international"
+           " (+4. or 004.)"),
+    ("0.", "InvalidInput: pattern '0.' (+41.) blocks every number of +41 (CH); add --whole-country"),
+    ("+4.", "InvalidInput: pattern '+4.' blocks every number of +40 (RO), +41 (CH), +43 (AT), +44 (GB) and"),
+    ("00.", "InvalidInput: pattern '00.' (+.) would block every number"),
     ("+x.", "InvalidInput: pattern '+x.' would block every number"),
 ])
 def test_patterns_that_cannot_or_would_always_match_are_refused(cli: Cli, project: dict[str, Any],
@@ -46,7 +50,7 @@ def test_patterns_that_cannot_or_would_always_match_are_refused(cli: Cli, projec
     if pattern == "0041x":  # a valid block: accepted
         cli("blacklist", "add", pattern, "--global")
         return
-    assert cli.fails("blacklist", "add", pattern, "--global").startswith(message)
+    assert cli.fails("blacklist", "add", pattern, "--project", "test1").startswith(message)
 
 
 def test_scope_is_required_and_duplicates_refused(cli: Cli, project: dict[str, Any]) -> None:
@@ -54,36 +58,37 @@ def test_scope_is_required_and_duplicates_refused(cli: Cli, project: dict[str, A
     assert cli.fails("blacklist", "add", "0900.", "--global", "--project", "test1", code=2).startswith(
         "UsageError: give either")
     assert cli.fails("blacklist", "add", "0900.", "--project", "nope") == "NotFound: no project 'nope'"
-    cli("blacklist", "add", "0900.", "--global")
-    assert cli.fails("blacklist", "add", "0900.", "--global") == \
-        "AlreadyExists: 0900. (inbound) is already blocked there"
-    cli("blacklist", "add", "0900.", "--global", "--direction", "outbound")
+    cli("blacklist", "add", "0900.", "--global", "--region", "CH")
+    assert cli.fails("blacklist", "add", "+41900.", "--global") == \
+        "AlreadyExists: +41900. (inbound) is already blocked in the global list"
+    cli("blacklist", "add", "0900.", "--global", "--region", "CH", "--direction", "outbound")
     cli("blacklist", "add", "0900.", "--project", "test1")
 
 
 def test_list_all_project_global_and_by_direction(cli: Cli, project: dict[str, Any]) -> None:
     cli("project", "create", "other", "--number", "0449999999", "--region", "CH", "--service", "PJSIP/1@x",
         "--currency", "CHF")
-    cli("blacklist", "add", "0900.", "--global", "--reason", "premium")
+    cli("blacklist", "add", "0900.", "--global", "--region", "CH", "--reason", "premium")
     cli("blacklist", "add", "04412345x", "--project", "test1")
     cli("blacklist", "add", "0906.", "--project", "other", "--direction", "outbound")
-    assert [e["pattern"] for e in cli.json("blacklist", "list")] == ["0900.", "04412345x", "0906."]
-    assert [e["pattern"] for e in cli.json("blacklist", "list", "--project", "test1")] == ["0900.", "04412345x"]
-    assert [e["pattern"] for e in cli.json("blacklist", "list", "--global")] == ["0900."]
-    assert [e["pattern"] for e in cli.json("blacklist", "list", "--direction", "outbound")] == ["0906."]
+    assert [e["pattern"] for e in cli.json("blacklist", "list")] == ["+41900.", "+414412345x", "+41906."]
+    assert [e["pattern"] for e in cli.json("blacklist", "list", "--project", "test1")] == \
+        ["+41900.", "+414412345x"]
+    assert [e["pattern"] for e in cli.json("blacklist", "list", "--global")] == ["+41900."]
+    assert [e["pattern"] for e in cli.json("blacklist", "list", "--direction", "outbound")] == ["+41906."]
     lines = cli("blacklist", "list").stdout.splitlines()
     assert lines[0].split() == ["PATTERN", "SCOPE", "DIRECTION", "REASON", "BY", "ADDED"]
-    assert lines[2].split()[:4] == ["0900.", "(global)", "inbound", "premium"]
+    assert lines[2].split()[:4] == ["+41900.", "(global)", "inbound", "premium"]
     assert lines[2].index("inbound") == lines[3].index("inbound") == lines[0].index("DIRECTION")
 
 
 def test_remove_asks_first(cli: Cli, project: dict[str, Any]) -> None:
-    cli("blacklist", "add", "0900.", "--global", "--reason", "premium")
-    assert cli.fails("blacklist", "remove", "0900.", "--global", input="n\n") == "Cancelled: nothing changed"
+    cli("blacklist", "add", "0900.", "--global", "--region", "CH", "--reason", "premium")
+    assert cli.fails("blacklist", "remove", "+41900.", "--global", input="n\n") == "Cancelled: nothing changed"
     assert cli.fails("blacklist", "remove", "0900.", "--project", "test1", "--yes") == \
-        "NotFound: 0900. (inbound) is not blocked in test1"
-    data = cli.json("blacklist", "remove", "0900.", "--global", input="y\n")
-    assert (data["pattern"], data["reason"]) == ("0900.", "premium")
+        "NotFound: +41900. (inbound) is not blocked in project test1"
+    data = cli.json("blacklist", "remove", "0900.", "--global", "--region", "CH", input="y\n")
+    assert (data["pattern"], data["reason"]) == ("+41900.", "premium")
     assert cli.json("blacklist", "list") == []
 
 
@@ -95,11 +100,11 @@ def test_export_then_import_into_another_project(cli: Cli, project: dict[str, An
     text = cli("blacklist", "export", "--project", "test1").stdout
     rows = list(csv.DictReader(io.StringIO(text)))
     assert [(r["pattern"], r["direction"], r["reason"], r["added_by"], r["scope"]) for r in rows] == [
-        ("04412345x", "inbound", "pranks, at night", "erika", "test1"),
-        ("0906.", "outbound", "", getpass.getuser(), "test1")]
+        ("+414412345x", "inbound", "pranks, at night", "erika", "test1"),
+        ("+41906.", "outbound", "", getpass.getuser(), "test1")]
     exported = cli.json("blacklist", "export", "--project", "test1")
     assert [(e["pattern"], e["scope"], e["project"]) for e in exported] == [
-        ("04412345x", "project", "test1"), ("0906.", "project", "test1")]
+        ("+414412345x", "project", "test1"), ("+41906.", "project", "test1")]
     assert set(exported[0]) == ENTRY_KEYS
     path = tmp_path / "blocked.csv"
     cli("blacklist", "export", str(path), "--project", "test1")
@@ -112,20 +117,20 @@ def test_export_then_import_into_another_project(cli: Cli, project: dict[str, An
     assert (again["added"], again["already_there"]) == (0, 2)
     imported = cli.json("blacklist", "list", "--project", "other")
     assert [(e["pattern"], e["direction"], e["reason"], e["added_by"]) for e in imported] == [
-        ("04412345x", "inbound", "pranks, at night", "erika"), ("0906.", "outbound", "", getpass.getuser())]
+        ("+414412345x", "inbound", "pranks, at night", "erika"), ("+41906.", "outbound", "", getpass.getuser())]
 
 
 def test_import_checks_every_row_first(cli: Cli, project: dict[str, Any], tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("pattern,direction,reason\n0901.,inbound,spam\n0902.,inbound,\n09x3,sideways,\n")
-    assert cli.fails("blacklist", "import", str(bad), "--global") == \
+    assert cli.fails("blacklist", "import", str(bad), "--global", "--region", "CH") == \
         f"InvalidInput: {bad} line 4: direction 'sideways': inbound (callers) or outbound (destinations)"
     bad.write_text("pattern\n0901.\n+0441\n")
-    assert cli.fails("blacklist", "import", str(bad), "--global").startswith(
+    assert cli.fails("blacklist", "import", str(bad), "--global", "--region", "CH").startswith(
         f"InvalidInput: {bad} line 3: pattern '+0441' can never match")
     bad.write_text("pattern\n0901.\n0901.\n")
-    assert cli.fails("blacklist", "import", str(bad), "--global") == \
-        f"InvalidInput: {bad} line 3: 0901. (inbound) is already on line 2"
+    assert cli.fails("blacklist", "import", str(bad), "--global", "--region", "CH") == \
+        f"InvalidInput: {bad} line 3: +41901. (inbound) is already on line 2"
     bad.write_text("number,reason\n0901.,x\n")
     assert cli.fails("blacklist", "import", str(bad), "--global").startswith(
         f"InvalidInput: {bad} line 1: the header needs a 'pattern' column")
@@ -142,14 +147,14 @@ def test_import_reads_excel_csv_with_semicolons_and_bom(cli: Cli, project: dict[
     assert cli.fails("blacklist", "import", str(path), "--global").startswith(
         f"InvalidInput: {path} line 2: more fields than columns")
     path.write_bytes("\ufeffpattern;direction;reason\n0901.;inbound;Spam\n\n0041 44 123 45 6x;;\n".encode())
-    assert cli.json("blacklist", "import", str(path), "--global")["added"] == 2
-    assert [e["pattern"] for e in cli.json("blacklist", "list")] == ["004144123456x", "0901."]
+    assert cli.json("blacklist", "import", str(path), "--global", "--region", "CH")["added"] == 2
+    assert [e["pattern"] for e in cli.json("blacklist", "list")] == ["+4144123456x", "+41901."]
 
 
 def test_import_replace_asks_and_swaps_the_whole_list(cli: Cli, project: dict[str, Any], tmp_path: Path) -> None:
     cli("blacklist", "add", "0900.", "--project", "test1")
     cli("blacklist", "add", "0901.", "--project", "test1")
-    cli("blacklist", "add", "0906.", "--global")
+    cli("blacklist", "add", "0906.", "--global", "--region", "CH")
     path = tmp_path / "new.csv"
     path.write_text("pattern\n0901.\n0902.\n")
     assert cli.fails("blacklist", "import", str(path), "--project", "test1", "--replace",
@@ -157,10 +162,10 @@ def test_import_replace_asks_and_swaps_the_whole_list(cli: Cli, project: dict[st
     result = cli("blacklist", "import", str(path), "--project", "test1", "--replace", input="y\n")
     assert "Replace the 2 entries of project test1 with the 2 of" in result.stderr
     assert "2 added, 0 already there, 2 old entries removed" in result.stdout
-    assert [e["pattern"] for e in cli.json("blacklist", "list")] == ["0906.", "0901.", "0902."]
+    assert [e["pattern"] for e in cli.json("blacklist", "list")] == ["+41906.", "+41901.", "+41902."]
 
 
 def test_import_from_stdin(cli: Cli, project: dict[str, Any]) -> None:
-    assert cli.json("blacklist", "import", "-", "--global", input="pattern\n0901.\n")["added"] == 1
+    assert cli.json("blacklist", "import", "-", "--global", "--region", "CH", input="pattern\n0901.\n")["added"] == 1
     assert cli.fails("blacklist", "import", "-", "--global", "--replace", input="pattern\n0902.\n",
                      code=2).startswith("UsageError: the list comes from stdin")

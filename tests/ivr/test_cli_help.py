@@ -47,8 +47,8 @@ def test_options_taking_a_file_say_so() -> None:
 
 def test_who_did_it_is_by_name_with_the_same_default_everywhere() -> None:
     by = {cmd: opt for cmd, opt in _options(main) if opt.opts[0] == "--by" and cmd != "ivr cdr report"}
-    assert sorted(by) == ["ivr account pay", "ivr blacklist add", "ivr blacklist import", "ivr card bind",
-                          "ivr card unbind"]
+    assert sorted(by) == ["ivr account correct", "ivr account pay", "ivr blacklist add", "ivr blacklist import",
+                          "ivr card bind", "ivr card unbind"]
     for cmd, opt in by.items():
         assert (_metavar(cmd, opt), opt.show_default) == ("NAME", "your user name"), cmd
     out = CliRunner().invoke(main, ["card", "bind", "--help"]).stdout

@@ -45,7 +45,8 @@ def test_numbers_need_a_trunk_and_the_policy(cli: Cli, project: dict[str, Any]) 
         "DestinationRefused: +33612345678 is in FR, not an allowed country (DE, CH)"
     assert cli.fails("route", "add", "test1", "0900 123 456") == \
         "DestinationRefused: +41900123456 is a premium-rate number, a blocked type"
-    cli("blacklist", "add", "030123456x", "--project", "test1", "--direction", "outbound")
+    # a German block in a Swiss project: national digits mean Switzerland unless --region says otherwise
+    cli("blacklist", "add", "030123456x", "--project", "test1", "--region", "DE", "--direction", "outbound")
     assert cli.fails("route", "add", "test1", "+49 30 1234568").startswith("DestinationRefused: +49301234568"
                                                                            " matches the outbound block")
     # shared cost is no longer a blocked type in this project

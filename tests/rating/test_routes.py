@@ -122,7 +122,7 @@ def test_the_walk_takes_the_next_rule_whose_condition_holds() -> None:
 
 def test_numbers_are_described_and_checked_against_the_policy() -> None:
     policy = DestinationPolicy()
-    none = PatternSet([])
+    none = PatternSet([], "CH")
     info = check_number("+41441234567", home="CH", policy=policy, blocks=none)
     assert (info.country, info.kind, info.zone) == ("CH", NumberKind.FIXED_LINE, Zone.NATIONAL)
     assert describe_number("+4915112345678", "CH").zone is Zone.EU
@@ -144,7 +144,7 @@ def test_numbers_are_described_and_checked_against_the_policy() -> None:
         check_number("+8816123456789", home="CH", policy=open_world, blocks=none)
     assert refused.value.reason == "number_type"
     with pytest.raises(DestinationRefused) as refused:
-        check_number("+41441234567", home="CH", policy=policy, blocks=PatternSet(["044123456x"]))
+        check_number("+41441234567", home="CH", policy=policy, blocks=PatternSet(["044123456x"], "CH"))
     assert refused.value.reason == "blocked"
 
 

@@ -33,7 +33,7 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
 async def _project_and_card(store: SqliteStore, minutes: int = 10) -> tuple[Project, Card]:
     project = await ops.create_project(store, name="p", numbers=["+41441234500"], service="Local/100@svc/n",
                                        region="CH", price_per_minute_cents=0, currency="CHF", now_ms=NOW)
-    cards = [new.card async for new in ops.buy_cards(store, SECRET, project=project, minutes=minutes,
+    cards = [new.card for new in await ops.buy_cards(store, SECRET, project=project, minutes=minutes,
                                                      note="", count=1, now_ms=NOW)]
     return project, cards[0]
 

@@ -504,3 +504,53 @@ async def test_payment_corrections_never_take_back_more_than_the_payment(store: 
     assert lines == [("purchase", 500, None, None), ("payment", -150, first, None), ("payment", -1000, second, None),
                      ("correction", 150, fix.id, first), ("correction", 600, fix.id + 1, second)]
     assert [x.id for x in await store.payments(last=2)] == [fix.id, fix.id + 1]
+
+
+# --- a batch of cards is one transaction (issue 12) -----------------------------------
+async def test_a_batch_of_cards_is_bought_whole_or_not_at_all(store: OperatorStore) -> None:
+    p = await new_project(store)
+    taken = await store.create_card(project_id=p.id, note="t", pin_hash="taken", seconds=60, price_cents=50,
+                                    now_ms=NOW, expires_ms=None)
+    owed, cards = await store.account_owed_cents(), await store.card_count(p.id)
+    seen: list[list[int]] = []
+    made = await store.create_cards(project_id=p.id, note="fair", count=3, pin_hashes=iter(["taken", "a", "b", "c"]),
+                                    seconds=60, price_cents=50, now_ms=NOW, expires_ms=None,
+                                    before_commit=lambda made: seen.append([c.id for c, _ in made]))
+    assert [h for _, h in made] == ["a", "b", "c"]                    # the taken PIN was skipped
+    assert seen == [[c.id for c, _ in made]] and taken.id not in seen[0]
+    assert [await store.card(c.id) for c, _ in made] == [c for c, _ in made]
+    assert (await store.card_count(p.id), await store.account_owed_cents()) == (cards + 3, owed + 150)
+    owed, cards = await store.account_owed_cents(), await store.card_count(p.id)
+    with pytest.raises(AlreadyExists, match="card 3 of 3: nothing was bought"):
+        await store.create_cards(project_id=p.id, note="", count=3, pin_hashes=iter(["d", "a", "e"]), seconds=60,
+                                 price_cents=50, now_ms=NOW, expires_ms=None)
+
+    def fail(made: Any) -> None:
+        raise OSError("disk full")
+    with pytest.raises(OSError, match="disk full"):
+        await store.create_cards(project_id=p.id, note="", count=2, pin_hashes=iter(["f", "g"]), seconds=60,
+                                 price_cents=50, now_ms=NOW, expires_ms=None, before_commit=fail)
+    assert (await store.card_count(p.id), await store.account_owed_cents()) == (cards, owed)
+    assert await store.card_by_pin_hash(p.id, "d") is None and await store.card_by_pin_hash(p.id, "f") is None
+
+
+def test_pin_sequence_gives_every_pin_once_in_a_random_order() -> None:
+    from rating.pins import pin_sequence
+
+    pins = list(pin_sequence(4))
+    assert sorted(pins) == [f"{n:04d}" for n in range(10_000)]
+    assert pins != sorted(pins) and list(pin_sequence(4)) != pins
+    long = pin_sequence(16)
+    assert all(len(next(long)) == 16 for _ in range(1000))      # lazy: never the 10^16 list
+
+
+async def test_two_batches_at_once_never_share_a_pin(store: OperatorStore) -> None:
+    """Both offered the same PINs in the same order (PostgreSQL: two transactions at once,
+    the second waits on the first's rows, then finds them taken): disjoint, both whole."""
+    p = await new_project(store)
+    offered = [f"x{i}" for i in range(10)]
+    first, second = await asyncio.gather(*(
+        store.create_cards(project_id=p.id, note=str(n), count=5, pin_hashes=iter(offered), seconds=60,
+                           price_cents=50, now_ms=NOW, expires_ms=None) for n in range(2)))
+    assert sorted(h for _, h in first + second) == sorted(offered)
+    assert await store.card_count(p.id) == 10
