@@ -62,6 +62,7 @@ log = structlog.get_logger("ivr.engine")
 Flow = Callable[[Call], Awaitable[None]]
 FLOWS: dict[str, Flow] = {"prepaid": prepaid}
 VERSION = "0.1.0"
+POOL_CONNECTIONS = 10   # PostgreSQL: the pool's size (rating.store.postgres), all opened at start
 
 
 class _Hooks:
@@ -120,7 +121,10 @@ class Engine:
                      metrics: Metrics | None = None) -> Engine:
         metrics = metrics or Metrics(version=VERSION)
         clock = clock or SystemClock()
-        store = open_store(settings.database, observer=metrics.observe_store, budget_ms=settings.store_budget_ms)
+        # A warm PostgreSQL pool (all its connections opened at start): a burst of calls must not
+        # each wait, within its store budget, for a connection of its own to be opened.
+        store = open_store(settings.database, observer=metrics.observe_store, budget_ms=settings.store_budget_ms,
+                           min_connections=POOL_CONNECTIONS)
         await store.open()
         try:
             secret = load_or_create_secret(settings.secret_path)
@@ -136,6 +140,8 @@ class Engine:
         # Calls reach the store through the guard (fail closed at once while it fails);
         # what it does not take goes to the journal (ivr.journal) and is replayed later.
         guarded = GuardedStore(store, metrics=metrics)
+        metrics.store_up.set_function(lambda: 0 if guarded.failing else 1)
+        metrics.watch_store(store.pool_stats)
         recorder = Recorder(guarded, Journal(settings.state_path), metrics=metrics, log=log, now_ms=clock.now_ms)
         return cls(settings=settings, store=store, clock=clock, metrics=metrics, secret=secret, guarded=guarded,
                    recorder=recorder)

@@ -3,9 +3,14 @@ no per-call labels. Built on an injected registry; no module-level singletons.""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from rating.store.base import PoolStats
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -36,6 +41,8 @@ class Metrics:
                                         ["operation"], buckets=_LATENCY_BUCKETS, registry=r)
         self.store_failures = Counter("ivr_store_failures_total", "Store operations that failed (unavailable)",
                                       ["operation"], registry=r)
+        self.store_up = Gauge("ivr_store_up", "1 while the store answers, 0 from a failure until it answers again",
+                              registry=r)
         self.journal_entries = Gauge("ivr_journal_entries", "Calls journalled, not yet in the store", registry=r)
         self.journal_oldest_age = Gauge("ivr_journal_oldest_age_seconds",
                                         "Age of the oldest call waiting in the journal (0: none)", registry=r)
@@ -59,6 +66,10 @@ class Metrics:
         self._commands: dict[str, Any] = {}
         self._operations: dict[str, Any] = {}
 
+    def watch_store(self, stats: Callable[[], PoolStats | None]) -> None:
+        """Export the store's connection pool at every scrape (nothing for SQLite: no pool)."""
+        self.registry.register(_PoolCollector(stats))
+
     def observe_command(self, command: str, seconds: float, reply: object) -> None:
         child = self._commands.get(command)
         if child is None:
@@ -70,3 +81,26 @@ class Metrics:
         if child is None:
             child = self._operations[operation] = self.store_duration.labels(operation)
         child.observe(seconds)
+
+
+class _PoolCollector(Collector):
+    """``ivr_store_pool_*`` and the pool's counters, read from the store when scraped."""
+
+    def __init__(self, stats: Callable[[], PoolStats | None]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        s = self._stats()
+        if s is None:
+            return
+        connections = GaugeMetricFamily("ivr_store_pool_connections", "Store connections open now, by state",
+                                        labels=["state"])
+        connections.add_metric(["idle"], s.idle)
+        connections.add_metric(["in_use"], s.open - s.idle)
+        yield connections
+        yield GaugeMetricFamily("ivr_store_pool_max_connections", "The most store connections the pool opens",
+                                value=s.max)
+        yield CounterMetricFamily("ivr_store_connections_opened", "Store connections opened (reconnects too)",
+                                  value=s.opened)
+        yield CounterMetricFamily("ivr_store_timeouts", "Store operations cut at store_budget_ms: no answer in"
+                                  " time (the connection is dropped)", value=s.overruns)

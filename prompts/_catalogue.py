@@ -66,6 +66,7 @@ class Prompt(enum.StrEnum):
 
     WELCOME = "welcome"
     ENTER_PIN = "enter-pin"
+    OTHER_CARD_PIN = "other-card-pin"
     PIN_ACCEPTED = "pin-accepted"
     PIN_WRONG = "pin-wrong"
     PIN_TOO_MANY = "pin-too-many"

@@ -46,6 +46,7 @@ class Project:
     policy: DestinationPolicy = field(default_factory=DestinationPolicy)
     tariff: ZoneTariff = field(default_factory=ZoneTariff)
     evict_oldest_binding: bool = False  # a PIN binding above the limit drops the oldest line
+    new_pin_when_used_up: bool = False  # a bound line whose card is used up may type another card's PIN
 
 
 @dataclass(frozen=True)

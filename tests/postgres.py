@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -43,7 +44,9 @@ def _free_port() -> int:
 class PostgresServer:
     """One throw-away cluster; ``url(db)`` for a database in it (user ``ivr``, trust auth on loopback)."""
 
-    def __init__(self, bin_dir: Path) -> None:
+    def __init__(self, bin_dir: Path, *, standby_of: PostgresServer | None = None) -> None:
+        """A new cluster (initdb), or with ``standby_of`` a streaming replica of that running
+        server (``pg_basebackup -R``: a hot standby, read-only until ``promote``)."""
         self.bin = bin_dir
         self.root = Path(tempfile.mkdtemp(prefix="ivr-pg-"))
         self.data = self.root / "data"
@@ -54,8 +57,12 @@ class PostgresServer:
         if os.geteuid() == 0:
             self._as = ["runuser", "-u", "postgres", "--"]
             shutil.chown(self.root, "postgres")
-        self._run([str(self.bin / "initdb"), "-D", str(self.data), "-U", "ivr", "--auth=trust", "-E", "UTF8",
-                   "--no-sync"])
+        if standby_of is not None:
+            self._run([str(self.bin / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(standby_of.port), "-U", "ivr",
+                       "-D", str(self.data), "-R", "-X", "stream", "--no-sync"])
+        else:
+            self._run([str(self.bin / "initdb"), "-D", str(self.data), "-U", "ivr", "--auth=trust", "-E", "UTF8",
+                       "--no-sync"])
 
     def _run(self, cmd: list[str]) -> None:
         result = subprocess.run([*self._as, *cmd], capture_output=True, text=True, timeout=120)
@@ -77,6 +84,33 @@ class PostgresServer:
             self._run([str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "-t", "60", "stop"])
             self.running = False
 
+    def promote(self) -> None:
+        """A standby becomes a primary (read-write), as a failover does."""
+        self._run([str(self.bin / "pg_ctl"), "-D", str(self.data), "-w", "-t", "60", "promote"])
+
+    def _pids(self) -> list[int]:
+        """The postmaster and its children (backends, checkpointer, …)."""
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == postmaster:
+                children.append(int(stat.parent.name))
+        return [*children, postmaster]
+
+    def pause(self) -> None:
+        """Freeze every process of the server (SIGSTOP): connections stay open, nothing
+        answers — a hung server, or a network that drops packets."""
+        for pid in self._pids():
+            os.kill(pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        for pid in reversed(self._pids()):
+            os.kill(pid, signal.SIGCONT)
+
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://ivr@127.0.0.1:{self.port}/{database}"
 
@@ -85,6 +119,11 @@ class PostgresServer:
         return self.url(name)
 
     def destroy(self) -> None:
+        if self.running:
+            try:
+                self.resume()  # a paused server would not stop
+            except (OSError, ValueError):
+                pass
         self.stop()
         shutil.rmtree(self.root, ignore_errors=True)
 

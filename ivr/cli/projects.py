@@ -38,6 +38,7 @@ def project_dict(p: Project) -> dict[str, Any]:
         "warning_s": p.warning_s, "pin_length": p.pin_length, "max_bound_numbers": p.max_bound_numbers,
         "max_simultaneous_calls": p.max_simultaneous_calls, "card_validity_days": p.card_validity_days,
         "when_bindings_full": "evict" if p.evict_oldest_binding else "refuse",
+        "when_card_used_up": "new-pin" if p.new_pin_when_used_up else "end",
         "timezone": p.timezone, "trunk": p.trunk or None, "allow_countries": list(p.policy.countries),
         "blocked_number_types": [k.value for k in p.policy.blocked_kinds],
         "routes": [route_dict(r, p) for r in p.routes], **{k: v for k, v in zones_dict(p).items() if k != "project"},
@@ -61,6 +62,9 @@ _LABELS: list[tuple[str, str, Callable[[Project], str]]] = [
     ("evict_oldest_binding", "when bindings full",
      lambda p: "a PIN call drops the oldest number" if p.evict_oldest_binding
      else "a PIN call from another line is not bound"),
+    ("new_pin_when_used_up", "bound card used up",
+     lambda p: "the caller may type another card's PIN" if p.new_pin_when_used_up
+     else "the call ends after the reason"),
     ("max_simultaneous_calls", "simultaneous calls", lambda p: f"at most {p.max_simultaneous_calls} per card"),
     ("card_validity_days", "card validity",
      lambda p: f"{p.card_validity_days} days from purchase" if p.card_validity_days else "unlimited"),
@@ -177,6 +181,9 @@ async def project_create(store: OperatorStore, settings: Settings, *, name: str,
 @click.option("--when-bindings-full", type=click.Choice(["refuse", "evict"]),
               help="A PIN call from a new line when the card has its bound numbers: refuse to bind it"
                    " (default) or drop the card's oldest number.")
+@click.option("--when-card-used-up", type=click.Choice(["end", "new-pin"]),
+              help="A call from a bound line whose card is used up or expired: end after the reason"
+                   " (default), or offer to type another card's PIN (silence ends the call).")
 @click.option("--allow-countries", help="Countries numbers may be dialled in: DE,AT,CH,FR,PL (ISO codes).")
 @click.option("--block-types", help="Number types never dialled: premium_rate,shared_cost,personal,uan,"
                                     "satellite (or none).")
@@ -201,6 +208,8 @@ async def project_update(store: OperatorStore, settings: Settings, *, name: str,
         values["card_validity_days"] = None
     if options.get("when_bindings_full") is not None:
         values["evict_oldest_binding"] = int(options["when_bindings_full"] == "evict")
+    if options.get("when_card_used_up") is not None:
+        values["new_pin_when_used_up"] = int(options["when_card_used_up"] == "new-pin")
     if allow_countries is not None:
         values["allow_countries"] = ops.parse_countries(allow_countries)
     if block_types is not None:

@@ -18,7 +18,8 @@ What the caller is told (issue 12):
 * The announced time is the first leg's ``L()``: what this call can use, not the
   card's balance (with ``max_simultaneous_calls`` > 1 a call holds only its share).
   ``L()`` is in whole seconds and the sentence says seconds, so it is exact; a
-  caller never hears more than they get.
+  caller never hears more than they get. A later leg of the walk whose ``L()`` is
+  shorter (a higher zone factor) is announced again before its Dial.
 * The cut-off warning says the time really left when it plays: one built file per
   length (``prompts/_warning.py``, ``LIMIT_WARNING_FILE`` takes one file, no ``&``
   list), played when the longest length we can say that is at most the project's
@@ -26,8 +27,9 @@ What the caller is told (issue 12):
   threshold is warned within 5 s of the answer; one of 5 s or less not at all.
 * A bound line whose card is used up or expired hears why and the call ends with
   that outcome (NO_CREDIT, CARD_EXPIRED): no PIN prompts, so silence is never a
-  wrong PIN. Typing another card's PIN instead is not offered: see
-  ``reserve_bound_line``.
+  wrong PIN. A project may offer to type another card's PIN instead
+  (``--when-card-used-up new-pin``): one optional prompt, silence says goodbye
+  with that same outcome; see ``reserve_bound_line``.
 
 Reads like the call; the AGI and SQL live in ``Call``, ``agi`` and ``rating``.
 """
@@ -79,8 +81,8 @@ async def prepaid(call: Call) -> None:
     if welcome:
         call.queue(welcome)
     grant = await reserve_bound_line(call)  # a bound line: its card, held in one step
-    if grant is None:
-        card = await enter_pin(call)
+    if not isinstance(grant, Grant):        # None: no bound card; an Outcome: it is used up
+        card = await enter_pin(call, used_up=grant)
         grant = await reserve(call, card)
     limit_s = leg_limit_s(call, grant, leg)
     if limit_s > 0:  # else connect says "no credit"
@@ -224,18 +226,19 @@ def leg_limit_s(call: Call, grant: Grant, leg: Leg) -> int:
     return max_talk(call.project.rule, grant.reserved_s, factor, quota_left)
 
 
-async def reserve_bound_line(call: Call) -> Grant | None:
+async def reserve_bound_line(call: Call) -> Grant | Outcome | None:
     """The card bound to the caller's line, with its time held; None when the caller
     must enter a PIN (withheld number, unbound line).
 
     A bound card that cannot take the call (used up, expired, blocked, in use) ends it
-    with the reason's prompt and outcome. Asking for another card's PIN there was the old
-    way, and it cost the caller three PIN prompts and "wrong PIN" on silence, and the
-    operator a PIN_FAILED CDR for a NO_CREDIT call. Not offered, by decision: the line
-    stays bound to the card the caller bought, who recharges it (``ivr card recharge``) or
-    has the operator bind the number to a new card (``ivr card bind`` moves it); a
-    "to use another card, type its PIN" menu would need its own prompt and an explicit
-    key (so that silence means goodbye), and a project setting to turn it on.
+    with the reason's prompt and outcome, by default. The old way, asking for a PIN after
+    "no credit", cost a silent caller three PIN prompts and "wrong PIN", and the operator a
+    PIN_FAILED CDR for a NO_CREDIT call. A caller who bought a new card still needs a way
+    in from that line without calling the operator (who can ``ivr card bind`` it), so a
+    project may offer it (``new_pin_when_used_up``): after the reason the caller hears
+    "to use another card, enter its PIN now" once; silence says goodbye with the reason's
+    outcome (returned here for ``enter_pin``), a typed PIN is a PIN entry like any other
+    (throttle, wrong PINs, binding the line to the new card).
     """
     assert call.project and call.caller
     if call.caller.anonymous:
@@ -252,6 +255,10 @@ async def reserve_bound_line(call: Call) -> Grant | None:
     if found.grant is not None:
         return _held(call, found.grant)
     status = found.card.status(call.clock.now_ms())
+    if status in (CardStatus.EXHAUSTED, CardStatus.EXPIRED) and project.new_pin_when_used_up:
+        call.log.info("bound_card_unusable", card=str(found.card.id), status=status.value, offer="new_pin")
+        call.queue(call.sound(_STATUS_PROMPT[status]))
+        return _STATUS_OUTCOME[status]
     if status in _STATUS_OUTCOME:
         call.log.info("bound_card_unusable", card=str(found.card.id), status=status.value)
         await call.finish(_STATUS_OUTCOME[status], _STATUS_PROMPT[status])
@@ -298,12 +305,16 @@ _THROTTLE_PROMPT = {"line": Prompt.PIN_TOO_MANY, "project": Prompt.PIN_TOO_MANY,
                     "busy": Prompt.SERVICE_UNAVAILABLE}
 
 
-async def enter_pin(call: Call) -> Card:
+async def enter_pin(call: Call, *, used_up: Outcome | None = None) -> Card:
     """Ask for the PIN up to ``pin_tries`` times. Before every prompt the throttle is checked
     and the attempt recorded in one store transaction, so simultaneous calls never get more
     guesses than the caps; an empty entry (timeout) is no guess; a wrong PIN is followed by a
     delay that doubles with the line's recent wrong PINs. Withheld callers share no per-line
-    cap (a few calls would lock them all out): the project's cap bounds them."""
+    cap (a few calls would lock them all out): the project's cap bounds them.
+
+    ``used_up``: the line's bound card is used up (its reason was said) and another card's
+    PIN is only offered: the first prompt says so, and an empty entry ends the call with
+    that outcome after a goodbye (the caller did not want to), never "wrong PIN"."""
     assert call.project and call.caller
     project, settings = call.project, call.settings
     caller_key = call.caller.e164 or "anonymous"
@@ -323,8 +334,9 @@ async def enter_pin(call: Call) -> Card:
                              in_project=verdict.in_project, entering=verdict.entering)
             await call.finish(Outcome.PIN_THROTTLED, _THROTTLE_PROMPT[verdict.refused])
         attempt_id = verdict.attempt_id
+        prompt = Prompt.OTHER_CARD_PIN if used_up is not None and attempt == 1 else Prompt.ENTER_PIN
         try:
-            digits = await call.ask_digits(Prompt.ENTER_PIN, max_digits=project.pin_length)
+            digits = await call.ask_digits(prompt, max_digits=project.pin_length)
         except Exception:
             # The caller left at the prompt: nothing was evaluated, so it is no guess.
             await asyncio.shield(call.store.end_pin_attempt(attempt_id, wrong=False, since_ms=0))
@@ -332,6 +344,9 @@ async def enter_pin(call: Call) -> Card:
         if not digits:
             await call.store.end_pin_attempt(attempt_id, wrong=False, since_ms=0)
             call.log.info("pin_empty", attempt=attempt)
+            if used_up is not None:
+                await call.play(call.sound(Prompt.GOODBYE))
+                await call.finish(used_up)
             continue
         card = None
         if is_pin_shaped(digits, project.pin_length):
@@ -413,6 +428,7 @@ async def connect(call: Call, grant: Grant, first: Leg) -> None:
     assert call.project
     project = call.project
     await call.play()  # PIN accepted, remaining time: one round trip
+    announced_s = leg_limit_s(call, grant, first)
     leg: Leg | None = first
     while leg is not None:
         call.leg, call.destination = leg, leg.dial_string
@@ -420,6 +436,9 @@ async def connect(call: Call, grant: Grant, first: Leg) -> None:
         if limit_s <= 0:  # this zone's factor leaves no whole second of the time held
             call.log.info("leg_unaffordable", rule=leg.route.position, zone=leg.zone.value, factor=leg.factor_pm)
             await call.finish(Outcome.NO_CREDIT, Prompt.NO_CREDIT)
+        if limit_s < announced_s:  # a dearer leg: the caller must not count on the time heard before
+            await call.play(*remaining_time(limit_s, call.language))
+            announced_s = limit_s
         warn_s = warning_length(project.warning_s, limit_s)  # the time really left when it plays
         factor_pm, quota = call.charge_terms()
         mark = HoldMark(hold_id=grant.reservation_id, destination=leg.dial_string, limit_s=limit_s,

@@ -81,13 +81,16 @@ def parse_database(value: str) -> Database:
 
 def open_store(value: str | Database, *, observer: StoreObserver | None = None, schema: SchemaMode = "check",
                must_exist: bool = False, budget_ms: int = 5000,
-               on_failure: FailureObserver | None = None) -> OperatorStore:
+               on_failure: FailureObserver | None = None, min_connections: int = 1) -> OperatorStore:
     """A store for the ``database`` setting, not yet opened (``await store.open()``).
     ``schema``: what ``open`` does with an older schema (``_schema.check_schema``).
-    ``budget_ms``: how long a write may wait for the database before it fails with
-    StoreUnavailable (the engine's call path: ``store_budget_ms``; the CLI waits 5 s).
+    ``budget_ms``: how long an operation may wait for the database before it fails with
+    StoreUnavailable (the engine's call path: ``store_budget_ms``; the CLI waits 5 s):
+    SQLite's busy timeout for a write lock, PostgreSQL's whole operation (pool, connect,
+    statements).
     ``must_exist``: a SQLite file that does not exist is refused instead of created
     (commands that only read). ``on_failure`` hears of every StoreUnavailable (metrics).
+    ``min_connections``: PostgreSQL connections opened at once and kept (the engine's warm pool).
 
     Raises:
         InvalidDatabase.
@@ -103,7 +106,8 @@ def open_store(value: str | Database, *, observer: StoreObserver | None = None, 
             raise InvalidDatabase(f"PostgreSQL needs the asyncpg driver ({exc.name} is missing):"
                                   " pip install 'ivr-prepaid[postgres]'") from exc
 
-        return PostgresStore(db.target, observer=observer, schema=schema, on_failure=on_failure)
+        return PostgresStore(db.target, observer=observer, schema=schema, on_failure=on_failure,
+                             budget_ms=budget_ms, min_size=min_connections)
     from .sqlite import SqliteStore
 
     return SqliteStore(db.target, observer=observer, schema=schema, busy_timeout_ms=budget_ms,

@@ -75,7 +75,7 @@ _PROJECT_UPDATABLE = frozenset({
     "service", "fallback", "ring_timeout_s", "language", "region", "price_per_minute_cents", "currency",
     "connect_s", "minimum_s", "initial_s", "increment_s", "warning_s", "pin_length", "max_bound_numbers",
     "max_simultaneous_calls", "card_validity_days", "timezone", "trunk", "allow_countries", "block_types",
-    "zone_factors", "quota_s", "evict_oldest_binding"})
+    "zone_factors", "quota_s", "evict_oldest_binding", "new_pin_when_used_up"})
 _ACCOUNT_UPDATABLE = frozenset({"currency", "info_limit_cents", "lock_limit_cents", "suspend_calls"})
 _BLOCKED_COLS = "id, project_id, pattern, direction, reason, created_ms, added_by"
 _CDR_COLS = ("uniqueid, project_id, card_id, caller_raw, caller_e164, dialled, destination, start_ms,"
@@ -89,7 +89,8 @@ _CDR_INSERT = (f"INSERT INTO cdrs ({_CDR_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,
 _PROJECT_COLS = ("id, name, service, fallback, ring_timeout_s, language, region, price_per_minute_cents,"
                  " currency, connect_s, minimum_s, initial_s, increment_s, warning_s, pin_length,"
                  " max_bound_numbers, max_simultaneous_calls, card_validity_days, timezone, trunk,"
-                 " allow_countries, block_types, zone_factors, quota_s, evict_oldest_binding")
+                 " allow_countries, block_types, zone_factors, quota_s, evict_oldest_binding,"
+                 " new_pin_when_used_up")
 # The operator's payments and their corrections (migration 8): a correction is a payments
 # row whose ``corrects`` names the payment; its positive amount is taken back.
 _PAID_SUM = "COALESCE(SUM(CASE WHEN corrects IS NULL THEN amount_cents ELSE -amount_cents END), 0)"
@@ -176,4 +177,5 @@ def _project(r: Sequence[Any], numbers: tuple[str, ...], routes: tuple[Route, ..
                    warning_s=r[13], pin_length=r[14], max_bound_numbers=r[15],
                    max_simultaneous_calls=r[16], card_validity_days=r[17], routes=routes,
                    timezone=r[18] or default_timezone(r[6]), trunk=r[19], policy=policy_of(r[20], r[21]),
-                   tariff=tariff_of(r[22], r[23]), evict_oldest_binding=bool(r[24]))
+                   tariff=tariff_of(r[22], r[23]), evict_oldest_binding=bool(r[24]),
+                   new_pin_when_used_up=bool(r[25]))

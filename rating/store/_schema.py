@@ -280,4 +280,9 @@ MIGRATIONS: list[str] = [
     ALTER TABLE payments ADD COLUMN corrects INTEGER REFERENCES payments(id);
     CREATE INDEX payments_corrects ON payments(corrects) WHERE corrects IS NOT NULL;
     """,
+    # 9: a bound line whose card is used up or expired (issue 12): the call ends after the
+    # reason (0, the default), or the caller may type another card's PIN (1).
+    """
+    ALTER TABLE projects ADD COLUMN new_pin_when_used_up INTEGER NOT NULL DEFAULT 0;
+    """,
 ]

@@ -14,6 +14,7 @@ leaves ``rating/store/``), times are integer milliseconds.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..billing import BillingRule
@@ -41,10 +42,23 @@ from ..models import (
 from ..routes import Route
 from ..zones import QuotaPeriod
 
-__all__ = ["CallStore", "FailureObserver", "OperatorStore", "StoreObserver"]
+__all__ = ["CallStore", "FailureObserver", "OperatorStore", "PoolStats", "StoreObserver"]
 
 StoreObserver = Callable[[str, float], None]  # (operation, seconds): a transaction done
 FailureObserver = Callable[[str], None]       # (operation): it failed with StoreUnavailable
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    """A connection pool now: connections open and idle among them, the most it opens,
+    connections opened since start (each reconnect is one more) and operations cut at
+    their budget (no answer in time), both since start."""
+
+    open: int
+    idle: int
+    max: int
+    opened: int
+    overruns: int
 
 
 class CallStore(Protocol):
@@ -112,6 +126,8 @@ class OperatorStore(CallStore, Protocol):
     schema_found: int | None   # the schema version ``open`` found (before any migration)
 
     async def schema_version(self) -> int: ...
+    def pool_stats(self) -> PoolStats | None:
+        """The connection pool (PostgreSQL), None for a store without one (SQLite)."""
 
     # ivr db copy (rating.store._copy): tables in creation order, their rows, a bulk load
     async def tables(self) -> list[str]: ...

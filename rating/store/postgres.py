@@ -6,28 +6,38 @@ failover to the new primary). Every transaction goes through ``_transaction``: o
 pooled connection, ``BEGIN`` … ``COMMIT`` (asyncpg's ``transaction()``), driver
 errors translated there (``_translated``) so none leaves this module.
 
-No overdraft across engines: ``reserve`` locks the card row (``SELECT … FOR
-UPDATE``) in one short transaction, asks ``rating.holds.grant_hold`` what to hold
-and writes it with a conditional UPDATE; ``settle`` locks the card row first too (one
-lock order: no deadlocks) and debits ``settlement_debit``.
+No overdraft across engines: ``reserve`` reads the card with its row version
+(``xmin``), asks ``rating.holds.grant_hold`` what to hold and writes it with one
+statement that applies only if the card row is still that version (else it reads and
+decides again); ``settle`` locks the card row first (one lock order: no deadlocks) and
+debits ``settlement_debit``. The call path's common case is one statement per write and
+no BEGIN/COMMIT round trips: 3 round trips for a hold and its settlement with the CDR
+(it was 19); operator changes keep one transaction each (``_transaction``).
 
 Configuration changes reach every engine through a change counter: triggers on the
 routing tables bump ``ivr_config.version``; ``routing()`` trusts its snapshot for
 ``max_age_s`` and then compares the counter (one cheap query) before reloading.
 
-Failing well: connecting and every statement are bounded (``CONNECT_TIMEOUT_S``,
-``COMMAND_TIMEOUT_S``): PostgreSQL unreachable or failing over is StoreUnavailable
-within about 2 s, never a hang; the pool drops broken connections and opens new ones
-by itself on the next use.
+Failing well: every operation has a budget (``budget_ms``: the engine's
+``store_budget_ms``, 750 ms; the CLI's 5 s). Waiting for a pooled connection, opening
+one (the connect timeout) and the statements themselves all come out of that one
+budget: at its end the connection is terminated (the server rolls back what it had),
+and the operation fails with StoreUnavailable. So PostgreSQL down, hung or failing over
+costs a call at most one budget, never a hang. The pool drops broken connections and
+opens new ones by itself on the next use; ``pool_stats`` tells the metrics how it
+stands (connections open, idle, opened so far, operations cut at the budget).
+Schema migrations and ``ivr db copy`` get ``SLOW_LIMIT_S`` instead: they are not on a
+call's path and may take longer on a big database.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
@@ -91,15 +101,14 @@ from ._rows import (
     run_hook,
 )
 from ._schema import MIGRATIONS, SchemaMode, check_schema
-from .base import FailureObserver, StoreObserver
+from .base import FailureObserver, PoolStats, StoreObserver
 
 __all__ = ["PostgresStore", "postgres_script"]
 
 T = TypeVar("T")
 Conn = Any  # asyncpg.Connection (a pool proxy at run time); asyncpg ships no complete stubs
 
-CONNECT_TIMEOUT_S = 1.5
-COMMAND_TIMEOUT_S = 5.0
+SLOW_LIMIT_S = 60.0   # migrations, ivr db copy, sums over the whole ledger: not a call's path
 
 # Tables whose changes the routing snapshot must see (a trigger bumps ivr_config.version).
 _ROUTING_TABLES = ("projects", "access_numbers", "blacklist", "routes")
@@ -192,43 +201,6 @@ async def _quota_left(db: Conn, card_id: int, quota: QuotaPeriod | None) -> int:
     return max(0, quota.limit_s - (used or 0))
 
 
-async def _reserve(db: Conn, *, card_id: int, uniqueid: str, rule: BillingRule, max_calls: int, hold_s: int,
-                   now_ms: int, quota: QuotaPeriod | None = None, call: HoldCall | None = None) -> Grant:
-    """Inside a transaction: see ``PostgresStore.reserve``."""
-    # The row lock serialises every engine's holds on this card until COMMIT.
-    row = await db.fetchrow(_q(f"SELECT {_CARD_COLS} FROM cards WHERE id = ? FOR UPDATE"), card_id)
-    if row is None:
-        raise NotFound(f"no card {card_id}")
-    released = 0
-    for res_id, seconds, expires_ms in await db.fetch(_q(
-            "SELECT id, seconds, expires_ms FROM reservations WHERE card_id = ? AND state = 'open'"), card_id):
-        if is_stale(expires_ms, now_ms):  # a crashed engine's hold
-            await db.execute(_q("UPDATE reservations SET state = 'released' WHERE id = ?"), res_id)
-            await db.execute(_q("UPDATE cards SET reserved_s = reserved_s - ?,"
-                                " active_calls = GREATEST(active_calls - 1, 0) WHERE id = ?"), seconds, card_id)
-            released += 1
-    if released:
-        row = await db.fetchrow(_q(f"SELECT {_CARD_COLS} FROM cards WHERE id = ?"), card_id)
-    plan = grant_hold(_card(row), rule=rule, max_calls=max_calls, hold_s=hold_s, now_ms=now_ms)
-    status = await db.execute(_q(
-        "UPDATE cards SET reserved_s = reserved_s + ?, active_calls = active_calls + 1"
-        " WHERE id = ? AND balance_s - reserved_s >= ? AND active_calls < ?"),
-        plan.seconds, card_id, plan.seconds, max_calls)
-    if status != "UPDATE 1":  # pragma: no cover - the row lock makes this unreachable
-        raise InsufficientBalance(f"card {card_id} changed under the reservation")
-    reservation_id = await db.fetchval(_q(
-        "INSERT INTO reservations (card_id, uniqueid, seconds, created_ms, expires_ms, max_talk_s, connect_s,"
-        " minimum_s, initial_s, increment_s, caller_raw, caller_e164, dialled, call_start_ms, asterisk)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"),
-        card_id, uniqueid, plan.seconds, now_ms, plan.expires_ms, plan.max_talk_s, rule.connect_s,
-        rule.minimum_s, rule.initial_s, rule.increment_s, call.caller_raw if call else None,
-        call.caller_e164 if call else None, call.dialled if call else None, call.start_ms if call else None,
-        call.asterisk if call else None)
-    return Grant(reservation_id=reservation_id, card_id=card_id, reserved_s=plan.seconds,
-                 max_talk_s=plan.max_talk_s, available_before_s=plan.available_before_s,
-                 quota_left_s=await _quota_left(db, card_id, quota))
-
-
 async def _settle(db: Conn, grant: Grant, *, debit_s: int, uniqueid: str, now_ms: int, factor_pm: int = 1000,
                   quota: QuotaPeriod | None = None) -> tuple[int, int]:
     """Inside a transaction: see ``PostgresStore.settle``. Returns (seconds debited, quota used)."""
@@ -250,6 +222,87 @@ async def _settle(db: Conn, grant: Grant, *, debit_s: int, uniqueid: str, now_ms
         await db.execute(_q("INSERT INTO ledger (card_id, at_ms, kind, seconds, reference)"
                             " VALUES (?, ?, 'debit', ?, ?)"), grant.card_id, now_ms, -debit, uniqueid)
     return debit, quota_used
+
+
+# --- the call path in as few round trips as the decisions allow ------------------------
+# A hold: one read (the card, its xmin — PostgreSQL's row version, changed by every
+# committed update — its open holds and the month's quota used), the decision in Python
+# (``grant_hold``, ``is_stale``), then one statement that writes it only if the card row
+# is still the version read (compare-and-set on xmin): the stale holds released, the
+# card's counters, the new hold. No BEGIN/COMMIT: each statement is its own transaction.
+# A card changed in between (another engine, the CLI) writes nothing: read and decide again.
+_HOLD_READ = (f"SELECT {_CARD_COLS}, xmin::text,"
+              " ARRAY(SELECT ARRAY[r.id, r.seconds, r.expires_ms] FROM reservations r"
+              "  WHERE r.card_id = c.id AND r.state = 'open'),"
+              " (SELECT q.used_s FROM card_quota q WHERE q.card_id = c.id AND q.month = $1::text)"
+              " FROM cards c WHERE ")
+_HOLD_BY_CARD = _HOLD_READ + "c.id = $2"
+_HOLD_BY_CALLER = _HOLD_READ + "c.id = (SELECT card_id FROM bindings WHERE project_id = $2 AND caller = $3)"
+_HOLD_WRITE = (
+    "WITH c AS (UPDATE cards SET reserved_s = reserved_s - $2::bigint + $3::bigint,"
+    "  active_calls = GREATEST(active_calls - $4::bigint, 0) + 1"
+    "  WHERE id = $1 AND xmin::text = $5::text AND balance_s - (reserved_s - $2::bigint) >= $3::bigint"
+    "  RETURNING id),"
+    " released AS (UPDATE reservations SET state = 'released' FROM c"
+    "  WHERE reservations.id = ANY($6::bigint[]) AND reservations.state = 'open'),"
+    " hold AS (INSERT INTO reservations (card_id, uniqueid, seconds, created_ms, expires_ms, max_talk_s, connect_s,"
+    "  minimum_s, initial_s, increment_s, caller_raw, caller_e164, dialled, call_start_ms, asterisk)"
+    "  SELECT c.id, $7::text, $3::bigint, $8::bigint, $9::bigint, $10::bigint, $11::bigint, $12::bigint,"
+    "  $13::bigint, $14::bigint, $15::text, $16::text, $17::text, $18::bigint, $19::text FROM c RETURNING id)"
+    " SELECT id FROM hold")
+_CAS_ATTEMPTS = 100   # each one a fresh read; the budget's deadline bounds them anyway
+
+
+async def _hold_once(db: Conn, row: Any, *, uniqueid: str, rule: BillingRule, max_calls: int, hold_s: int,
+                     now_ms: int, quota: QuotaPeriod | None, call: HoldCall | None) -> Grant | None:
+    """Decide on the card as read and write it if the row did not change; None: it did."""
+    card = _card(row)
+    stale = [(r_id, seconds) for r_id, seconds, expires_ms in row[12] if is_stale(expires_ms, now_ms)]
+    stale_s = sum(seconds for _, seconds in stale)
+    if stale:  # as the released holds leave it (a crashed engine's holds)
+        card = dataclasses.replace(card, reserved_s=card.reserved_s - stale_s,
+                                   active_calls=max(card.active_calls - len(stale), 0))
+    plan = grant_hold(card, rule=rule, max_calls=max_calls, hold_s=hold_s, now_ms=now_ms)
+    hold_id = await db.fetchval(
+        _HOLD_WRITE, card.id, stale_s, plan.seconds, len(stale), row[11], [r_id for r_id, _ in stale], uniqueid,
+        now_ms, plan.expires_ms, plan.max_talk_s, rule.connect_s, rule.minimum_s, rule.initial_s, rule.increment_s,
+        call.caller_raw if call else None, call.caller_e164 if call else None, call.dialled if call else None,
+        call.start_ms if call else None, call.asterisk if call else None)
+    if hold_id is None:
+        return None
+    quota_left = max(0, quota.limit_s - (row[13] or 0)) if quota is not None and quota.limit_s > 0 else 0
+    return Grant(reservation_id=hold_id, card_id=card.id, reserved_s=plan.seconds, max_talk_s=plan.max_talk_s,
+                 available_before_s=plan.available_before_s, quota_left_s=quota_left)
+
+
+# A settlement without a monthly quota needs nothing from the database to decide
+# (``charge`` at quota 0, ``settlement_debit``): one statement, card row locked first
+# as everywhere (one lock order), then the hold, the card, the ledger row (and the CDR).
+_SETTLE_WITH = (
+    "WITH card AS (SELECT id FROM cards WHERE id = $1 FOR UPDATE),"
+    " prior AS (SELECT state FROM reservations WHERE id = $2),"
+    " r AS (UPDATE reservations SET state = 'settled' WHERE id = $2 AND state = 'open'"
+    "  AND EXISTS (SELECT 1 FROM card) RETURNING id),"
+    " c AS (UPDATE cards SET balance_s = balance_s - $3::bigint, reserved_s = reserved_s - $4::bigint,"
+    "  active_calls = active_calls - 1 WHERE id = $1 AND EXISTS (SELECT 1 FROM r) RETURNING id),"
+    " l AS (INSERT INTO ledger (card_id, at_ms, kind, seconds, reference)"
+    "  SELECT id, $5::bigint, 'debit', -$3::bigint, $6::text FROM c WHERE $3::bigint > 0)")
+_SETTLE_ONLY = _SETTLE_WITH + " SELECT count(*) FROM r"
+# The CDR as settle_and_record writes it: none when the hold was settled already (by
+# the settle route, with its CDR); debited 0 when it was released.
+_SETTLE_AND_CDR = (
+    _SETTLE_WITH + ", d AS (INSERT INTO cdrs (" + _CDR_COLS + ")"
+    " SELECT $6::text, $7::bigint, $8::bigint, $9::text, $10::text, $11::text, $12::text, $13::bigint,"
+    " $14::bigint, $15::bigint, $16::bigint, CASE WHEN EXISTS (SELECT 1 FROM r) THEN $3::bigint ELSE 0 END,"
+    " $17::text, $18::text, $19::text, $20::bigint, $21::bigint, $22::text, $23::text, $24::bigint, 0,"
+    " COALESCE($25::bigint, (SELECT p.price_per_minute_cents FROM projects p WHERE p.id = $7::bigint)),"
+    " COALESCE($26::text, (SELECT p.currency FROM projects p WHERE p.id = $7::bigint))"
+    " WHERE EXISTS (SELECT 1 FROM r) OR NOT EXISTS (SELECT 1 FROM prior WHERE state = 'settled'))"
+    " SELECT (SELECT count(*) FROM r), (SELECT state FROM prior)")
+
+
+def _no_quota(quota: QuotaPeriod | None) -> bool:
+    return quota is None or quota.limit_s <= 0
 
 
 async def _settle_hold(db: Conn, hold_id: int, *, uniqueid: str, talk_ms: int, cdr: Cdr, now_ms: int,
@@ -357,18 +410,35 @@ async def _legacy_to_routes(db: Conn, project_id: int, changes: Mapping[str, Any
                                 " VALUES (?, 2, ?, 'busy,noanswer')"), project_id, fallback)
 
 
+async def _keep_session(conn: Conn) -> None:
+    """The pool's reset on release: nothing beyond asyncpg's own rollback of an open
+    transaction. Our sessions keep no state to reset (no LISTEN, no SET, advisory locks
+    are transaction-scoped), and the default ``RESET ALL; UNLISTEN *; …`` costs every
+    transaction one more round trip."""
+
+
 class PostgresStore:
     def __init__(self, url: str, *, observer: StoreObserver | None = None, schema: SchemaMode = "check",
-                 min_size: int = 1, max_size: int = 10, on_failure: FailureObserver | None = None) -> None:
+                 min_size: int = 1, max_size: int = 10, on_failure: FailureObserver | None = None,
+                 budget_ms: int = 5000) -> None:
+        """``budget_ms``: the longest any operation waits for PostgreSQL (a free pooled
+        connection, a new one, the statements), then StoreUnavailable. ``min_size``
+        connections are opened by ``open`` and kept (the engine keeps a warm pool: a
+        burst of calls after start must not each wait for a new connection)."""
         self._on_failure = on_failure
         self.url = url
         self._pool: Any = None
         self._observer = observer
         self._schema: SchemaMode = schema
-        self._sizes = (min_size, max_size)
+        self._sizes = (min(min_size, max_size), max_size)
+        self.budget_s = budget_ms / 1000
+        self._slow_s = max(self.budget_s, SLOW_LIMIT_S)
+        self._opened = 0      # connections the pool opened (a reconnect is one more)
+        self._overruns = 0    # operations cut at their budget
         self._routing: Routing | None = None
         self._routing_version = -1
         self._routing_checked = float("-inf")
+        self._routing_refresh: asyncio.Future[Routing] | None = None
         self.schema_found: int | None = None
 
     # --- lifecycle ---------------------------------------------------------
@@ -376,16 +446,31 @@ class PostgresStore:
         """Connect (the pool) and check the schema. Raises StoreUnavailable, SchemaMismatch."""
         with _translated("connect"):
             try:
+                # The pool's own connect and statement timeouts are only a backstop (the slow
+                # limit, for start-up and migrations); each operation's budget is enforced in
+                # _acquired, which also bounds the connect it may have to wait for.
                 self._pool = await asyncpg.create_pool(
-                    self.url, min_size=self._sizes[0], max_size=self._sizes[1], timeout=CONNECT_TIMEOUT_S,
-                    command_timeout=COMMAND_TIMEOUT_S, max_inactive_connection_lifetime=60.0)
+                    self.url, min_size=self._sizes[0], max_size=self._sizes[1], timeout=self._slow_s,
+                    command_timeout=self._slow_s, max_inactive_connection_lifetime=60.0,
+                    init=self._connection_opened, reset=_keep_session)
             except (ValueError, asyncpg.ClientConfigurationError) as exc:  # a URL libpq would refuse too
                 raise InvalidInput(f"database URL: {exc}") from exc
         try:
-            self.schema_found = await self._transaction("migrate", self._migrate)
+            self.schema_found = await self._transaction("migrate", self._migrate, limit_s=self._slow_s)
         except BaseException:
             await self.close()
             raise
+
+    async def _connection_opened(self, conn: Conn) -> None:
+        self._opened += 1
+
+    def pool_stats(self) -> PoolStats:
+        """How the connection pool stands now (for ``ivr_store_pool_*``)."""
+        pool = self._pool
+        if pool is None:
+            return PoolStats(open=0, idle=0, max=self._sizes[1], opened=self._opened, overruns=self._overruns)
+        return PoolStats(open=pool.get_size(), idle=pool.get_idle_size(), max=pool.get_max_size(),
+                         opened=self._opened, overruns=self._overruns)
 
     async def _migrate(self, db: Conn) -> int:
         # One migrator at a time, whichever engine or CLI starts first.
@@ -408,7 +493,7 @@ class PostgresStore:
         pool, self._pool = self._pool, None
         if pool is not None:
             try:
-                await asyncio.wait_for(pool.close(), COMMAND_TIMEOUT_S)
+                await asyncio.wait_for(pool.close(), max(self.budget_s, 5.0))
             except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 pool.terminate()
 
@@ -423,15 +508,55 @@ class PostgresStore:
         return int(await self._fetchval("SELECT version FROM ivr_schema"))
 
     # --- the one transaction helper ------------------------------------------
-    async def _transaction(self, operation: str, body: Callable[[Conn], Awaitable[T]]) -> T:
-        """``body(conn)`` in one transaction on a pooled connection; driver errors translated,
-        anything ``body`` raises rolls back and propagates. The observer hears of every success."""
+    @asynccontextmanager
+    async def _acquired(self, operation: str, limit_s: float | None) -> AsyncIterator[Conn]:
+        """A pooled connection for one operation, all of it within ``limit_s`` (default: the
+        budget): the wait for a free connection or a new one, then the statements. At the
+        deadline the connection is terminated — every await on it fails at once, the server
+        rolls back its transaction, the pool opens a new one later — and the operation
+        raises StoreUnavailable. A statement timeout alone would not do: it bounds each
+        statement, not the operation, and the ROLLBACK after it would wait once more."""
         if self._pool is None:
             raise StoreUnavailable("store is not open")
-        started = time.perf_counter()
+        limit = self.budget_s if limit_s is None else limit_s
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        cut = False
+
+        def overrun(conn: Conn) -> None:
+            nonlocal cut
+            cut = True
+            conn.terminate()
+
         try:
             with _translated(operation):
-                async with self._pool.acquire(timeout=CONNECT_TIMEOUT_S) as conn, conn.transaction():
+                async with self._pool.acquire(timeout=limit) as conn:
+                    timer = loop.call_at(deadline, overrun, conn)
+                    try:
+                        yield conn
+                    finally:
+                        timer.cancel()
+        except StoreUnavailable as exc:
+            if cut or isinstance(exc.__cause__, TimeoutError):
+                self._overruns += 1
+                raise StoreUnavailable(f"{operation}: no answer from PostgreSQL within {limit * 1000:.0f} ms"
+                                       f" ({type(exc.__cause__).__name__})") from exc.__cause__
+            raise
+
+    async def _transaction(self, operation: str, body: Callable[[Conn], Awaitable[T]], *,
+                           limit_s: float | None = None, atomic: bool = True) -> T:
+        """``body(conn)`` in one transaction on a pooled connection, within the budget
+        (``_acquired``); driver errors translated, anything ``body`` raises rolls back and
+        propagates. ``atomic=False``: no BEGIN/COMMIT round trips, for a body whose every
+        write is one statement (its own transaction). The observer hears of every success,
+        ``on_failure`` of every StoreUnavailable."""
+        started = time.perf_counter()
+        try:
+            async with self._acquired(operation, limit_s) as conn:
+                if atomic:
+                    async with conn.transaction():
+                        result = await body(conn)
+                else:
                     result = await body(conn)
         except StoreUnavailable:
             if self._on_failure is not None:
@@ -441,19 +566,18 @@ class PostgresStore:
             self._observer(operation, time.perf_counter() - started)
         return result
 
-    async def _fetch(self, sql: str, *args: Any) -> list[Any]:
-        if self._pool is None:
-            raise StoreUnavailable("store is not open")
+    async def _fetch(self, sql: str, *args: Any, limit_s: float | None = None) -> list[Any]:
+        """One read statement (no transaction), within the budget unless ``limit_s``."""
         try:
-            with _translated("read"):
-                return list(await self._pool.fetch(_q(sql), *args, timeout=COMMAND_TIMEOUT_S))
+            async with self._acquired("read", limit_s) as conn:
+                return list(await conn.fetch(_q(sql), *args))
         except StoreUnavailable:
             if self._on_failure is not None:
                 self._on_failure("read")
             raise
 
-    async def _fetchval(self, sql: str, *args: Any) -> Any:
-        rows = await self._fetch(sql, *args)
+    async def _fetchval(self, sql: str, *args: Any, limit_s: float | None = None) -> Any:
+        rows = await self._fetch(sql, *args, limit_s=limit_s)
         return rows[0][0] if rows else None
 
     # --- projects ----------------------------------------------------------
@@ -510,6 +634,26 @@ class PostgresStore:
         wrote) says whether to reload."""
         if self._routing is not None and time.monotonic() - self._routing_checked < max_age_s:
             return self._routing
+        if max_age_s <= 0:  # asked for now: a refresh already under way may have started before a change
+            return await self._refresh_routing()
+        # Calls arriving together share one refresh (a burst would otherwise take a
+        # connection each for the same snapshot); shielded: one caller giving up does
+        # not cancel it for the others.
+        if self._routing_refresh is None:
+            refresh = self._routing_refresh = asyncio.ensure_future(self._refresh_routing())
+
+            def done(_: object) -> None:
+                self._routing_refresh = None
+
+            refresh.add_done_callback(done)
+        return await asyncio.shield(self._routing_refresh)
+
+    async def _refresh_routing(self) -> Routing:
+        if self._routing is not None:
+            # Unchanged (the usual case, every max_age_s): one statement, no transaction.
+            if await self._fetchval("SELECT version FROM ivr_config WHERE id = 1") == self._routing_version:
+                self._routing_checked = time.monotonic()
+                return self._routing
 
         async def load(db: Conn) -> tuple[int, list[Any], list[Any], list[Any], list[Any]] | None:
             version = await db.fetchval("SELECT version FROM ivr_config WHERE id = 1")
@@ -760,35 +904,52 @@ class PostgresStore:
             NotFound, CardBlocked, CardExpired, CardInUse, InsufficientBalance, StoreUnavailable.
         """
         async def body(db: Conn) -> Grant:
-            return await _reserve(db, card_id=card_id, uniqueid=uniqueid, rule=rule, max_calls=max_calls,
-                                  hold_s=hold_s, now_ms=now_ms, quota=quota, call=call)
+            for _ in range(_CAS_ATTEMPTS):
+                row = await db.fetchrow(_HOLD_BY_CARD, quota.month if quota else None, card_id)
+                if row is None:
+                    raise NotFound(f"no card {card_id}")
+                grant = await _hold_once(db, row, uniqueid=uniqueid, rule=rule, max_calls=max_calls, hold_s=hold_s,
+                                         now_ms=now_ms, quota=quota, call=call)
+                if grant is not None:
+                    return grant
+            raise StoreUnavailable(f"reserve: card {card_id} kept changing under the reservation")
 
-        return await self._transaction("reserve", body)
+        return await self._transaction("reserve", body, atomic=False)
 
     async def reserve_bound(self, *, project_id: int, caller: str, uniqueid: str, rule: BillingRule,
                             max_calls: int, hold_s: int, now_ms: int,
                             quota: QuotaPeriod | None = None,
                             call: HoldCall | None = None) -> BoundReservation | None:
         async def body(db: Conn) -> BoundReservation | None:
-            row = await db.fetchrow(_q(f"SELECT {_CARD_COLS} FROM cards WHERE id ="
-                                       " (SELECT card_id FROM bindings WHERE project_id = ? AND caller = ?)"),
-                                    project_id, caller)
-            if row is None:
-                return None
-            card = _card(row)
-            try:
-                async with db.transaction():  # a savepoint: a refusal leaves nothing behind
-                    grant = await _reserve(db, card_id=card.id, uniqueid=uniqueid, rule=rule, max_calls=max_calls,
-                                           hold_s=hold_s, now_ms=now_ms, quota=quota, call=call)
-            except CardUnusable as refusal:
-                return BoundReservation(card=card, grant=None, refusal=refusal)
-            return BoundReservation(card=card, grant=grant, refusal=None)
+            for _ in range(_CAS_ATTEMPTS):
+                row = await db.fetchrow(_HOLD_BY_CALLER, quota.month if quota else None, project_id, caller)
+                if row is None:
+                    return None
+                card = _card(row)
+                try:  # a refusal writes nothing
+                    grant = await _hold_once(db, row, uniqueid=uniqueid, rule=rule, max_calls=max_calls,
+                                             hold_s=hold_s, now_ms=now_ms, quota=quota, call=call)
+                except CardUnusable as refusal:
+                    return BoundReservation(card=card, grant=None, refusal=refusal)
+                if grant is not None:
+                    return BoundReservation(card=card, grant=grant, refusal=None)
+            raise StoreUnavailable(f"reserve: the card of {caller} kept changing under the reservation")
 
-        return await self._transaction("reserve", body)
+        return await self._transaction("reserve", body, atomic=False)
 
     async def settle(self, grant: Grant, *, debit_s: int, uniqueid: str, now_ms: int,
                      factor_pm: int = 1000, quota: QuotaPeriod | None = None) -> int:
         """As ``SqliteStore.settle``: idempotent, never more than the hold."""
+        if _no_quota(quota):
+            debit = settlement_debit(grant.reserved_s, charge(max(0, debit_s), factor_pm, 0)[0])
+
+            async def one_statement(db: Conn) -> int:
+                settled = await db.fetchval(_SETTLE_ONLY, grant.card_id, grant.reservation_id, debit, grant.reserved_s,
+                                            now_ms, uniqueid)
+                return debit if settled else 0
+
+            return await self._transaction("settle", one_statement, atomic=False)
+
         async def body(db: Conn) -> int:
             return (await _settle(db, grant, debit_s=debit_s, uniqueid=uniqueid, now_ms=now_ms,
                                   factor_pm=factor_pm, quota=quota))[0]
@@ -797,6 +958,23 @@ class PostgresStore:
 
     async def settle_and_record(self, grant: Grant, *, debit_s: int, cdr: Cdr, now_ms: int,
                                 factor_pm: int = 1000, quota: QuotaPeriod | None = None) -> int:
+        if _no_quota(quota):
+            debit = settlement_debit(grant.reserved_s, charge(max(0, debit_s), factor_pm, 0)[0])
+
+            async def one_statement(db: Conn) -> int:
+                settled, prior = await db.fetchrow(
+                    _SETTLE_AND_CDR, grant.card_id, grant.reservation_id, debit, grant.reserved_s, now_ms,
+                    cdr.uniqueid, cdr.project_id, cdr.card_id, cdr.caller_raw, cdr.caller_e164, cdr.dialled,
+                    cdr.destination, cdr.start_ms, cdr.answer_ms, cdr.end_ms, cdr.talk_s, cdr.outcome,
+                    cdr.hangup_side, cdr.call_type, cdr.route_position, cdr.leg, cdr.zone, cdr.number_type, factor_pm,
+                    cdr.price_per_minute_cents, cdr.currency)
+                if not settled and prior == "settled":
+                    return 0  # settled already, with its CDR: none written
+                cdr.debited_s, cdr.quota_used_s, cdr.factor_pm = (debit if settled else 0), 0, factor_pm
+                return cdr.debited_s
+
+            return await self._transaction("settle_and_record", one_statement, atomic=False)
+
         async def body(db: Conn) -> int:
             # One CDR per call: a hold settled already (by the settle route, with its CDR) writes none.
             if await db.fetchval(_q("SELECT state FROM reservations WHERE id = ?"), grant.reservation_id) == "settled":
@@ -889,7 +1067,7 @@ class PostgresStore:
             limit = " LIMIT ?"
             args.append(last)
         rows = await self._fetch(f"SELECT {_CDR_COLS} FROM cdrs {where} ORDER BY start_ms DESC, id DESC{limit}",
-                                 *args)
+                                 *args, limit_s=self._slow_s)
         return [Cdr(*r) for r in reversed(rows)]
 
     # --- blocked numbers ----------------------------------------------------
@@ -1152,8 +1330,9 @@ class PostgresStore:
         paid_until = " WHERE at_ms < ?" if before_ms is not None else ""
         args = (before_ms,) if before_ms is not None else ()
         charged = await self._fetchval("SELECT COALESCE(SUM(l.amount_cents), 0) FROM ledger l"
-                                       f" WHERE l.kind IN ('purchase', 'recharge'){until}", *args)
-        paid = await self._fetchval(f"SELECT {_PAID_SUM} FROM payments{paid_until}", *args)
+                                       f" WHERE l.kind IN ('purchase', 'recharge'){until}", *args,
+                                       limit_s=self._slow_s)
+        paid = await self._fetchval(f"SELECT {_PAID_SUM} FROM payments{paid_until}", *args, limit_s=self._slow_s)
         return int(charged) - int(paid)
 
     async def account_lines(self, *, since_ms: int | None = None, until_ms: int | None = None) -> list[AccountLine]:
@@ -1173,7 +1352,7 @@ class PostgresStore:
             "  CAST(NULL AS BIGINT) AS entry_id, CAST(NULL AS BIGINT) AS corrects, 0 AS source, l.id AS id"
             "  FROM ledger l JOIN cards c ON c.id = l.card_id WHERE l.kind IN ('purchase', 'recharge')"
             f" UNION ALL {_PAYMENT_LINES}"
-            f") AS lines WHERE 1 = 1{window} ORDER BY at_ms, source, id", *args)
+            f") AS lines WHERE 1 = 1{window} ORDER BY at_ms, source, id", *args, limit_s=self._slow_s)
         return [AccountLine(*r) for r in rows]
 
     async def add_payment(self, *, amount_cents: int, currency: str, reference: str, entered_by: str,
@@ -1231,7 +1410,7 @@ class PostgresStore:
         columns = [r[0] for r in await self._fetch(
             "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema()"
             " AND table_name = ? ORDER BY ordinal_position", table)]
-        rows = await self._fetch(f'SELECT * FROM "{table}"')
+        rows = await self._fetch(f'SELECT * FROM "{table}"', limit_s=self._slow_s)
         return columns, [tuple(r) for r in rows]
 
     async def load_tables(self, data: list[tuple[str, list[str], list[tuple[Any, ...]]]]) -> None:
@@ -1246,11 +1425,11 @@ class PostgresStore:
                     await db.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
                                      f' GREATEST((SELECT MAX(id) FROM "{table}"), 1))')
 
-        await self._transaction("copy", body)
+        await self._transaction("copy", body, limit_s=self._slow_s)
 
     async def card_balances(self) -> dict[int, tuple[int, int]]:
         rows = await self._fetch("SELECT c.id, c.balance_s, COALESCE(SUM(l.seconds), 0) FROM cards c"
-                                 " LEFT JOIN ledger l ON l.card_id = c.id GROUP BY c.id")
+                                 " LEFT JOIN ledger l ON l.card_id = c.id GROUP BY c.id", limit_s=self._slow_s)
         return {r[0]: (int(r[1]), int(r[2])) for r in rows}
 
 

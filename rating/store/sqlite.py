@@ -592,6 +592,10 @@ class SqliteStore:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    def pool_stats(self) -> None:
+        """No pool: one writer connection and its worker thread."""
+        return None
+
     async def schema_version(self) -> int:
         rows = await self._read("PRAGMA user_version")
         return int(rows[0][0])

@@ -14,7 +14,7 @@ from ivr.clock import SystemClock
 from prompts import Prompt, remaining_time, sound, text_of, warning_sound
 from rating.billing import BillingRule
 
-from .conftest import Harness, make_harness
+from .conftest import CALLER, Harness, make_harness
 
 
 def words(command: str) -> list[str]:
@@ -152,3 +152,34 @@ async def test_expired_bound_card_hears_expired_and_no_pin_prompt(h: Harness) ->
     assert not any(words(c)[:2] == ["GET", "DATA"] for c in rec.commands)
     assert rec.prompts_played == [sound(Prompt.CARD_EXPIRED), sound(Prompt.GOODBYE)]
     assert (await h.cdrs())[-1].outcome == "CARD_EXPIRED"
+
+
+async def test_a_project_may_offer_another_cards_pin_and_silence_ends_as_no_credit(h: Harness) -> None:
+    await h.store.update_project(h.project.id, changes={"new_pin_when_used_up": 1})
+    card, pin = await h.card(seconds=30)
+    await h.call(digits=[pin + "#"], dials=[dict(talk_ms=60_000)])
+    rec = await h.call(digits=["", "", ""])
+    assert [words(c)[2] for c in rec.commands if words(c)[:2] == ["GET", "DATA"]] == [sound(Prompt.OTHER_CARD_PIN)]
+    assert rec.prompts_played == [sound(Prompt.NO_CREDIT), sound(Prompt.OTHER_CARD_PIN), sound(Prompt.GOODBYE)]
+    assert not dials(rec) and not rec.violations
+    cdr = (await h.cdrs())[-1]
+    assert (cdr.outcome, cdr.card_id) == ("NO_CREDIT", card.id)
+    assert h.engine.metrics.registry.get_sample_value("ivr_pin_failures_total") == 0
+    assert await h.store.pin_failures(since_ms=0) == []
+
+
+async def test_a_project_may_offer_another_cards_pin_and_the_line_moves_to_it(h: Harness) -> None:
+    await h.store.update_project(h.project.id, changes={"new_pin_when_used_up": 1})
+    old, old_pin = await h.card(minutes=1, note="old")
+    new, new_pin = await h.card(minutes=5, note="new")
+    await h.call(digits=[old_pin + "#"], dials=[dict(talk_ms=90_000)])
+    wrong = "1" * 12 if new_pin != "1" * 12 else "2" * 12
+    rec = await h.call(digits=[wrong + "#", new_pin + "#"], dials=[dict(talk_ms=1000)])
+    # a typed wrong PIN is a wrong PIN; then the usual prompt, and the new card takes the call
+    assert [words(c)[2] for c in rec.commands if words(c)[:2] == ["GET", "DATA"]] == [
+        sound(Prompt.OTHER_CARD_PIN), sound(Prompt.ENTER_PIN)]
+    assert rec.prompts_played[:3] == [sound(Prompt.NO_CREDIT), sound(Prompt.OTHER_CARD_PIN), sound(Prompt.PIN_WRONG)]
+    assert (await h.cdrs())[-1].outcome == "ANSWERED"
+    assert [b.caller for b in await h.store.bindings(new.id)] == [CALLER]
+    assert await h.store.bindings(old.id) == []
+    assert await h.balance(new) == 299

@@ -13,7 +13,7 @@ PROJECT_KEYS = {
     "name", "numbers", "service", "fallback", "ring_timeout_s", "language", "region",
     "price_per_minute_cents", "currency", "connect_charge_s", "minimum_s", "initial_block_s", "increment_s",
     "warning_s", "pin_length", "max_bound_numbers", "max_simultaneous_calls", "card_validity_days",
-    "when_bindings_full",
+    "when_bindings_full", "when_card_used_up",
     # routing (issue 11)
     "timezone", "trunk", "allow_countries", "blocked_number_types", "routes", "factors_pm", "quota_s",
 }
@@ -36,7 +36,7 @@ def test_create_normalises_numbers_and_keeps_every_setting(cli: Cli) -> None:
         "region": "CH", "price_per_minute_cents": 120, "currency": "CHF", "connect_charge_s": 5,
         "minimum_s": 30, "initial_block_s": 60, "increment_s": 10, "warning_s": 90, "pin_length": 6,
         "max_bound_numbers": 2, "max_simultaneous_calls": 2, "card_validity_days": 365,
-        "when_bindings_full": "refuse"}
+        "when_bindings_full": "refuse", "when_card_used_up": "end"}
 
 
 def test_show_prints_both_number_forms_aligned(cli: Cli, project: dict[str, Any]) -> None:
@@ -45,7 +45,7 @@ def test_show_prints_both_number_forms_aligned(cli: Cli, project: dict[str, Any]
     assert "0.50 CHF" in out
     fields = [line for line in out.splitlines()[1:out.splitlines().index("")] if line.startswith("  ")]
     starts = {line.index(line.split(":", 1)[1].strip()) for line in fields}
-    assert len(fields) == 22 and len(starts) == 1  # every value starts in one column
+    assert len(fields) == 23 and len(starts) == 1  # every value starts in one column
 
 
 def test_show_json_counts_cards_by_status(cli: Cli, project: dict[str, Any]) -> None:
@@ -143,3 +143,13 @@ def test_project_list_json_is_clean_while_warning_on_stderr(cli: Cli, project: d
     result = cli("project", "list", "--json")
     assert result.stderr.startswith("warning: the account owes 5.00 CHF, more than the info limit of 1.00 CHF")
     assert [p["name"] for p in json.loads(result.stdout)] == ["test1"]
+
+
+def test_the_project_chooses_what_a_used_up_bound_card_hears(cli: Cli, project: dict[str, Any]) -> None:
+    assert cli.json("project", "show", "test1")["when_card_used_up"] == "end"
+    out = cli("project", "update", "test1", "--when-card-used-up", "new-pin").stdout
+    assert ("bound card used up: the call ends after the reason -> the caller may type another"
+            " card's PIN") in out
+    assert cli.json("project", "show", "test1")["when_card_used_up"] == "new-pin"
+    assert "'ask' is not one of 'end', 'new-pin'" in cli.fails("project", "update", "test1", "--when-card-used-up",
+                                                              "ask", code=2)

@@ -238,6 +238,24 @@ async def test_zone_factor_applies_to_the_limit_the_announcement_and_the_debit(r
     assert await r.balance(card) == 380
 
 
+async def test_a_dearer_fallback_leg_is_announced_again_before_its_dial(r: Harness) -> None:
+    # issue 12: the caller heard the first leg's 600 s; the busy service hands over to a
+    # number at 1.2, which allows 500 s: that is said before it rings, never more.
+    r.project = await ops.set_zones(r.store, r.project, factors={"national": "1.2"})
+    await rules(r, dict(destination="Local/100@prepaid-service/n"),
+                dict(destination="044 111 00 00", when="busy"))
+    card, pin = await r.card(seconds=600)
+    rec = await r.call(digits=[pin + "#"], dials=[dict(outcome="busy"), dict(talk_ms=10_000)])
+    first, second = dials(rec)
+    assert first[2].endswith("L(600000:60000)") and second[2].endswith("L(500000:60000)")
+    playbacks = [parse_args(c)[2].split("&") for c in rec.commands if parse_args(c)[:2] == ["EXEC", "Playback"]]
+    assert playbacks == [[sound(Prompt.PIN_ACCEPTED), *remaining_time(600, "de")], remaining_time(500, "de")]
+    dial_at = [i for i, c in enumerate(rec.commands) if parse_args(c)[:2] == ["EXEC", "Dial"]]
+    again = next(i for i, c in enumerate(rec.commands) if parse_args(c)[2:3] == ["&".join(remaining_time(500, "de"))])
+    assert dial_at[0] < again < dial_at[1]
+    assert (await r.cdrs())[-1].debited_s == 12
+
+
 async def test_the_quota_is_used_once_per_card_and_month(r: Harness, clock: ManualClock) -> None:
     r.project = await ops.set_zones(r.store, r.project, factors={"eu": "1300"}, quota_minutes="1")
     await rules(r, dict(destination="+49 30 1234567"))

@@ -32,7 +32,16 @@ def throttled(h: Harness, reason: str) -> int:
 
 
 async def burst(h: Harness, callers: list[str], digits: list[str]) -> list[Any]:
-    return list(await asyncio.gather(*(h.call(caller_id=c, digits=digits, idle_timeout_s=60) for c in callers)))
+    """The calls at once; returns once the engine has wrapped every one up (the fake is
+    done when the connection closes, the engine's last store writes — the CDR, a pending
+    PIN attempt deleted — may still be running on a loaded machine)."""
+    records = list(await asyncio.gather(*(h.call(caller_id=c, digits=digits, idle_timeout_s=60)
+                                          for c in callers)))
+    for _ in range(1200):
+        if not h.engine.live and h.engine.server.active_calls == 0:
+            return records
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{len(h.engine.live)} calls still live 60 s after the fake hung up")
 
 
 async def test_simultaneous_calls_from_one_line_get_no_more_guesses_than_the_line_cap(tmp_path: Path) -> None:

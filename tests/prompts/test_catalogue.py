@@ -19,6 +19,7 @@ PACKAGE_DIR = Path(prompts.__file__).parent
 REQUIRED_PROMPTS = {
     "WELCOME": "welcome",
     "ENTER_PIN": "enter-pin",
+    "OTHER_CARD_PIN": "other-card-pin",
     "PIN_ACCEPTED": "pin-accepted",
     "PIN_WRONG": "pin-wrong",
     "PIN_TOO_MANY": "pin-too-many",

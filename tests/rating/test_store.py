@@ -232,6 +232,10 @@ async def test_routing_sees_configuration_changes(store: OperatorStore) -> None:
     assert [b.pattern for b in (await store.routing()).blocks(p.id, "outbound")] == ["+4190."]
     await store.update_project(p.id, changes={}, add_numbers=["+41449999999"])
     assert (await store.routing()).by_number["+41449999999"].id == p.id
+    # issue 12: what a bound line whose card is used up hears is a project setting
+    assert not (await store.routing()).by_number[p.numbers[0]].new_pin_when_used_up
+    await store.update_project(p.id, changes={"new_pin_when_used_up": 1})
+    assert (await store.routing()).by_number[p.numbers[0]].new_pin_when_used_up
 
 
 async def test_pin_failures_and_account(store: OperatorStore) -> None:
