@@ -195,13 +195,14 @@ class Bench:
             jobs.append(part)
         return jobs
 
-    def drive(self, server: _proc.Server, job: dict[str, Any]) -> list[dict[str, Any]]:
-        jobs = self._split(server, job)
+    def run_drivers(self, jobs: list[dict[str, Any]], stem: str) -> list[dict[str, Any]]:
+        """One driver process per job, all at once; their results in job order.
+        Raises RuntimeError (with the driver's stderr) when one fails."""
         procs = []
         for i, part in enumerate(jobs):
-            path = self.workdir / f"job-{i}.json"
+            path = self.workdir / f"{stem}-{i}.json"
             path.write_text(json.dumps(part))
-            out = self.workdir / f"result-{i}.json"
+            out = self.workdir / f"{stem}-result-{i}.json"
             procs.append((subprocess.Popen([sys.executable, "-m", "bench._driver"], stdin=open(path, "rb"),  # noqa: SIM115
                                            stdout=open(out, "wb"), stderr=subprocess.PIPE), out))  # noqa: SIM115
         results = []
@@ -210,6 +211,10 @@ class Bench:
             if proc.returncode != 0:
                 raise RuntimeError(f"driver failed ({proc.returncode}):\n{err.decode(errors='replace')[-3000:]}")
             results.append(json.loads(out.read_text()))
+        return results
+
+    def drive(self, server: _proc.Server, job: dict[str, Any]) -> list[dict[str, Any]]:
+        results = self.run_drivers(self._split(server, job), "job")
         if server.name.startswith("engine"):
             self.engine_calls += sum(_started(r) for r in results)
         return results

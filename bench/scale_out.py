@@ -162,23 +162,14 @@ def _drive_together(bench: Bench, servers: list[_proc.Server], *, concurrency: i
     assert bench.plan is not None
     callers = bench.plan.bound_callers
     k = len(servers)
-    procs = []
+    jobs = []
     for i, server in enumerate(servers):
         [job] = bench._split(server, {"mode": "closed", "scenario": "bound",
                                       "concurrency": concurrency // k + (1 if i < concurrency % k else 0),
                                       "calls": calls // k + (1 if i < calls % k else 0)})
         job["callers"] = callers[i::k]
-        path = bench.workdir / f"together-{i}.json"
-        path.write_text(json.dumps(job))
-        out = bench.workdir / f"together-result-{i}.json"
-        procs.append((subprocess.Popen([sys.executable, "-m", "bench._driver"], stdin=open(path, "rb"),  # noqa: SIM115
-                                       stdout=open(out, "wb"), stderr=subprocess.PIPE), out))  # noqa: SIM115
-    results = []
-    for proc, out in procs:
-        _, err = proc.communicate()
-        if proc.returncode != 0:
-            raise RuntimeError(f"driver failed ({proc.returncode}):\n{err.decode(errors='replace')[-3000:]}")
-        results.append(json.loads(out.read_text()))
+        jobs.append(job)
+    results = bench.run_drivers(jobs, "together")
     bench.engine_calls += sum(int(r["started"]) for r in results)
     return results
 

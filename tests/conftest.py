@@ -22,14 +22,10 @@ from collections.abc import Iterator  # noqa: E402 - after the environment above
 
 import pytest  # noqa: E402
 
-from tests.postgres import PostgresServer, need_postgres  # noqa: E402
+from tests.postgres import PostgresServer, running_server  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
-    server = PostgresServer(need_postgres())
-    try:
-        server.start()
+    with running_server() as server:
         yield server
-    finally:
-        server.destroy()

@@ -16,7 +16,8 @@ import signal
 import socket
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -164,3 +165,15 @@ def store_backends() -> list[Any]:
     backends: list[tuple[str, Callable[[pytest.FixtureRequest, Path], str]]] = [
         ("sqlite", _sqlite), ("postgresql", _postgresql)]
     return [pytest.param(fn, id=name) for name, fn in backends]
+
+
+@contextmanager
+def running_server() -> Iterator[PostgresServer]:
+    """A fresh cluster of its own, started, destroyed at the end (skip or fail as
+    ``need_postgres`` says when there are no binaries)."""
+    server = PostgresServer(need_postgres())
+    try:
+        server.start()
+        yield server
+    finally:
+        server.destroy()

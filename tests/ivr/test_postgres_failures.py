@@ -33,7 +33,7 @@ from ivr import operations as ops
 from ivr.clock import SystemClock
 from rating.pins import load_or_create_secret
 from rating.store import open_store
-from tests.postgres import PostgresServer, _free_port, need_postgres
+from tests.postgres import PostgresServer, _free_port, need_postgres, running_server
 
 from .conftest import ACCESS
 from .test_lifecycle import _started, launch_engine  # noqa: F401 - _started: the autouse cleanup's list
@@ -45,12 +45,8 @@ _uid = itertools.count(1)
 @pytest.fixture(scope="module")
 def own_server() -> Iterator[PostgresServer]:
     """A cluster only this module's tests stop, freeze and restart."""
-    server = PostgresServer(need_postgres())
-    try:
-        server.start()
+    with running_server() as server:
         yield server
-    finally:
-        server.destroy()
 
 
 async def prepare(url: str, callers: list[str], secret: Path) -> dict[str, int]:
