@@ -22,7 +22,7 @@ from typing import IO, Any, NoReturn, TypeVar
 import click
 
 from rating.errors import RatingError
-from rating.store import open_store
+from rating.store import open_store, parse_database
 from rating.store.base import OperatorStore
 
 from .. import operations as ops
@@ -146,15 +146,51 @@ def with_store(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
         must_exist = not _creates_database(ctx)
 
         async def go() -> Any:
-            store = await _open(settings, must_exist=must_exist)
+            fresh = None if must_exist else _missing_sqlite_file(settings)
+            try:
+                store = await _open(settings, must_exist=must_exist)
+            except BaseException:
+                _remove_if_fresh(fresh)
+                raise
             try:
                 result = await fn(store, settings, **kwargs)
                 await warn_about_account(store)
-                return result
-            finally:
+            except BaseException:
+                # A creating command that failed (a refusal, a declined question) leaves no
+                # database behind: "changes nothing" includes not creating one. Only a file
+                # this command made and that holds no project is removed.
+                empty = fresh is not None and await _holds_nothing(store)
                 await store.close()
+                if empty:
+                    _remove_if_fresh(fresh)
+                raise
+            await store.close()
+            return result
         return run(go())
     return wrapper
+
+
+def _missing_sqlite_file(settings: Settings) -> Path | None:
+    """The SQLite file the command would create, if it does not exist yet."""
+    try:
+        path = parse_database(settings.database).path
+    except RatingError:
+        return None
+    return path if path is not None and not path.exists() else None
+
+
+async def _holds_nothing(store: OperatorStore) -> bool:
+    try:
+        return not await store.projects()
+    except RatingError:
+        return False   # cannot tell: keep it
+
+
+def _remove_if_fresh(path: Path | None) -> None:
+    if path is None:
+        return
+    for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        leftover.unlink(missing_ok=True)
 
 
 def json_option(f: Callable[..., Any]) -> Callable[..., Any]:

@@ -92,6 +92,20 @@ def test_read_commands_on_a_missing_database_create_nothing(tmp_path: Path) -> N
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_refused_project_create_leaves_no_database_behind(tmp_path: Path) -> None:
+    db = tmp_path / "new.sqlite3"
+    one_line(ivr("--database", str(db), "project", "create", "x", "--number", "0441234567", "--service",
+                 "Local/1@s"), 1, "InvalidInput: 0441234567 is a national number")
+    assert list(tmp_path.iterdir()) == []      # no file, no -wal, no -shm
+    made = ivr("--database", str(db), "project", "create", "x", "--number", "+41441234567", "--service", "Local/1@s")
+    assert made.returncode == 0, made.stderr
+    # A refusal on a database that holds a project removes nothing, of course.
+    one_line(ivr("--database", str(db), "project", "create", "y", "--number", "0441234568", "--service",
+                 "Local/1@s"), 1, "InvalidInput: 0441234568 is a national number")
+    listed = ivr("--database", str(db), "project", "list").stdout.splitlines()[2:]
+    assert [line.split()[0] for line in listed] == ["x"]
+
+
 def test_bad_log_level_is_refused_by_serve_and_config_show(tmp_path: Path) -> None:
     env = {"IVR_LOG_LEVEL": "LOUD"}
     db = str(tmp_path / "ivr.sqlite3")
