@@ -280,7 +280,10 @@ async def _hold_once(db: Conn, row: Any, *, uniqueid: str, rule: BillingRule, ma
 # as everywhere (one lock order), then the hold, the card, the ledger row (and the CDR).
 _SETTLE_WITH = (
     "WITH card AS (SELECT id FROM cards WHERE id = $1 FOR UPDATE),"
-    " prior AS (SELECT state FROM reservations WHERE id = $2),"
+    # prior: the hold's state once the card is locked, row-locked itself so that it is the
+    # state a concurrent settler committed (a plain read would be this statement's
+    # snapshot: "open", and the loser would write a second CDR, of 0 s).
+    " prior AS (SELECT state FROM reservations WHERE id = $2 AND EXISTS (SELECT 1 FROM card) FOR UPDATE),"
     " r AS (UPDATE reservations SET state = 'settled' WHERE id = $2 AND state = 'open'"
     "  AND EXISTS (SELECT 1 FROM card) RETURNING id),"
     " c AS (UPDATE cards SET balance_s = balance_s - $3::bigint, reserved_s = reserved_s - $4::bigint,"
@@ -318,6 +321,11 @@ async def _settle_hold(db: Conn, hold_id: int, *, uniqueid: str, talk_ms: int, c
         return HoldSettlement(state="unknown", hold_id=hold_id)
     (card_id, _, reserved_s, state, max_talk_s, connect_s, minimum_s, initial_s, increment_s, caller_raw,
      caller_e164, dialled, start_ms, created_ms, project_id, *project_rule) = tuple(row)
+    if state == "open":
+        # Card row first (one lock order), then the hold's state again: a settlement that
+        # committed meanwhile (the engine's own, another engine's) is seen, and wins.
+        await db.execute(_q("SELECT 1 FROM cards WHERE id = ? FOR UPDATE"), card_id)
+        state = await db.fetchval(_q("SELECT state FROM reservations WHERE id = ?"), hold_id)
     if state != "open":
         return HoldSettlement(state="already_settled" if state == "settled" else state, hold_id=hold_id,
                               card_id=card_id)
@@ -976,7 +984,9 @@ class PostgresStore:
             return await self._transaction("settle_and_record", one_statement, atomic=False)
 
         async def body(db: Conn) -> int:
-            # One CDR per call: a hold settled already (by the settle route, with its CDR) writes none.
+            # One CDR per call: a hold settled already (by the settle route, with its CDR) writes
+            # none. Card row locked first, so the state read is the one a concurrent settler committed.
+            await db.execute(_q("SELECT 1 FROM cards WHERE id = ? FOR UPDATE"), grant.card_id)
             if await db.fetchval(_q("SELECT state FROM reservations WHERE id = ?"), grant.reservation_id) == "settled":
                 return 0
             cdr.debited_s, cdr.quota_used_s = await _settle(db, grant, debit_s=debit_s, uniqueid=cdr.uniqueid,

@@ -558,3 +558,34 @@ async def test_two_batches_at_once_never_share_a_pin(store: OperatorStore) -> No
                            price_cents=50, now_ms=NOW, expires_ms=None) for n in range(2)))
     assert sorted(h for _, h in first + second) == sorted(offered)
     assert await store.card_count(p.id) == 10
+
+
+@pytest.mark.parametrize("with_quota", [False, True], ids=["plain", "monthly-quota"])
+async def test_the_engine_and_the_settle_route_racing_on_one_hold_leave_one_cdr(store: OperatorStore,
+                                                                                with_quota: bool) -> None:
+    """The engine's own settlement (settle_and_record) and another engine's settle route
+    (settle_hold) on the same hold at the same moment: one debit and exactly one CDR,
+    whichever wins (on PostgreSQL the two run on two pooled connections at once; the
+    monthly-quota case takes the store's other settlement path). Before the fix, PostgreSQL
+    wrote a second CDR, of 0 s."""
+    from rating.zones import QuotaPeriod
+
+    quota = QuotaPeriod(month="2027-01", limit_s=10) if with_quota else None
+    p = await new_project(store)
+    cards = [await new_card(store, p, 600) for _ in range(12)]
+    for round_, card in enumerate(cards):
+        uid = f"race{round_}"
+        grant = await store.reserve(card_id=card.id, uniqueid=uid, rule=RULE, max_calls=1, hold_s=60, now_ms=NOW)
+        engine_side = store.settle_and_record(grant, debit_s=30, cdr=cdr(uid, card), now_ms=NOW + 40_000,
+                                              quota=quota)
+        route_side = store.settle_hold(grant.reservation_id, uniqueid=uid, talk_ms=30_000, cdr=cdr(uid, card),
+                                       now_ms=NOW + 40_000, quota=quota)
+        if round_ % 2:
+            route_result, engine_debit = await asyncio.gather(route_side, engine_side)
+        else:
+            engine_debit, route_result = await asyncio.gather(engine_side, route_side)
+        rows = await store.cdrs(card_id=card.id)
+        balance = (await store.card(card.id)).balance_s
+        assert len(rows) == 1, (round_, [(r.debited_s, r.outcome) for r in rows])
+        assert rows[0].debited_s == 600 - balance > 0
+        assert (engine_debit > 0) + (route_result.state == "settled") == 1   # one of them settled it
