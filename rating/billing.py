@@ -96,6 +96,16 @@ def parse_money(text: str) -> int:
     return int(Decimal(f"{whole}.{fraction or '0'}") * 100)
 
 
+# ISO 4217 currencies whose minor unit is not the hundredth. Money is kept in hundredths
+# (cents) everywhere and typed with at most two decimals, so these would be read and
+# shown wrong (JPY has no decimals, KWD three): a project is refused them, never misbilled.
+DECIMALS_NOT_TWO: dict[str, int] = {
+    "BIF": 0, "CLP": 0, "DJF": 0, "GNF": 0, "ISK": 0, "JPY": 0, "KMF": 0, "KRW": 0, "PYG": 0, "RWF": 0,
+    "UGX": 0, "UYI": 0, "VND": 0, "VUV": 0, "XAF": 0, "XOF": 0, "XPF": 0,
+    "BHD": 3, "IQD": 3, "JOD": 3, "KWD": 3, "LYD": 3, "OMR": 3, "TND": 3, "CLF": 4, "UYW": 4,
+}
+
+
 def format_money(cents: int, currency: str) -> str:
     sign = "-" if cents < 0 else ""
     cents = abs(cents)

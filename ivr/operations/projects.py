@@ -8,7 +8,7 @@ from typing import Any
 import phonenumbers
 
 from agi import check_dial_string
-from rating.billing import PER_SECOND, BillingRule
+from rating.billing import DECIMALS_NOT_TWO, PER_SECOND, BillingRule
 from rating.errors import AlreadyExists, InvalidInput, NotFound
 from rating.models import Project
 from rating.numbers import normalise_number, parse_caller
@@ -76,6 +76,9 @@ def check_project_values(values: Mapping[str, Any]) -> None:
     currency = values.get("currency")
     if currency is not None and not (len(currency) == 3 and currency.isascii() and currency.isalpha()):
         raise InvalidInput(f"currency {currency!r}: a three-letter code such as EUR or CHF")
+    if currency is not None and currency.upper() in DECIMALS_NOT_TWO:
+        raise InvalidInput(f"currency {currency.upper()} has {DECIMALS_NOT_TWO[currency.upper()]} decimals;"
+                           " this engine keeps money in hundredths: use a currency with two decimals")
 
 
 def check_routing_values(values: Mapping[str, Any], project: Project) -> None:

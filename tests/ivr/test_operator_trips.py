@@ -129,3 +129,17 @@ def test_latin1_csv_is_one_line(shop: Path) -> None:
     csv.write_bytes("pattern,reason\n0791234567,M\u00fcller\n".encode("latin-1"))
     one_line(ivr("--database", str(shop), "blacklist", "import", str(csv), "--project", "test1"), 1,
              "CliError: ")
+
+
+def test_a_currency_without_two_decimals_is_refused_not_misbilled(tmp_path: Path) -> None:
+    """Item 12, 'with the currency's decimals': amounts are hundredths everywhere, so a
+    yen or dinar project would read 'pay 1.50' wrongly; it is refused before anything exists."""
+    db = tmp_path / "x.sqlite3"
+    for currency, decimals in (("JPY", 0), ("KWD", 3)):
+        one_line(ivr("--database", str(db), "project", "create", "x", "--number", "+41441234567", "--service",
+                     "Local/1@s", "--currency", currency), 1,
+                 f"InvalidInput: currency {currency} has {decimals} decimals")
+    assert list(tmp_path.iterdir()) == []
+    made = ivr("--database", str(db), "project", "create", "x", "--number", "+41441234567", "--service",
+               "Local/1@s", "--currency", "GBP")
+    assert made.returncode == 0, made.stderr
