@@ -35,6 +35,8 @@ from typing import Any
 
 import structlog
 
+from ._tasks import cancel_and_wait
+
 __all__ = ["AmiClient", "AmiError", "AmiLoginRefused", "AmiUnavailable", "Channel"]
 
 log = structlog.get_logger("ivr.ami")
@@ -205,12 +207,7 @@ class AmiClient:
                 pass
 
     async def close(self) -> None:
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            try:
-                await self._watchdog
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._watchdog)
         if self._manager is not None:
             self._manager._closing = True
             self._manager.close()

@@ -38,6 +38,7 @@ from rating.models import (
 from rating.store.base import CallStore
 from rating.zones import QuotaPeriod
 
+from ._tasks import cancel_and_wait
 from .journal import Entry, Journal, JournalBusy, ReplayResult, replay
 from .metrics import Metrics
 
@@ -229,13 +230,8 @@ class Recorder:
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         try:
             await self.replay_once()  # a last try before the store closes; what is left stays
         except Exception:

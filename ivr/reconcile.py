@@ -59,6 +59,7 @@ import structlog
 from rating.errors import RatingError
 from rating.models import Cdr, OpenHold
 
+from ._tasks import cancel_and_wait
 from .ami import AmiClient, AmiError
 from .dialplan import UNSETTLED_FAMILY, parse_unsettled
 from .outcome import HangupSide, Outcome
@@ -125,12 +126,7 @@ class Reconciler:
         self._task = asyncio.create_task(self._loop())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)
 
     def wake(self) -> None:
         """Run a pass soon (after a login or a Hangup event)."""

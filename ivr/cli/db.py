@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import click
 
-from rating.store import open_store, parse_database
-from rating.store._schema import MIGRATIONS
+from rating.store import Database, open_store, parse_database
+from rating.store._schema import MIGRATIONS, SchemaMode
 
 from ._app import _settings, emit, json_option, main, run
+
+
+async def _schema_version(database: Database, mode: SchemaMode, *, must_exist: bool) -> int:
+    """Open the store in ``mode`` (inspect: change nothing; migrate: upgrade), and return
+    the schema version it found, closing it again."""
+    store = open_store(database, schema=mode, must_exist=must_exist)
+    await store.open()
+    try:
+        return store.schema_found or 0
+    finally:
+        await store.close()
 
 
 @main.group()
@@ -24,12 +35,7 @@ def status(ctx: click.Context, /, as_json: bool) -> None:
 
     async def go() -> None:
         database = parse_database(settings.database)
-        store = open_store(database, schema="inspect", must_exist=True)
-        await store.open()
-        try:
-            found = store.schema_found or 0
-        finally:
-            await store.close()
+        found = await _schema_version(database, "inspect", must_exist=True)
         known = len(MIGRATIONS)
         state = "current" if found == known else "older: run ivr db migrate" if found < known else "newer than this ivr"
         emit(as_json, {"database": database.shown(), "backend": database.kind, "version": found, "needed": known},
@@ -48,12 +54,7 @@ def migrate(ctx: click.Context, /, as_json: bool) -> None:
 
     async def go() -> None:
         database = parse_database(settings.database)
-        store = open_store(database, schema="migrate")
-        await store.open()
-        try:
-            found = store.schema_found or 0
-        finally:
-            await store.close()
+        found = await _schema_version(database, "migrate", must_exist=False)
         known = len(MIGRATIONS)
         emit(as_json, {"database": database.shown(), "from": found, "to": known},
              [f"{database.shown()}: schema {found} -> {known}" if found != known
