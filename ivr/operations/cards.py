@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from rating.billing import price_cents
 from rating.errors import AlreadyExists, CardExpired, InvalidInput, NotFound
 from rating.models import Card, CardStatus, Project
-from rating.pins import generate_pin, pin_hash, pin_sequence
+from rating.pins import pin_hash, pin_sequence
 from rating.store.base import OperatorStore
 
 from ._common import CARD_SORTS, MAX_BATCH, MAX_MINUTES, MAX_NOTE, AccountLocked
@@ -254,17 +255,23 @@ async def unbind(store: OperatorStore, *, card: Card, number: str, actor: str = 
 async def reset_pin(store: OperatorStore, secret: bytes, *, card: Card) -> str:
     """Give the card a new PIN, unique in its project. Returns the PIN (shown once)."""
     proj = await card_project(store, card)
-    for _ in range(20):
-        pin = generate_pin(proj.pin_length)
+    space = 10 ** proj.pin_length
+    taken = await store.card_count(proj.id)   # each card holds one PIN, this card's own included
+    if taken >= space:
+        raise InvalidInput(f"project {proj.name} has {proj.pin_length}-digit PINs ({space:,} in all) and"
+                           f" {taken:,} cards: no PIN is free (a project with longer PINs holds more)")
+    # Every PIN once, in random order: at most `taken` of them are in use, so a free one
+    # comes within taken + 1 draws (more only if cards are bought meanwhile).
+    for pin in itertools.islice(pin_sequence(proj.pin_length), taken + 1):
         hashed = pin_hash(secret, proj.id, pin)
         if await store.card_by_pin_hash(proj.id, hashed) is not None:
-            continue  # taken, or by chance the card's own PIN
+            continue  # taken, or the card's own PIN
         try:
             await store.set_pin_hash(card.id, hashed)
             return pin
         except AlreadyExists:
             continue
-    raise InvalidInput("could not find a free PIN: raise the project's PIN length")
+    raise InvalidInput(f"could not find a free PIN in project {proj.name}: cards were bought meanwhile; try again")
 
 
 def check_expiry(expires_ms: int | None, now_ms: int, label: str = "that date") -> None:

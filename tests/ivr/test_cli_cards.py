@@ -305,8 +305,17 @@ def test_a_batch_fills_a_short_pin_space_to_its_last_pin_and_refuses_past_it(cli
     assert cli.fails(*more, "--count", "11") == (
         "InvalidInput: project short has 4-digit PINs (10,000 in all) and 9,990 cards: at most 10 more fit, not 11"
         " (a project with longer PINs holds more)")
-    last = cli.json(*more[:-1], "--count", "10")["cards"]
-    assert len({c["pin"] for c in last} | {r["pin"] for r in rows}) == 10_000
+    nine = cli.json(*more[:-1], "--count", "9")["cards"]
+    # One PIN is free in all 10,000: reset-pin finds it (drawing at random, it gave up after 20).
+    one_card = nine[0]["card"]
+    reset = cli.json("card", "reset-pin", one_card, "--yes")
+    taken = {c["pin"] for c in nine[1:]} | {r["pin"] for r in rows}
+    assert len(taken) == 9_998 and reset["pin"] not in taken and reset["pin"] != nine[0]["pin"]
+    last = cli.json(*more[:-1], "--count", "1")["cards"]
+    assert len({c["pin"] for c in last} | taken | {reset["pin"]}) == 10_000
+    assert cli.fails("card", "reset-pin", one_card, "--yes") == (
+        "InvalidInput: project short has 4-digit PINs (10,000 in all) and 10,000 cards: no PIN is free"
+        " (a project with longer PINs holds more)")
     assert cli.fails(*more) == (
         "InvalidInput: project short has 4-digit PINs (10,000 in all) and 10,000 cards: at most 0 more fit, not 1"
         " (a project with longer PINs holds more)")
