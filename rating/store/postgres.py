@@ -308,6 +308,15 @@ def _no_quota(quota: QuotaPeriod | None) -> bool:
     return quota is None or quota.limit_s <= 0
 
 
+async def _locked_hold_state(db: Conn, card_id: int, hold_id: int) -> str | None:
+    """A hold's state as last committed, read with its card row locked (first: one lock
+    order for every engine). A settlement that committed meanwhile — the engine's own,
+    another engine's settle route — is seen, so the loser writes no second CDR."""
+    await db.execute(_q("SELECT 1 FROM cards WHERE id = ? FOR UPDATE"), card_id)
+    state = await db.fetchval(_q("SELECT state FROM reservations WHERE id = ?"), hold_id)
+    return None if state is None else str(state)
+
+
 async def _settle_hold(db: Conn, hold_id: int, *, uniqueid: str, talk_ms: int, cdr: Cdr, now_ms: int,
                        limit_s: int | None, factor_pm: int, quota: QuotaPeriod | None) -> HoldSettlement:
     """Inside a transaction: see ``SqliteStore.settle_hold`` (the same steps)."""
@@ -322,10 +331,7 @@ async def _settle_hold(db: Conn, hold_id: int, *, uniqueid: str, talk_ms: int, c
     (card_id, _, reserved_s, state, max_talk_s, connect_s, minimum_s, initial_s, increment_s, caller_raw,
      caller_e164, dialled, start_ms, created_ms, project_id, *project_rule) = tuple(row)
     if state == "open":
-        # Card row first (one lock order), then the hold's state again: a settlement that
-        # committed meanwhile (the engine's own, another engine's) is seen, and wins.
-        await db.execute(_q("SELECT 1 FROM cards WHERE id = ? FOR UPDATE"), card_id)
-        state = await db.fetchval(_q("SELECT state FROM reservations WHERE id = ?"), hold_id)
+        state = await _locked_hold_state(db, card_id, hold_id)
     if state != "open":
         return HoldSettlement(state="already_settled" if state == "settled" else state, hold_id=hold_id,
                               card_id=card_id)
@@ -984,10 +990,8 @@ class PostgresStore:
             return await self._transaction("settle_and_record", one_statement, atomic=False)
 
         async def body(db: Conn) -> int:
-            # One CDR per call: a hold settled already (by the settle route, with its CDR) writes
-            # none. Card row locked first, so the state read is the one a concurrent settler committed.
-            await db.execute(_q("SELECT 1 FROM cards WHERE id = ? FOR UPDATE"), grant.card_id)
-            if await db.fetchval(_q("SELECT state FROM reservations WHERE id = ?"), grant.reservation_id) == "settled":
+            # One CDR per call: a hold settled already (by the settle route, with its CDR) writes none.
+            if await _locked_hold_state(db, grant.card_id, grant.reservation_id) == "settled":
                 return 0
             cdr.debited_s, cdr.quota_used_s = await _settle(db, grant, debit_s=debit_s, uniqueid=cdr.uniqueid,
                                                             now_ms=now_ms, factor_pm=factor_pm, quota=quota)
@@ -1005,9 +1009,7 @@ class PostgresStore:
                                  cdr.start_ms, cdr.uniqueid, cdr.end_ms):
                 return None
             if grant is not None:
-                await db.execute(_q("SELECT 1 FROM cards WHERE id = ? FOR UPDATE"), grant.card_id)
-                if await db.fetchval(_q("SELECT state FROM reservations WHERE id = ?"),
-                                     grant.reservation_id) == "settled":
+                if await _locked_hold_state(db, grant.card_id, grant.reservation_id) == "settled":
                     return None
                 cdr.debited_s, cdr.quota_used_s = await _settle(db, grant, debit_s=debit_s, uniqueid=cdr.uniqueid,
                                                                 now_ms=now_ms, factor_pm=factor_pm, quota=quota)

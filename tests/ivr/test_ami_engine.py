@@ -12,7 +12,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
@@ -25,24 +25,12 @@ from ivr.dialplan import UNSETTLED_FAMILY
 from rating.store.sqlite import SqliteStore
 
 from .conftest import ACCESS
-from .test_lifecycle import launch_engine, log_events, prepare
+from .test_lifecycle import _no_engine_outlives_its_test, launch_engine, log_events, prepare  # noqa: F401 - autouse
 
 IVR = str(Path(sys.executable).with_name("ivr"))
 CALLER = "+41791234567"
 START = Decimal("1796200000.000")
 WAIT_S = 30.0
-
-_started: list[asyncio.subprocess.Process] = []
-
-
-@pytest.fixture(autouse=True)
-def _no_engine_outlives_its_test() -> Iterator[None]:
-    yield
-    while _started:
-        proc = _started.pop()
-        if proc.returncode is None:
-            proc.kill()
-
 
 @pytest.fixture
 async def ami() -> AsyncIterator[AmiServer]:
@@ -57,7 +45,6 @@ def ami_env(ami: AmiServer) -> dict[str, str]:
 async def engine(db: Path, ami: AmiServer | None, port: int | None = None) -> tuple[asyncio.subprocess.Process, int]:
     env = {**(ami_env(ami) if ami else os.environ), "IVR_RECONCILE_S": "1"}
     proc, port, _ = await launch_engine(["--database", str(db)], [], port=port, env=env)
-    _started.append(proc)
     return proc, port
 
 

@@ -17,7 +17,7 @@ from rating.pins import load_or_create_secret
 from rating.store import open_store
 
 from .conftest import ACCESS
-from .test_lifecycle import _started, free_port, launch_engine  # noqa: F401 - _started: the autouse cleanup's list
+from .test_lifecycle import _no_engine_outlives_its_test, free_port, launch_engine  # noqa: F401 - the autouse cleanup
 
 IVR = str(Path(sys.executable).with_name("ivr"))
 CARD_SECONDS = 90

@@ -36,7 +36,7 @@ from rating.store import open_store
 from tests.postgres import PostgresServer, _free_port, need_postgres, running_server
 
 from .conftest import ACCESS
-from .test_lifecycle import _started, launch_engine  # noqa: F401 - _started: the autouse cleanup's list
+from .test_lifecycle import _no_engine_outlives_its_test, launch_engine  # noqa: F401 - the autouse cleanup
 
 FAIL_CLOSED_S = 2.0   # the promise for a new call while PostgreSQL is unreachable
 _uid = itertools.count(1)
